@@ -1,0 +1,23 @@
+"""BERT's summed input embeddings, computed four mathematically equivalent ways.
+
+>>> import numpy as np, kernels
+>>> tables = kernels.EmbeddingTables.random(vocab_size=100, hidden_size=8)
+>>> kernels.embed(tables, np.array([[1, 2, 3]]), method="fused").shape
+(1, 3, 8)
+"""
+
+from .api import METHODS, concat, embed, fused, gather, onehot
+from .onehot import DEFAULT_MEMORY_BUDGET
+from .tables import EmbeddingTables
+
+__all__ = [
+    "DEFAULT_MEMORY_BUDGET",
+    "METHODS",
+    "EmbeddingTables",
+    "concat",
+    "embed",
+    "fused",
+    "gather",
+    "onehot",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,27 @@
+"""Numba options for every kernel in the package, kept in one place.
+
+Why these values:
+
+- ``cache=True``: compiled machine code is written next to the module, so a fresh
+  process pays compilation once per machine, not once per start.
+- ``nogil=True``: kernels release the GIL, so callers' threads can overlap.
+- ``error_model="numpy"``: no Python exception checks inside loops (validation is
+  done in Python before any kernel runs, see :mod:`kernels.validate`).
+- no ``fastmath``: its ``reassoc`` flag would let LLVM reorder ``(a + b) + c``,
+  which breaks the bit-for-bit agreement between the fused kernel and numpy's
+  gather that the tests guarantee. The sum is memory-bound, so nothing is lost.
+"""
+
+from numba import njit
+
+JIT_OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy"}
+
+
+def serial_kernel(func):
+    """Compile ``func`` as a serial kernel with the project's options."""
+    return njit(**JIT_OPTIONS)(func)
+
+
+def parallel_kernel(func):
+    """Compile ``func`` as a ``parallel=True`` kernel with the project's options."""
+    return njit(parallel=True, **JIT_OPTIONS)(func)

@@ -1,0 +1,95 @@
+"""The public surface: ``embed`` and one function per method."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .fused import fused_sum
+from .gather import gather_sum
+from .onehot import DEFAULT_MEMORY_BUDGET, concat_sum, onehot_sum
+from .tables import EmbeddingTables
+from .validate import prepare
+
+METHODS = ("onehot", "concat", "gather", "fused")
+
+# Methods whose extra memory is bounded by ``memory_budget`` (the others ignore it).
+_BUDGETED = {"onehot": onehot_sum, "concat": concat_sum}
+_UNBUDGETED = {"gather": gather_sum, "fused": fused_sum}
+
+
+def embed(
+    tables: EmbeddingTables,
+    input_ids,
+    token_type_ids=None,
+    position_ids=None,
+    *,
+    method: str = "fused",
+    past_length: int = 0,
+    out: np.ndarray | None = None,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+) -> np.ndarray:
+    """BERT's summed input embeddings, ``Wt[input_ids] + Ws[token_type_ids] + Wp[position_ids]``.
+
+    Parameters
+    ----------
+    tables : EmbeddingTables
+    input_ids : array_like of int, shape (batch, seq)
+        Any integer dtype; int32 and int64 reach the fused kernel without a copy.
+    token_type_ids : array_like of int, shape (batch, seq), optional
+        Segment ids; all zeros when omitted.
+    position_ids : array_like of int, shape (seq,), (1, seq) or (batch, seq), optional
+        When omitted, ``past_length .. past_length + seq - 1`` for every sequence.
+        When given, ``past_length`` is ignored (as in Hugging Face's BertEmbeddings).
+    method : {"onehot", "concat", "gather", "fused"}
+        Which implementation computes the sum; all four return the same values
+        within the bound stated in the README ("Equivalence").
+    past_length : int, default 0
+        Tokens already processed (for incremental decoding); shifts default positions.
+    out : ndarray, shape (batch, seq, hidden), optional
+        C-contiguous, writable array of the tables' dtype to write into.
+    memory_budget : int, default 256 MiB
+        Bytes of extra memory the ``onehot`` and ``concat`` methods may use; they
+        process tokens in chunks to stay within it. Ignored by the other methods.
+
+    Returns
+    -------
+    ndarray, shape (batch, seq, hidden), the tables' dtype
+        ``out`` when given, else a new array.
+
+    Raises
+    ------
+    TypeError, ValueError, IndexError
+        The same for every method; see :func:`kernels.validate.prepare`.
+    """
+    if method in _BUDGETED:
+        compute = _BUDGETED[method]
+        options = {"memory_budget": memory_budget}
+    elif method in _UNBUDGETED:
+        compute = _UNBUDGETED[method]
+        options = {}
+    else:
+        raise ValueError(f"method is {method!r}; it must be one of {METHODS}.")
+    batch = prepare(tables, input_ids, token_type_ids, position_ids, past_length, out)
+    if batch.out is None:
+        result = np.empty((*batch.shape, tables.hidden_size), dtype=tables.dtype)
+    else:
+        result = batch.out
+    return compute(tables, batch, result, **options)
+
+
+def _method_function(method: str):
+    def run(tables, input_ids, token_type_ids=None, position_ids=None, **options):
+        return embed(tables, input_ids, token_type_ids, position_ids, method=method, **options)
+
+    run.__name__ = run.__qualname__ = method
+    run.__doc__ = (
+        f"``embed(..., method={method!r})``: the same arguments, errors and result as "
+        ":func:`kernels.embed`."
+    )
+    return run
+
+
+onehot = _method_function("onehot")
+concat = _method_function("concat")
+gather = _method_function("gather")
+fused = _method_function("fused")

@@ -1,0 +1,153 @@
+"""The three embedding tables of BERT's input layer, validated once."""
+
+from __future__ import annotations
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+BERT_INIT_STD = 0.02  # BERT's initializer_range: weights start as N(0, 0.02**2)
+
+
+def _as_table(name: str, value) -> np.ndarray:
+    """Check one table and return a read-only, C-contiguous view (or copy) of it."""
+    array = np.asarray(value)
+    if array.dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{name} has dtype {array.dtype}; embedding tables must be float32 or float64. "
+            f"Convert it with {name}.astype(np.float32)."
+        )
+    if array.ndim != 2:
+        raise ValueError(
+            f"{name} has shape {array.shape}; an embedding table must be 2-D (rows, hidden_size)."
+        )
+    if array.shape[0] < 1 or array.shape[1] < 1:
+        raise ValueError(
+            f"{name} has shape {array.shape}; a table needs at least one row and one column."
+        )
+    # Copy once here so every kernel can assume C order and contiguous rows.
+    array = np.ascontiguousarray(array)
+    view = array.view()
+    view.flags.writeable = False
+    return view
+
+
+class EmbeddingTables:
+    """The token, segment (token type) and position tables of a BERT input layer.
+
+    Parameters
+    ----------
+    token : array_like, shape (vocab_size, hidden_size)
+        Word embeddings, ``W_t``.
+    segment : array_like, shape (type_vocab_size, hidden_size)
+        Token-type embeddings, ``W_s``.
+    position : array_like, shape (max_positions, hidden_size)
+        Absolute position embeddings, ``W_p``.
+
+    Notes
+    -----
+    All three tables must be 2-D, float32 or float64 with one dtype for all, the
+    same width and at least one row. Non-C-contiguous input is copied once to C
+    order; C-contiguous input is kept by reference as a read-only view. The
+    tables are treated as immutable: derived data (the stacked table of the
+    ``concat`` method) is cached on first use, so after changing the weights
+    build a new ``EmbeddingTables``.
+    """
+
+    __slots__ = ("_cache", "position", "segment", "token")
+
+    def __init__(self, token, segment, position):
+        self.token = _as_table("token", token)
+        self.segment = _as_table("segment", segment)
+        self.position = _as_table("position", position)
+        tables = {"token": self.token, "segment": self.segment, "position": self.position}
+        dtypes = {name: str(t.dtype) for name, t in tables.items()}
+        if len(set(dtypes.values())) != 1:
+            raise TypeError(
+                f"tables have mixed dtypes {dtypes}; all three must share one dtype. "
+                "Convert them with .astype(np.float32) (or float64)."
+            )
+        widths = {name: t.shape for name, t in tables.items()}
+        if len({shape[1] for shape in widths.values()}) != 1:
+            raise ValueError(
+                f"tables have shapes {widths}; all three must have the same width (hidden_size)."
+            )
+        self._cache = {}
+
+    @classmethod
+    def random(
+        cls,
+        vocab_size: int,
+        hidden_size: int,
+        *,
+        max_positions: int = 512,
+        type_vocab_size: int = 2,
+        dtype=np.float32,
+        seed: int = 0,
+    ) -> EmbeddingTables:
+        """Reproducible tables drawn from N(0, 0.02**2), as BERT initialises them.
+
+        Parameters
+        ----------
+        vocab_size, hidden_size, max_positions, type_vocab_size : int
+            Table shapes; each at least 1.
+        dtype : float32 or float64
+        seed : int
+            Seed of ``numpy.random.default_rng``; the same seed gives the same tables.
+        """
+        sizes = {
+            "vocab_size": vocab_size,
+            "hidden_size": hidden_size,
+            "max_positions": max_positions,
+            "type_vocab_size": type_vocab_size,
+        }
+        for name, size in sizes.items():
+            if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {size!r}")
+        dtype = np.dtype(dtype)
+        if dtype not in FLOAT_DTYPES:
+            raise TypeError(f"dtype is {dtype}; tables must be float32 or float64")
+        rng = np.random.default_rng(seed)
+
+        def draw(rows):
+            return rng.standard_normal((rows, hidden_size), dtype=dtype) * dtype.type(
+                BERT_INIT_STD
+            )
+
+        return cls(draw(vocab_size), draw(type_vocab_size), draw(max_positions))
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.token.dtype
+
+    @property
+    def vocab_size(self) -> int:
+        return self.token.shape[0]
+
+    @property
+    def type_vocab_size(self) -> int:
+        return self.segment.shape[0]
+
+    @property
+    def max_positions(self) -> int:
+        return self.position.shape[0]
+
+    @property
+    def hidden_size(self) -> int:
+        return self.token.shape[1]
+
+    @property
+    def nbytes(self) -> int:
+        return self.token.nbytes + self.segment.nbytes + self.position.nbytes
+
+    def cached(self, key: str, build):
+        """Return derived data stored under ``key``, building it on first use."""
+        if key not in self._cache:
+            self._cache[key] = build(self)
+        return self._cache[key]
+
+    def __repr__(self) -> str:
+        return (
+            f"EmbeddingTables(vocab_size={self.vocab_size}, hidden_size={self.hidden_size}, "
+            f"max_positions={self.max_positions}, type_vocab_size={self.type_vocab_size}, "
+            f"dtype={self.dtype})"
+        )

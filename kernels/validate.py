@@ -1,0 +1,204 @@
+"""Every input check, in one place, run before any kernel.
+
+All four methods call :func:`prepare` first, so a bad input gets the same
+exception and message whichever method was asked for, and no kernel ever sees
+an id outside its table (a gather would otherwise read foreign memory).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .tables import EmbeddingTables
+
+# Id dtypes the compiled kernel takes as they are; any other integer dtype is
+# converted once (after the range check, so the conversion cannot wrap).
+KERNEL_ID_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
+
+
+class Batch(NamedTuple):
+    """Validated ids in one normal form shared by all methods.
+
+    ``token_type_ids`` and ``position_ids`` are 2-D with a first axis of 1
+    (shared by every sequence of the batch) or ``batch``.
+    """
+
+    input_ids: np.ndarray  # (batch, seq)
+    token_type_ids: np.ndarray  # (1 | batch, seq)
+    position_ids: np.ndarray  # (1 | batch, seq)
+    out: np.ndarray | None  # (batch, seq, hidden) or None to allocate
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.input_ids.shape
+
+    @property
+    def num_tokens(self) -> int:
+        return self.input_ids.size
+
+
+def _as_ids(name: str, value) -> np.ndarray:
+    """Return ``value`` as an integer array without copying arrays that already are."""
+    array = value if isinstance(value, np.ndarray) else np.asarray(value)
+    if array.size == 0 and array.dtype == np.float64 and not isinstance(value, np.ndarray):
+        array = array.astype(np.int64)  # np.asarray([]) is float64; an empty list is no float
+    if array.dtype.kind not in "iu":
+        raise TypeError(
+            f"{name} has dtype {array.dtype}; ids must be integers (bool is not accepted). "
+            f"Convert them with np.asarray({name}).astype(np.int64)."
+        )
+    if not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
+    return array
+
+
+def _check_range(name: str, ids: np.ndarray, size: int, size_name: str) -> None:
+    """Raise IndexError naming the first id outside ``[0, size)``.
+
+    ``min``/``max`` compare in the array's own dtype against a Python int, so
+    huge unsigned values and the int64 minimum cannot overflow the check.
+    """
+    if ids.size == 0:
+        return
+    if ids.min() >= 0 and ids.max() < size:
+        return
+    bad = (ids < 0) | (ids >= size)
+    where = np.unravel_index(int(np.argmax(bad)), ids.shape)
+    value = ids[where]
+    if len(where) == 2:
+        location = f"{name}[{where[0]}, {where[1]}] (batch {where[0]}, position {where[1]})"
+    else:
+        location = f"{name}[{where[0]}] (position {where[0]})"
+    raise IndexError(
+        f"{location} is {value}, out of range: valid ids satisfy 0 <= id < {size} ({size_name})."
+    )
+
+
+def _check_past_length(past_length) -> int:
+    if isinstance(past_length, bool) or not isinstance(past_length, (int, np.integer)):
+        raise TypeError(
+            f"past_length is {type(past_length).__name__}; it must be an int >= 0 "
+            "(the number of tokens already processed)."
+        )
+    if past_length < 0:
+        raise ValueError(f"past_length is {past_length}; it must be >= 0.")
+    return int(past_length)
+
+
+def _default_id_dtype(input_ids: np.ndarray) -> np.dtype:
+    # Defaults share input_ids' dtype where the kernel takes it as is, so that a
+    # call with defaults compiles no extra kernel specialisation.
+    return input_ids.dtype if input_ids.dtype in KERNEL_ID_DTYPES else np.dtype(np.int64)
+
+
+def _token_type_ids(value, input_ids: np.ndarray) -> np.ndarray:
+    seq = input_ids.shape[1]
+    if value is None:
+        return np.zeros((1, seq), dtype=_default_id_dtype(input_ids))
+    token_type_ids = _as_ids("token_type_ids", value)
+    if token_type_ids.shape != input_ids.shape:
+        raise ValueError(
+            f"token_type_ids has shape {token_type_ids.shape}; it must match input_ids' shape "
+            f"{input_ids.shape}."
+        )
+    return token_type_ids
+
+
+def _position_ids(value, input_ids: np.ndarray, past_length: int, max_positions: int):
+    batch, seq = input_ids.shape
+    if value is None:
+        if past_length + seq > max_positions:
+            raise IndexError(
+                f"position_ids (default, past_length={past_length}) run to position "
+                f"{past_length + seq - 1}, out of range: valid ids satisfy "
+                f"0 <= id < {max_positions} (max_positions)."
+            )
+        return np.arange(past_length, past_length + seq, dtype=_default_id_dtype(input_ids))[
+            None, :
+        ]
+    position_ids = _as_ids("position_ids", value)
+    allowed = {(seq,), (1, seq), (batch, seq)}
+    if position_ids.shape not in allowed:
+        raise ValueError(
+            f"position_ids has shape {position_ids.shape}; with input_ids of shape "
+            f"{input_ids.shape} it must be {(seq,)}, {(1, seq)} or {(batch, seq)}."
+        )
+    return position_ids
+
+
+def _check_out(out, shape: tuple[int, int, int], dtype: np.dtype, inputs) -> np.ndarray:
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out is {type(out).__name__}; it must be a numpy array or None.")
+    if out.dtype != dtype:
+        raise TypeError(
+            f"out has dtype {out.dtype}; it must have the tables' dtype {dtype}. "
+            f"Allocate it with np.empty({shape}, dtype=np.{dtype})."
+        )
+    if out.shape != shape:
+        raise ValueError(f"out has shape {out.shape}; it must have shape {shape}.")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only; pass a writable array.")
+    if not out.flags.c_contiguous:
+        raise ValueError("out is not C-contiguous; pass np.empty(shape, dtype) or None.")
+    for name, array in inputs.items():
+        if np.may_share_memory(out, array):
+            raise ValueError(f"out overlaps {name}; pass an array that shares no memory with it.")
+    return out
+
+
+def prepare(
+    tables: EmbeddingTables,
+    input_ids,
+    token_type_ids=None,
+    position_ids=None,
+    past_length=0,
+    out=None,
+) -> Batch:
+    """Validate and normalise the arguments of :func:`kernels.embed`.
+
+    Raises
+    ------
+    TypeError
+        ``tables`` is not an EmbeddingTables, ids are not integers, ``out`` has
+        the wrong dtype, ``past_length`` is not an int.
+    ValueError
+        Shapes that do not fit (named in the message), negative ``past_length``,
+        an ``out`` that is read-only, non-contiguous or overlaps an input.
+    IndexError
+        An id outside its table, naming the array, the (batch, position) of the
+        first bad id, its value and the valid range.
+    """
+    if not isinstance(tables, EmbeddingTables):
+        raise TypeError(
+            f"tables is {type(tables).__name__}; pass a kernels.EmbeddingTables "
+            "(EmbeddingTables(token=..., segment=..., position=...))."
+        )
+    past_length = _check_past_length(past_length)
+    input_ids = _as_ids("input_ids", input_ids)
+    if input_ids.ndim != 2:
+        raise ValueError(
+            f"input_ids has shape {input_ids.shape}; it must be 2-D (batch, seq). "
+            "Use input_ids[None, :] for a single sequence."
+        )
+    token_type_ids = _token_type_ids(token_type_ids, input_ids)
+    position_ids = _position_ids(position_ids, input_ids, past_length, tables.max_positions)
+
+    _check_range("input_ids", input_ids, tables.vocab_size, "vocab_size")
+    _check_range("token_type_ids", token_type_ids, tables.type_vocab_size, "type_vocab_size")
+    _check_range("position_ids", position_ids, tables.max_positions, "max_positions")
+    if position_ids.ndim == 1:
+        position_ids = position_ids[None, :]
+
+    if out is not None:
+        inputs = {
+            "tables.token": tables.token,
+            "tables.segment": tables.segment,
+            "tables.position": tables.position,
+            "input_ids": input_ids,
+            "token_type_ids": token_type_ids,
+            "position_ids": position_ids,
+        }
+        out = _check_out(out, (*input_ids.shape, tables.hidden_size), tables.dtype, inputs)
+    return Batch(input_ids, token_type_ids, position_ids, out)
