@@ -15,8 +15,6 @@ def gather_sum(tables: EmbeddingTables, batch: Batch, out: np.ndarray) -> np.nda
     broadcasts them over the batch. The token gather allocates one temporary
     of the output's size: this is the plain numpy way users write it.
     """
-    np.add(
-        tables.token[batch.input_ids], tables.segment[batch.token_type_ids], out=out
-    )
+    np.add(tables.token[batch.input_ids], tables.segment[batch.token_type_ids], out=out)
     np.add(out, tables.position[batch.position_ids], out=out)
     return out

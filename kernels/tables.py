@@ -109,9 +109,7 @@ class EmbeddingTables:
         rng = np.random.default_rng(seed)
 
         def draw(rows):
-            return rng.standard_normal((rows, hidden_size), dtype=dtype) * dtype.type(
-                BERT_INIT_STD
-            )
+            return rng.standard_normal((rows, hidden_size), dtype=dtype) * dtype.type(BERT_INIT_STD)
 
         return cls(draw(vocab_size), draw(type_vocab_size), draw(max_positions))
 

@@ -2,6 +2,7 @@
 
 It walks the tokens one at a time in Python, reads rows by plain integer
 indexing and adds them in a fixed order; no fancy indexing, no BLAS, no numba.
+The tests, the benchmarks and ``embench`` check every method against it.
 """
 
 import numpy as np

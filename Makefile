@@ -1,0 +1,29 @@
+# Quick start: `make report` runs the main job, `make test` runs the tests.
+# Both create .venv (from python3, or PYTHON=...) and install the package into it.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: report check test lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+report: $(BIN)/.installed
+	$(BIN)/embench check
+
+check: $(BIN)/.installed
+	$(BIN)/embench check
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) .asv .benchmarks .pytest_cache .hypothesis

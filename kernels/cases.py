@@ -1,0 +1,90 @@
+"""The one list of benchmark shapes, shared by asv, pytest-benchmark and ``embench``.
+
+Every suite builds its inputs through :func:`make_inputs`, so the three always
+measure the same thing: uniform random ids (seeded), token types alternating
+between the two halves of each sequence (so segment 1 is really read), default
+positions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from functools import lru_cache
+
+import numpy as np
+
+from .tables import EmbeddingTables
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One benchmark point: the batch and the tables it runs on."""
+
+    batch: int
+    seq: int
+    hidden: int
+    vocab: int
+    max_positions: int = 512
+    type_vocab: int = 2
+    dtype: str = "float32"
+
+    @property
+    def name(self) -> str:
+        return f"b{self.batch}-s{self.seq}-h{self.hidden}-v{self.vocab}-{self.dtype}"
+
+    @property
+    def tokens(self) -> int:
+        return self.batch * self.seq
+
+    @property
+    def output_nbytes(self) -> int:
+        return self.tokens * self.hidden * np.dtype(self.dtype).itemsize
+
+    def with_seq(self, seq: int) -> Shape:
+        """The same shape at another sequence length, with a position table that fits."""
+        return replace(self, seq=seq, max_positions=max(self.max_positions, seq))
+
+    def with_vocab(self, vocab: int) -> Shape:
+        return replace(self, vocab=vocab)
+
+
+BERT_BASE = Shape(batch=32, seq=512, hidden=768, vocab=30522)
+
+# The sweeps the asv suite and the full report measure: O(V) cost for the
+# one-hot paths shows up over vocab; the gathers stay flat.
+VOCAB_SIZES = (1000, 8000, 30522, 100_000, 250_000)
+SEQ_LENS = (32, 64, 128, 256, 512, 1024, 2048)
+SWEEP_BASE = Shape(batch=8, seq=128, hidden=768, vocab=30522)
+
+# CI sizes (pytest-benchmark on every submission): small enough that all four
+# methods, one-hot paths included, finish in seconds on 2 cores.
+CI_BASE = Shape(batch=4, seq=128, hidden=256, vocab=8000)
+CI_VOCAB_SIZES = (1000, 8000, 30522)
+CI_SEQ_LENS = (32, 128, 512)
+
+
+def vocab_sweep(base: Shape = SWEEP_BASE, sizes=VOCAB_SIZES) -> list[Shape]:
+    return [base.with_vocab(v) for v in sizes]
+
+
+def seq_sweep(base: Shape = SWEEP_BASE, lens=SEQ_LENS) -> list[Shape]:
+    return [base.with_seq(s) for s in lens]
+
+
+@lru_cache(maxsize=4)
+def make_tables(vocab: int, hidden: int, max_positions: int, type_vocab: int, dtype: str):
+    return EmbeddingTables.random(
+        vocab, hidden, max_positions=max_positions, type_vocab_size=type_vocab, dtype=dtype
+    )
+
+
+def make_inputs(shape: Shape, seed: int = 0):
+    """Tables and ids for ``shape``: ``(tables, input_ids, token_type_ids)``."""
+    tables = make_tables(
+        shape.vocab, shape.hidden, shape.max_positions, shape.type_vocab, shape.dtype
+    )
+    rng = np.random.default_rng(seed)
+    input_ids = rng.integers(0, shape.vocab, size=(shape.batch, shape.seq), dtype=np.int64)
+    token_type_ids = np.zeros((shape.batch, shape.seq), dtype=np.int64)
+    token_type_ids[:, shape.seq // 2 :] = min(1, shape.type_vocab - 1)
+    return tables, input_ids, token_type_ids

@@ -1,0 +1,83 @@
+import numpy as np
+import pytest
+
+import kernels
+
+
+def test_random_is_reproducible_and_shaped_like_bert():
+    a = kernels.EmbeddingTables.random(1000, 64, seed=3)
+    b = kernels.EmbeddingTables.random(1000, 64, seed=3)
+    c = kernels.EmbeddingTables.random(1000, 64, seed=4)
+    assert (a.vocab_size, a.hidden_size, a.max_positions, a.type_vocab_size) == (1000, 64, 512, 2)
+    assert a.dtype == np.float32
+    np.testing.assert_array_equal(a.token, b.token)
+    assert not np.array_equal(a.token, c.token)
+    # BERT initialises with std 0.02: 64k samples pin the estimate to about 0.3%.
+    assert abs(a.token.std() - 0.02) < 0.0005
+    assert abs(a.token.mean()) < 0.0005
+
+
+def test_random_float64():
+    assert kernels.EmbeddingTables.random(5, 3, dtype=np.float64).dtype == np.float64
+
+
+def test_tables_are_read_only_and_c_contiguous():
+    token = np.asfortranarray(np.ones((5, 3), np.float32))
+    tables = kernels.EmbeddingTables(
+        token, np.ones((2, 3), np.float32), np.ones((4, 3), np.float32)
+    )
+    assert tables.token.flags.c_contiguous
+    assert not tables.token.flags.writeable
+    assert token.flags.writeable  # the caller's array is left alone
+
+
+def test_c_contiguous_tables_are_not_copied():
+    token = np.ones((5, 3))
+    tables = kernels.EmbeddingTables(token, np.ones((2, 3)), np.ones((4, 3)))
+    assert np.shares_memory(tables.token, token)
+
+
+GOOD = {"token": np.ones((5, 3)), "segment": np.ones((2, 3)), "position": np.ones((4, 3))}
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "error", "message"),
+    [
+        ("token", np.ones((5, 3), np.int64), TypeError, r"token has dtype int64.*float32"),
+        ("segment", np.ones((2, 3), np.float16), TypeError, r"segment has dtype float16"),
+        ("position", np.ones(3), ValueError, r"position has shape \(3,\).*2-D"),
+        ("token", np.ones((0, 3)), ValueError, r"token has shape \(0, 3\).*at least one row"),
+        ("segment", np.ones((2, 0)), ValueError, r"segment.*at least one row and one column"),
+        ("position", np.ones((4, 5)), ValueError, r"same width"),
+        ("token", np.ones((5, 3), np.float32), TypeError, r"mixed dtypes"),
+        ("token", [["a"]], TypeError, r"token has dtype <U1"),
+        ("segment", np.ones((2, 3, 1)), ValueError, r"segment has shape \(2, 3, 1\)"),
+    ],
+)
+def test_bad_tables(name, value, error, message):
+    with pytest.raises(error, match=message):
+        kernels.EmbeddingTables(**{**GOOD, name: value})
+
+
+@pytest.mark.parametrize(
+    "argument", ["vocab_size", "hidden_size", "max_positions", "type_vocab_size"]
+)
+def test_random_rejects_bad_sizes(argument):
+    sizes = {"vocab_size": 5, "hidden_size": 3, "max_positions": 4, "type_vocab_size": 2}
+    sizes[argument] = 0
+    with pytest.raises(ValueError, match=argument):
+        kernels.EmbeddingTables.random(sizes.pop("vocab_size"), sizes.pop("hidden_size"), **sizes)
+
+
+def test_random_rejects_int_dtype():
+    with pytest.raises(TypeError, match="float32 or float64"):
+        kernels.EmbeddingTables.random(5, 3, dtype=np.int32)
+
+
+def test_stacked_table_is_built_once():
+    tables = kernels.EmbeddingTables.random(50, 4, max_positions=8)
+    kernels.concat(tables, [[1, 2]])
+    first = tables.cached("stacked", None)  # already built: the builder is not called
+    kernels.concat(tables, [[3, 4]])
+    assert tables.cached("stacked", None) is first
+    assert first.shape == (50 + 2 + 8, 4)
