@@ -90,6 +90,18 @@ def check(arguments) -> int:
     return 0
 
 
+def bench_table(arguments) -> int:
+    """Print the Markdown table of a pytest-benchmark JSON file."""
+    from .benchtable import render_file
+
+    try:
+        print(render_file(arguments.json))
+    except (OSError, ValueError, KeyError) as error:
+        print(f"embench bench-table: cannot read {arguments.json}: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="embench",
@@ -105,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--budget", type=float, default=2.0, help="seconds of timing per method (at least one call)"
     )
     check_parser.set_defaults(run=check)
+
+    table_parser = commands.add_parser(
+        "bench-table", help="render a pytest-benchmark JSON file as a Markdown table"
+    )
+    table_parser.add_argument("json", help="file written by pytest --benchmark-json")
+    table_parser.set_defaults(run=bench_table)
     return parser
 
 
