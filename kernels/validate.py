@@ -7,10 +7,12 @@ an id outside its table (a gather would otherwise read foreign memory).
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
 
+from ._jit import serial_kernel
 from .tables import EmbeddingTables
 
 # Id dtypes the compiled kernel takes as they are; any other integer dtype is
@@ -54,15 +56,33 @@ def _as_ids(name: str, value) -> np.ndarray:
     return array
 
 
+@serial_kernel
+def _first_out_of_range(ids, size):
+    """Flat index of the first id outside [0, size), or -1: one pass, no temporaries."""
+    rows, columns = ids.shape
+    for row in range(rows):
+        for column in range(columns):
+            value = ids[row, column]
+            if value < 0 or value >= size:
+                return row * columns + column
+    return -1
+
+
 def _check_range(name: str, ids: np.ndarray, size: int, size_name: str) -> None:
     """Raise IndexError naming the first id outside ``[0, size)``.
 
-    ``min``/``max`` compare in the array's own dtype against a Python int, so
-    huge unsigned values and the int64 minimum cannot overflow the check.
+    int32/int64 ids are scanned once by a compiled loop (a small call's budget
+    is microseconds; numpy's min and max cost two passes and about 2 us each).
+    Other dtypes use ``min``/``max``, which compare in the array's own dtype
+    against a Python int, so huge unsigned values and the int64 minimum cannot
+    overflow the check.
     """
     if ids.size == 0:
         return
-    if ids.min() >= 0 and ids.max() < size:
+    if ids.dtype in KERNEL_ID_DTYPES:
+        if _first_out_of_range(ids.reshape(-1, ids.shape[-1]), size) < 0:
+            return
+    elif ids.min() >= 0 and ids.max() < size:
         return
     bad = (ids < 0) | (ids >= size)
     where = np.unravel_index(int(np.argmax(bad)), ids.shape)
@@ -87,37 +107,23 @@ def _check_past_length(past_length) -> int:
     return int(past_length)
 
 
-def _default_id_dtype(input_ids: np.ndarray) -> np.dtype:
-    # Defaults share input_ids' dtype where the kernel takes it as is, so that a
-    # call with defaults compiles no extra kernel specialisation.
-    return input_ids.dtype if input_ids.dtype in KERNEL_ID_DTYPES else np.dtype(np.int64)
+@lru_cache(maxsize=64)
+def _default_token_type_ids(seq: int, dtype: np.dtype) -> np.ndarray:
+    # Read-only and cached: a small call should not pay an allocation for zeros.
+    zeros = np.zeros((1, seq), dtype=dtype)
+    zeros.flags.writeable = False
+    return zeros
 
 
-def _token_type_ids(value, input_ids: np.ndarray) -> np.ndarray:
-    seq = input_ids.shape[1]
-    if value is None:
-        return np.zeros((1, seq), dtype=_default_id_dtype(input_ids))
-    token_type_ids = _as_ids("token_type_ids", value)
-    if token_type_ids.shape != input_ids.shape:
-        raise ValueError(
-            f"token_type_ids has shape {token_type_ids.shape}; it must match input_ids' shape "
-            f"{input_ids.shape}."
-        )
-    return token_type_ids
+@lru_cache(maxsize=64)
+def _default_position_ids(past_length: int, seq: int, dtype: np.dtype) -> np.ndarray:
+    positions = np.arange(past_length, past_length + seq, dtype=dtype)[None, :]
+    positions.flags.writeable = False
+    return positions
 
 
-def _position_ids(value, input_ids: np.ndarray, past_length: int, max_positions: int):
+def _position_ids(value, input_ids: np.ndarray) -> np.ndarray:
     batch, seq = input_ids.shape
-    if value is None:
-        if past_length + seq > max_positions:
-            raise IndexError(
-                f"position_ids (default, past_length={past_length}) run to position "
-                f"{past_length + seq - 1}, out of range: valid ids satisfy "
-                f"0 <= id < {max_positions} (max_positions)."
-            )
-        return np.arange(past_length, past_length + seq, dtype=_default_id_dtype(input_ids))[
-            None, :
-        ]
     position_ids = _as_ids("position_ids", value)
     allowed = {(seq,), (1, seq), (batch, seq)}
     if position_ids.shape not in allowed:
@@ -142,7 +148,7 @@ def _check_out(out, shape: tuple[int, int, int], dtype: np.dtype, inputs) -> np.
         raise ValueError("out is read-only; pass a writable array.")
     if not out.flags.c_contiguous:
         raise ValueError("out is not C-contiguous; pass np.empty(shape, dtype) or None.")
-    for name, array in inputs.items():
+    for name, array in inputs:
         if np.may_share_memory(out, array):
             raise ValueError(f"out overlaps {name}; pass an array that shares no memory with it.")
     return out
@@ -182,23 +188,51 @@ def prepare(
             f"input_ids has shape {input_ids.shape}; it must be 2-D (batch, seq). "
             "Use input_ids[None, :] for a single sequence."
         )
-    token_type_ids = _token_type_ids(token_type_ids, input_ids)
-    position_ids = _position_ids(position_ids, input_ids, past_length, tables.max_positions)
+    batch, seq = input_ids.shape
+    # Defaults share input_ids' dtype where the kernel takes it as is, so that a
+    # call with defaults compiles no extra kernel specialisation.
+    default_dtype = input_ids.dtype if input_ids.dtype in KERNEL_ID_DTYPES else np.dtype(np.int64)
+    given = [("input_ids", input_ids)]  # caller's arrays: range-checked, kept apart from out
 
-    _check_range("input_ids", input_ids, tables.vocab_size, "vocab_size")
-    _check_range("token_type_ids", token_type_ids, tables.type_vocab_size, "type_vocab_size")
-    _check_range("position_ids", position_ids, tables.max_positions, "max_positions")
+    if token_type_ids is None:
+        token_type_ids = _default_token_type_ids(seq, default_dtype)  # zeros: always valid
+    else:
+        token_type_ids = _as_ids("token_type_ids", token_type_ids)
+        if token_type_ids.shape != input_ids.shape:
+            raise ValueError(
+                f"token_type_ids has shape {token_type_ids.shape}; it must match input_ids' "
+                f"shape {input_ids.shape}."
+            )
+        given.append(("token_type_ids", token_type_ids))
+
+    if position_ids is None:
+        if past_length + seq > tables.max_positions:
+            raise IndexError(
+                f"position_ids (default, past_length={past_length}) run to position "
+                f"{past_length + seq - 1}, out of range: valid ids satisfy "
+                f"0 <= id < {tables.max_positions} (max_positions)."
+            )
+        position_ids = _default_position_ids(past_length, seq, default_dtype)
+    else:
+        position_ids = _position_ids(position_ids, input_ids)
+        given.append(("position_ids", position_ids))
+
+    sizes = {
+        "input_ids": (tables.vocab_size, "vocab_size"),
+        "token_type_ids": (tables.type_vocab_size, "type_vocab_size"),
+        "position_ids": (tables.max_positions, "max_positions"),
+    }
+    for name, ids in given:
+        _check_range(name, ids, *sizes[name])
     if position_ids.ndim == 1:
         position_ids = position_ids[None, :]
 
     if out is not None:
-        inputs = {
-            "tables.token": tables.token,
-            "tables.segment": tables.segment,
-            "tables.position": tables.position,
-            "input_ids": input_ids,
-            "token_type_ids": token_type_ids,
-            "position_ids": position_ids,
-        }
-        out = _check_out(out, (*input_ids.shape, tables.hidden_size), tables.dtype, inputs)
+        inputs = [
+            ("tables.token", tables.token),
+            ("tables.segment", tables.segment),
+            ("tables.position", tables.position),
+            *given,
+        ]
+        out = _check_out(out, (batch, seq, tables.hidden_size), tables.dtype, inputs)
     return Batch(input_ids, token_type_ids, position_ids, out)
