@@ -102,6 +102,24 @@ def bench_table(arguments) -> int:
     return 0
 
 
+def perf(arguments) -> int:
+    """Measure the fused kernel against the roofline and the peers; print or write Markdown."""
+    from . import performance
+    from .progress import Progress
+
+    with Progress(arguments.rounds, "embench perf: BERT-base rounds") as bar:
+        medians = performance.bert_base_medians(arguments.rounds, progress=bar.update)
+    small = performance.small_call_seconds()
+    first = performance.first_call_seconds()
+    command = "embench perf" + (f" --write {arguments.write}" if arguments.write else "")
+    text = performance.render(medians, small, first, command, arguments.rounds)
+    if arguments.write:
+        with open(arguments.write, "w") as handle:
+            handle.write(text)
+    print(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="embench",
@@ -123,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     table_parser.add_argument("json", help="file written by pytest --benchmark-json")
     table_parser.set_defaults(run=bench_table)
+
+    perf_parser = commands.add_parser(
+        "perf", help="fused kernel vs its memory roofline and the peers (docs/PERFORMANCE.md)"
+    )
+    perf_parser.add_argument("--rounds", type=int, default=30)
+    perf_parser.add_argument("--write", metavar="PATH", help="also write the Markdown here")
+    perf_parser.set_defaults(run=perf)
     return parser
 
 
