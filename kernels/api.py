@@ -40,9 +40,11 @@ def embed(
     position_ids : array_like of int, shape (seq,), (1, seq) or (batch, seq), optional
         When omitted, ``past_length .. past_length + seq - 1`` for every sequence.
         When given, ``past_length`` is ignored (as in Hugging Face's BertEmbeddings).
-    method : {"onehot", "concat", "gather", "fused"}
+    method : {"onehot", "concat", "gather", "fused", "auto"}
         Which implementation computes the sum; all four return the same values
-        within the bound stated in the README ("Equivalence").
+        within the bound stated in the README ("Equivalence"). ``"auto"`` picks
+        the one a measured cost model predicts fastest for this shape
+        (:mod:`kernels.auto`).
     past_length : int, default 0
         Tokens already processed (for incremental decoding); shifts default positions.
     out : ndarray, shape (batch, seq, hidden), optional
@@ -61,15 +63,26 @@ def embed(
     TypeError, ValueError, IndexError
         The same for every method; see :func:`kernels.validate.prepare`.
     """
+    if method not in _BUDGETED and method not in _UNBUDGETED and method != "auto":
+        raise ValueError(f"method is {method!r}; it must be one of {METHODS} or 'auto'.")
+    batch = prepare(tables, input_ids, token_type_ids, position_ids, past_length, out)
+    if method == "auto":
+        from .auto import choose  # imported here: auto's cost model imports this module
+
+        method = choose(
+            batch.num_tokens,
+            tables.hidden_size,
+            tables.dtype.itemsize,
+            tables.vocab_size,
+            tables.type_vocab_size,
+            tables.max_positions,
+        )
     if method in _BUDGETED:
         compute = _BUDGETED[method]
         options = {"memory_budget": memory_budget}
-    elif method in _UNBUDGETED:
+    else:
         compute = _UNBUDGETED[method]
         options = {}
-    else:
-        raise ValueError(f"method is {method!r}; it must be one of {METHODS}.")
-    batch = prepare(tables, input_ids, token_type_ids, position_ids, past_length, out)
     if batch.out is None:
         result = np.empty((*batch.shape, tables.hidden_size), dtype=tables.dtype)
     else:

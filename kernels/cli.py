@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 import numpy as np
@@ -120,6 +121,83 @@ def perf(arguments) -> int:
     return 0
 
 
+def _ints(text: str) -> tuple[int, ...]:
+    values = tuple(int(v) for v in text.replace(",", " ").split())
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give positive integers, e.g. 1000,8000")
+    return values
+
+
+def report(arguments) -> int:
+    """Sweep, check, time and write report.md, results.json, calibration.json and plots."""
+    from pathlib import Path
+
+    from . import report as report_module
+
+    overrides = {}
+    if arguments.vocab_sizes:
+        overrides["vocab_sizes"] = arguments.vocab_sizes
+    if arguments.seq_lens:
+        overrides["seq_lens"] = arguments.seq_lens
+    if arguments.methods:
+        overrides["methods"] = tuple(arguments.methods)
+    settings = report_module.Settings.defaults(arguments.quick, **overrides)
+    base = settings.base
+    base = dataclasses.replace(
+        base,
+        batch=arguments.batch_size or base.batch,
+        hidden=arguments.hidden_size or base.hidden,
+        dtype=arguments.dtype,
+    )
+    settings = dataclasses.replace(settings, base=base)
+    results = report_module.run(settings)
+    command = "embench " + " ".join(arguments.argv)
+    directory = Path(arguments.out)
+    written = report_module.write(results, directory, command)
+    print(f"embench report: wrote {', '.join(str(directory / w) for w in written)}")
+    print("\n".join(f"  {line}" for line in report_module.recommendations(results)))
+    bad = results.disagreements
+    if bad:
+        print(
+            f"embench report: {len(bad)} measurement(s) DISAGREE with the reference; "
+            f"see {directory / 'report.md'}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def choose(arguments) -> int:
+    """Print the method the calibrated cost model picks for one shape, and why."""
+    from . import auto
+
+    shape = _shape(arguments)
+    itemsize = np.dtype(shape.dtype).itemsize
+    shape_args = (
+        shape.tokens,
+        shape.hidden,
+        itemsize,
+        shape.vocab,
+        shape.type_vocab,
+        shape.max_positions,
+    )
+    predictions = {m: auto.predict(m, *shape_args) for m in auto.calibration()["coefficients"]}
+    best = auto.choose(*shape_args)
+    others = ", ".join(
+        f"{m} {predictions[m] * 1e3:.3g} ms"
+        for m in sorted(predictions, key=predictions.get)
+        if m != best
+    )
+    source = auto.calibration().get("machine", {}).get("cpu", "?")
+    print(best)
+    print(
+        f"why: predicted {predictions[best] * 1e3:.3g} ms per call vs {others} "
+        f"(cost model fitted by embench report on {source}; "
+        "set EMBENCH_CALIBRATION to use your own run's calibration.json)"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="embench",
@@ -148,9 +226,32 @@ def build_parser() -> argparse.ArgumentParser:
     perf_parser.add_argument("--rounds", type=int, default=30)
     perf_parser.add_argument("--write", metavar="PATH", help="also write the Markdown here")
     perf_parser.set_defaults(run=perf)
+
+    report_parser = commands.add_parser(
+        "report", help="sweep vocab and seq len: check, time, fit, plot, recommend"
+    )
+    report_parser.add_argument(
+        "--quick", action="store_true", help="small sweeps and budgets (about 20 s)"
+    )
+    report_parser.add_argument("--out", default="report", help="directory to write into")
+    report_parser.add_argument("--vocab-sizes", type=_ints, help="e.g. 1000,8000,30522")
+    report_parser.add_argument("--seq-lens", type=_ints, help="e.g. 32,128,512")
+    report_parser.add_argument("--batch-size", type=int)
+    report_parser.add_argument("--hidden-size", type=int)
+    report_parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    report_parser.add_argument("--methods", nargs="+", choices=METHODS)
+    report_parser.set_defaults(run=report)
+
+    choose_parser = commands.add_parser(
+        "choose", help="the method to use for one shape, and one line of why"
+    )
+    _shape_arguments(choose_parser, BERT_BASE)
+    choose_parser.set_defaults(run=choose)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     arguments = build_parser().parse_args(argv)
+    arguments.argv = argv
     return arguments.run(arguments)

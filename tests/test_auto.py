@@ -1,0 +1,83 @@
+"""method="auto": a cost model fitted from measurements, checked against them."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import kernels
+from kernels import auto
+
+RESULTS = Path(__file__).parents[1] / "docs" / "report" / "results.json"
+
+
+def _point(method, vocab, seq, seconds, batch=4, hidden=32):
+    shape = {
+        "batch": batch,
+        "seq": seq,
+        "hidden": hidden,
+        "vocab": vocab,
+        "max_positions": 512,
+        "type_vocab": 2,
+        "dtype": "float32",
+    }
+    return {"method": method, "status": "measured", "median_s": seconds, "shape": shape}
+
+
+def test_fit_recovers_known_coefficients():
+    truth = {"fused": (5e-6, 2e-10, 0.0), "onehot": (1e-4, 0.0, 3e-13)}
+    points = []
+    for method, (a, b, c) in truth.items():
+        for vocab in (100, 1000, 10000):
+            for seq in (8, 64, 512):
+                rows = vocab + 2 + 512 if method == "onehot" else 0
+                nbytes = 4 * seq * 32 * 4
+                points.append(_point(method, vocab, seq, a + b * nbytes + c * nbytes * rows))
+    fitted = auto.fit(points, source="test", machine={})["coefficients"]
+    for method, coefficients in truth.items():
+        np.testing.assert_allclose(fitted[method], coefficients, rtol=1e-6, atol=1e-18)
+
+
+def test_fit_never_returns_negative_coefficients():
+    # times that fall with size would need a negative slope; NNLS refuses it
+    points = [_point("gather", 1000, seq, 1e-3 / seq) for seq in (8, 64, 512)]
+    assert min(auto.fit(points, "test", {})["coefficients"]["gather"]) >= 0
+
+
+@pytest.mark.parametrize("shape", [(1, 5), (3, 40), (0, 4)])
+def test_auto_gives_a_correct_result(shape):
+    tables = kernels.EmbeddingTables.random(500, 16, max_positions=64)
+    ids = np.random.default_rng(0).integers(0, 500, shape)
+    np.testing.assert_array_equal(
+        kernels.embed(tables, ids, method="auto"), kernels.embed(tables, ids, method="gather")
+    )
+
+
+def test_auto_validates_like_every_method():
+    tables = kernels.EmbeddingTables.random(10, 4, max_positions=8)
+    with pytest.raises(IndexError, match=r"input_ids\[0, 1\]"):
+        kernels.embed(tables, [[1, 10]], method="auto")
+    assert "auto" not in kernels.METHODS
+
+
+def test_shipped_rule_is_within_10_percent_of_the_fastest_on_the_measured_points():
+    """On every point the shipped report measured, auto's pick is within 10% of the best."""
+    results = json.loads(RESULTS.read_text())
+    by_point = {}
+    for p in results["points"]:
+        by_point.setdefault((p["sweep"], p["size"]), []).append(p)
+    assert by_point
+    for key, points in by_point.items():
+        shape = points[0]["shape"]
+        choice = auto.choose(
+            shape["batch"] * shape["seq"],
+            shape["hidden"],
+            np.dtype(shape["dtype"]).itemsize,
+            shape["vocab"],
+            shape["type_vocab"],
+            shape["max_positions"],
+        )
+        measured = {p["method"]: p["median_s"] for p in points if p["status"] == "measured"}
+        assert choice in measured, (key, choice, "was skipped as too slow")
+        assert measured[choice] <= 1.1 * min(measured.values()), (key, choice, measured)
