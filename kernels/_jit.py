@@ -7,9 +7,15 @@ Why these values:
 - ``nogil=True``: kernels release the GIL, so callers' threads can overlap.
 - ``error_model="numpy"``: no Python exception checks inside loops (validation is
   done in Python before any kernel runs, see :mod:`kernels.validate`).
-- no ``fastmath``: its ``reassoc`` flag would let LLVM reorder ``(a + b) + c``,
-  which breaks the bit-for-bit agreement between the fused kernel and numpy's
-  gather that the tests guarantee. The sum is memory-bound, so nothing is lost.
+- no ``fastmath`` in kernels: its ``reassoc`` flag would let LLVM reorder
+  ``(a + b) + c``, which breaks the bit-for-bit agreement between the fused
+  kernel and numpy's gather that the tests guarantee. The sum is memory-bound,
+  so nothing is lost.
+- ``reassoc`` only in :func:`reduction_helper`, small functions that reduce a
+  row (LayerNorm's mean and variance): without it LLVM must add 768 values one
+  after another, one add latency each, and cannot use vector registers. The
+  flags travel with the helper's instructions when LLVM inlines it, so the
+  kernel around it keeps its strict order.
 """
 
 from numba import njit
@@ -25,3 +31,8 @@ def serial_kernel(func):
 def parallel_kernel(func):
     """Compile ``func`` as a ``parallel=True`` kernel with the project's options."""
     return njit(parallel=True, **JIT_OPTIONS)(func)
+
+
+def reduction_helper(func):
+    """Compile a row-reducing helper that LLVM may reassociate (and so vectorise)."""
+    return njit(fastmath={"reassoc"}, **JIT_OPTIONS)(func)

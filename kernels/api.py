@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .fused import fused_sum
+from .fused import fused_sum, fused_sum_norm
 from .gather import gather_sum
+from .layernorm import layer_norm as numpy_layer_norm
 from .onehot import DEFAULT_MEMORY_BUDGET, concat_sum, onehot_sum
 from .tables import EmbeddingTables
 from .validate import prepare
@@ -27,7 +28,9 @@ def embed(
     past_length: int = 0,
     out: np.ndarray | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
-) -> np.ndarray:
+    layer_norm: bool = False,
+    return_sum: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """BERT's summed input embeddings, ``Wt[input_ids] + Ws[token_type_ids] + Wp[position_ids]``.
 
     Parameters
@@ -52,11 +55,20 @@ def embed(
     memory_budget : int, default 256 MiB
         Bytes of extra memory the ``onehot`` and ``concat`` methods may use; they
         process tokens in chunks to stay within it. Ignored by the other methods.
+    layer_norm : bool, default False
+        Return BERT's ``LayerNorm(sum)`` with the tables' ``norm_weight``,
+        ``norm_bias`` and ``norm_eps`` (statistics in float64, two-pass). The
+        fused method normalises each row inside the kernel while it is in L1;
+        the others normalise in numpy after the sum.
+    return_sum : bool, default False
+        With ``layer_norm=True``, also return the pre-norm sum (like
+        onnxruntime's ``embedding_sum`` output) as a second, new array.
 
     Returns
     -------
     ndarray, shape (batch, seq, hidden), the tables' dtype
-        ``out`` when given, else a new array.
+        ``out`` when given, else a new array; ``(normalised, sum)`` with
+        ``return_sum=True``.
 
     Raises
     ------
@@ -66,6 +78,7 @@ def embed(
     if method not in _BUDGETED and method not in _UNBUDGETED and method != "auto":
         raise ValueError(f"method is {method!r}; it must be one of {METHODS} or 'auto'.")
     batch = prepare(tables, input_ids, token_type_ids, position_ids, past_length, out)
+    _check_norm_options(tables, layer_norm, return_sum)
     if method == "auto":
         from .auto import choose  # imported here: auto's cost model imports this module
 
@@ -83,11 +96,30 @@ def embed(
     else:
         compute = _UNBUDGETED[method]
         options = {}
-    if batch.out is None:
-        result = np.empty((*batch.shape, tables.hidden_size), dtype=tables.dtype)
+    shape = (*batch.shape, tables.hidden_size)
+    result = np.empty(shape, dtype=tables.dtype) if batch.out is None else batch.out
+    if not layer_norm:
+        return compute(tables, batch, result, **options)
+    sums = np.empty(shape, dtype=tables.dtype) if return_sum else result
+    if method == "fused":
+        fused_sum_norm(tables, batch, sums, result)
     else:
-        result = batch.out
-    return compute(tables, batch, result, **options)
+        numpy_layer_norm(tables, compute(tables, batch, sums, **options), result)
+    return (result, sums) if return_sum else result
+
+
+def _check_norm_options(tables: EmbeddingTables, layer_norm, return_sum) -> None:
+    for name, value in (("layer_norm", layer_norm), ("return_sum", return_sum)):
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{name} is {type(value).__name__}; it must be True or False.")
+    if layer_norm and not tables.has_layer_norm:
+        raise ValueError(
+            "layer_norm=True needs the LayerNorm parameters, but the tables have no "
+            "norm_weight and norm_bias; build them with EmbeddingTables(..., norm_weight=..., "
+            "norm_bias=..., norm_eps=...)."
+        )
+    if return_sum and not layer_norm:
+        raise ValueError("return_sum=True needs layer_norm=True: without it the result is the sum.")
 
 
 def _method_function(method: str):

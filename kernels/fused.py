@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._jit import parallel_kernel, serial_kernel
+from ._jit import parallel_kernel, reduction_helper, serial_kernel
 from .tables import EmbeddingTables
 from .validate import KERNEL_ID_DTYPES, Batch
 
@@ -69,23 +69,105 @@ _sum_rows_parallel = parallel_kernel(_sum_rows)
 _sum_rows_serial = serial_kernel(_sum_rows)
 
 
+@reduction_helper
+def _mean_and_inverse_std(row, eps):
+    """LayerNorm statistics of one row, in float64, two passes over an L1-resident row.
+
+    Two passes (mean, then squared deviations) rather than E[x^2] - E[x]^2,
+    which cancels catastrophically when the mean is large next to the spread.
+    """
+    total = 0.0
+    for value in row:
+        total += value
+    mean = total / row.size
+    squares = 0.0
+    for value in row:
+        deviation = value - mean
+        squares += deviation * deviation
+    return mean, 1.0 / np.sqrt(squares / row.size + eps)
+
+
+def _sum_norm_rows(
+    token,
+    segment,
+    position,
+    input_ids,
+    token_type_ids,
+    position_ids,
+    weight,
+    bias,
+    eps,
+    sums,
+    out,
+):
+    """out[b, s] = LayerNorm(sums[b, s]) with sums[b, s] the three rows' sum.
+
+    ``sums`` may be ``out`` itself (when the caller does not keep the sum): the
+    row is written, reduced and normalised while it is still in L1.
+    """
+    batch, seq = input_ids.shape
+    hidden = out.shape[2]
+    shared_types = token_type_ids.shape[0] == 1
+    shared_positions = position_ids.shape[0] == 1
+    batch_blocks = (batch + BATCH_BLOCK - 1) // BATCH_BLOCK
+    for block in prange(seq * batch_blocks):
+        s = block // batch_blocks
+        first = (block - s * batch_blocks) * BATCH_BLOCK
+        for b in range(first, min(first + BATCH_BLOCK, batch)):
+            token_row = token[input_ids[b, s]]
+            segment_row = segment[token_type_ids[0 if shared_types else b, s]]
+            position_row = position[position_ids[0 if shared_positions else b, s]]
+            sum_row = sums[b, s]
+            for h in range(hidden):
+                sum_row[h] = token_row[h] + segment_row[h] + position_row[h]
+            mean, inverse_std = _mean_and_inverse_std(sum_row, eps)
+            out_row = out[b, s]
+            for h in range(hidden):
+                out_row[h] = (sum_row[h] - mean) * inverse_std * weight[h] + bias[h]
+
+
+_sum_norm_rows_parallel = parallel_kernel(_sum_norm_rows)
+_sum_norm_rows_serial = serial_kernel(_sum_norm_rows)
+
+
 def _kernel_ids(ids: np.ndarray) -> np.ndarray:
     # int32/int64 go to the kernel untouched; other integer dtypes (already
     # range-checked, so nothing can wrap) are converted once.
     return ids if ids.dtype in KERNEL_ID_DTYPES else ids.astype(np.int64)
 
 
+def _arguments(tables: EmbeddingTables, batch: Batch) -> tuple:
+    return (
+        tables.token,
+        tables.segment,
+        tables.position,
+        _kernel_ids(batch.input_ids),
+        _kernel_ids(batch.token_type_ids),
+        _kernel_ids(batch.position_ids),
+    )
+
+
 def fused_sum(tables: EmbeddingTables, batch: Batch, out: np.ndarray) -> np.ndarray:
     """Compute the summed embeddings of ``batch`` into ``out`` with the numba kernel."""
     if batch.num_tokens:
         kernel = _sum_rows_serial if out.nbytes < SERIAL_MAX_BYTES else _sum_rows_parallel
+        kernel(*_arguments(tables, batch), out)
+    return out
+
+
+def fused_sum_norm(
+    tables: EmbeddingTables, batch: Batch, sums: np.ndarray, out: np.ndarray
+) -> np.ndarray:
+    """LayerNorm of the summed embeddings into ``out``, the sum into ``sums`` (may be ``out``)."""
+    if batch.num_tokens:
+        parallel = out.nbytes >= SERIAL_MAX_BYTES
+        kernel = _sum_norm_rows_parallel if parallel else _sum_norm_rows_serial
         kernel(
-            tables.token,
-            tables.segment,
-            tables.position,
-            _kernel_ids(batch.input_ids),
-            _kernel_ids(batch.token_type_ids),
-            _kernel_ids(batch.position_ids),
+            *_arguments(tables, batch),
+            tables.norm_weight,
+            tables.norm_bias,
+            tables.norm_eps,
+            sums,
             out,
         )
     return out

@@ -60,3 +60,18 @@ def exact_embed(tables, input_ids, token_type_ids=None, position_ids=None, past_
         total[b, s] = rows[0] + rows[1] + rows[2]
         magnitude[b, s] = np.abs(rows[0]) + np.abs(rows[1]) + np.abs(rows[2])
     return total, magnitude
+
+
+def naive_layer_norm(sums, weight, bias, eps):
+    """LayerNorm row by row with exactly rounded float64 statistics (math.fsum)."""
+    import math
+
+    sums = np.asarray(sums, dtype=np.float64)
+    out = np.zeros_like(sums)
+    rows = sums.reshape(-1, sums.shape[-1])
+    flat = out.reshape(rows.shape)
+    for index, row in enumerate(rows):
+        mean = math.fsum(row) / row.size
+        variance = math.fsum((row - mean) ** 2) / row.size
+        flat[index] = (row - mean) / math.sqrt(variance + eps) * weight + bias
+    return out

@@ -24,11 +24,29 @@ def _as_table(name: str, value) -> np.ndarray:
         raise ValueError(
             f"{name} has shape {array.shape}; a table needs at least one row and one column."
         )
-    # Copy once here so every kernel can assume C order and contiguous rows.
-    array = np.ascontiguousarray(array)
-    view = array.view()
+    return _read_only_c_order(array)
+
+
+def _read_only_c_order(array: np.ndarray) -> np.ndarray:
+    # Copy once here (if needed) so every kernel can assume C order and contiguous rows.
+    view = np.ascontiguousarray(array).view()
     view.flags.writeable = False
     return view
+
+
+def _as_norm_vector(name: str, value, dtype: np.dtype, hidden: int) -> np.ndarray:
+    """Check a LayerNorm weight or bias: a float vector of the tables' dtype and width."""
+    array = np.asarray(value)
+    if array.dtype not in FLOAT_DTYPES or array.dtype != dtype:
+        raise TypeError(
+            f"{name} has dtype {array.dtype}; it must have the tables' dtype {dtype}. "
+            f"Convert it with {name}.astype(np.{dtype})."
+        )
+    if array.shape != (hidden,):
+        raise ValueError(
+            f"{name} has shape {array.shape}; it must be (hidden_size,) = ({hidden},)."
+        )
+    return _read_only_c_order(array)
 
 
 class EmbeddingTables:
@@ -42,6 +60,12 @@ class EmbeddingTables:
         Token-type embeddings, ``W_s``.
     position : array_like, shape (max_positions, hidden_size)
         Absolute position embeddings, ``W_p``.
+    norm_weight, norm_bias : array_like, shape (hidden_size,), optional
+        The embedding LayerNorm's scale and shift, in the tables' dtype; both or
+        neither. Needed by ``embed(..., layer_norm=True)``.
+    norm_eps : float, default 1e-12
+        LayerNorm's epsilon (BERT's ``layer_norm_eps``); finite and > 0, so a
+        constant row (zero variance) normalises to the bias instead of NaN.
 
     Notes
     -----
@@ -53,9 +77,11 @@ class EmbeddingTables:
     build a new ``EmbeddingTables``.
     """
 
-    __slots__ = ("_cache", "position", "segment", "token")
+    __slots__ = ("_cache", "norm_bias", "norm_eps", "norm_weight", "position", "segment", "token")
 
-    def __init__(self, token, segment, position):
+    def __init__(
+        self, token, segment, position, *, norm_weight=None, norm_bias=None, norm_eps=1e-12
+    ):
         self.token = _as_table("token", token)
         self.segment = _as_table("segment", segment)
         self.position = _as_table("position", position)
@@ -71,6 +97,23 @@ class EmbeddingTables:
             raise ValueError(
                 f"tables have shapes {widths}; all three must have the same width (hidden_size)."
             )
+        if (norm_weight is None) != (norm_bias is None):
+            missing = "norm_bias" if norm_bias is None else "norm_weight"
+            raise ValueError(f"{missing} is missing; give norm_weight and norm_bias together.")
+        hidden, dtype = self.token.shape[1], self.token.dtype
+        self.norm_weight = (
+            None
+            if norm_weight is None
+            else _as_norm_vector("norm_weight", norm_weight, dtype, hidden)
+        )
+        self.norm_bias = (
+            None if norm_bias is None else _as_norm_vector("norm_bias", norm_bias, dtype, hidden)
+        )
+        if isinstance(norm_eps, bool) or not isinstance(norm_eps, (int, float, np.floating)):
+            raise TypeError(f"norm_eps is {type(norm_eps).__name__}; it must be a float > 0.")
+        if not (np.isfinite(norm_eps) and norm_eps > 0):
+            raise ValueError(f"norm_eps is {norm_eps}; it must be finite and > 0.")
+        self.norm_eps = float(norm_eps)
         self._cache = {}
 
     @classmethod
@@ -85,6 +128,8 @@ class EmbeddingTables:
         seed: int = 0,
     ) -> EmbeddingTables:
         """Reproducible tables drawn from N(0, 0.02**2), as BERT initialises them.
+
+        The LayerNorm starts as BERT's does: weight ones, bias zeros, eps 1e-12.
 
         Parameters
         ----------
@@ -111,7 +156,13 @@ class EmbeddingTables:
         def draw(rows):
             return rng.standard_normal((rows, hidden_size), dtype=dtype) * dtype.type(BERT_INIT_STD)
 
-        return cls(draw(vocab_size), draw(type_vocab_size), draw(max_positions))
+        return cls(
+            draw(vocab_size),
+            draw(type_vocab_size),
+            draw(max_positions),
+            norm_weight=np.ones(hidden_size, dtype),
+            norm_bias=np.zeros(hidden_size, dtype),
+        )
 
     @property
     def dtype(self) -> np.dtype:
@@ -132,6 +183,10 @@ class EmbeddingTables:
     @property
     def hidden_size(self) -> int:
         return self.token.shape[1]
+
+    @property
+    def has_layer_norm(self) -> bool:
+        return self.norm_weight is not None
 
     @property
     def nbytes(self) -> int:
