@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: report check test lint bench clean
+.PHONY: report check test lint calibrate clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,7 +13,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 report: $(BIN)/.installed
-	$(BIN)/embench check
+	$(BIN)/embench report --out report
 
 check: $(BIN)/.installed
 	$(BIN)/embench check
@@ -24,6 +24,11 @@ test: $(BIN)/.installed
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The shipped report and the cost model behind method="auto" (run on a quiet machine).
+calibrate: $(BIN)/.installed
+	$(BIN)/embench report --out docs/report
+	cp docs/report/calibration.json kernels/calibration.json
 
 clean:
 	rm -rf $(VENV) .asv .benchmarks .pytest_cache .hypothesis
