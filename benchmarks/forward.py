@@ -1,0 +1,55 @@
+"""Forward time of every method, beside the memory roofline, over vocabulary and length.
+
+Every class times ``method="copy"`` too: a parallel copy of the output's bytes
+(``kernels.roofline.CopyReference``), the least any forward pass must move, so each
+graph carries its own roofline.
+"""
+
+from .common import FORWARD_METHODS, SEQ_LENS, SWEEP_BASE, VOCAB_SIZES, forward_call
+
+
+class _Forward:
+    # setup's call is the warm-up (compilation, page faults), so asv's own warm-up
+    # would only repeat it. One call per sample, at least two samples per round and
+    # at most 2 s of samples: the slowest one-hot combination (about 5 s a call)
+    # then takes about 15 s per round, well within the timeout.
+    warmup_time = 0
+    number = 1
+    repeat = (2, 20, 2.0)
+    timeout = 120
+
+
+class VocabSweep(_Forward):
+    """Time over vocabulary size at batch 8 x seq 128 x hidden 768, float32.
+
+    The one-hot paths grow linearly with the vocabulary; the gathers stay flat at
+    the copy's level (the vocabulary only changes which rows are read).
+    Skipped: onehot and concat at vocab 250k (about 10 s a call).
+    """
+
+    params = (FORWARD_METHODS, VOCAB_SIZES)
+    param_names = ("method", "vocab")
+
+    def setup(self, method, vocab):
+        self.call = forward_call(method, SWEEP_BASE.with_vocab(vocab))
+
+    def time_forward(self, method, vocab):
+        self.call()
+
+
+class SeqSweep(_Forward):
+    """Time over sequence length at batch 8 x hidden 768 x vocab 30522, float32.
+
+    Every method grows linearly with the tokens; the position table grows with the
+    sequence (``Shape.with_seq``). Skipped: onehot and concat at seq 1024 and 2048
+    (10 s and more a call).
+    """
+
+    params = (FORWARD_METHODS, SEQ_LENS)
+    param_names = ("method", "seq")
+
+    def setup(self, method, seq):
+        self.call = forward_call(method, SWEEP_BASE.with_seq(seq))
+
+    def time_forward(self, method, seq):
+        self.call()
