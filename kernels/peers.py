@@ -5,6 +5,10 @@ outside any timing) and then called as ``peer(input_ids, token_type_ids)``
 with default positions ``0 .. seq-1``; it allocates its output, as these
 libraries do. Install the optional ones with ``pip install
 'bert-embedding-kernels[peers]'``.
+
+Two registries: :data:`PEERS` compute the plain sum (compare them with
+``embed(...)``); :data:`LAYER_NORM_PEERS` always normalise, as BERT's
+embedding layer does (compare them with ``embed(..., layer_norm=True)``).
 """
 
 from __future__ import annotations
@@ -77,31 +81,184 @@ def _torch_compile(tables: EmbeddingTables) -> Peer:
     return torch_compile
 
 
-# name -> (module it needs, or None; factory)
-PEERS: dict[str, tuple[str | None, Callable[[EmbeddingTables], Peer]]] = {
-    "numpy-indexing": (None, _numpy_indexing),
-    "torch-eager": ("torch", _torch_eager),
-    "torch-compile": ("torch", _torch_compile),
+def _layer_norm_parameters(tables: EmbeddingTables, peer: str) -> None:
+    if not tables.has_layer_norm:
+        raise ValueError(
+            f"peer {peer!r} normalises, but the tables have no norm_weight and norm_bias; "
+            "build them with EmbeddingTables(..., norm_weight=..., norm_bias=...)."
+        )
+
+
+def _torch_eager_layer_norm(tables: EmbeddingTables) -> Peer:
+    _layer_norm_parameters(tables, "torch-eager-layernorm")
+    torch, embeddings = _torch_function(tables)
+    import torch.nn.functional as F
+
+    weight = torch.from_numpy(tables.norm_weight.copy())
+    bias = torch.from_numpy(tables.norm_bias.copy())
+    shape = (tables.hidden_size,)
+
+    def torch_eager_layernorm(input_ids, token_type_ids):
+        positions = torch.arange(input_ids.shape[1])
+        with torch.inference_mode():
+            summed = embeddings(
+                torch.from_numpy(input_ids), torch.from_numpy(token_type_ids), positions
+            )
+            return F.layer_norm(summed, shape, weight, bias, tables.norm_eps)
+
+    return torch_eager_layernorm
+
+
+def embed_layer_norm_model(tables: EmbeddingTables, *, embedding_sum: bool = False):
+    """An ONNX model of one ``com.microsoft.EmbedLayerNormalization`` node over ``tables``.
+
+    onnxruntime's fused BERT embedding layer: inputs ``input_ids`` and
+    ``segment_ids`` (int32, batch x seq); the five weights (word, position and
+    segment tables, ``gamma``, ``beta``) are initializers, as in an exported
+    model; positions default to ``0 .. seq-1``; attribute ``epsilon`` is the
+    tables' ``norm_eps`` (stored as float32).
+
+    Parameters
+    ----------
+    tables : EmbeddingTables
+        float32 tables with LayerNorm parameters (onnxruntime's CPU kernel of
+        this op is float32 only).
+    embedding_sum : bool, default False
+        Also output ``embedding_sum``, the pre-norm sum (``mask_index``, which
+        needs a mask input, is never returned).
+
+    Returns
+    -------
+    onnx.ModelProto
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    _layer_norm_parameters(tables, "onnxruntime-embedlayernorm")
+    if tables.dtype != np.float32:
+        raise TypeError(
+            f"tables have dtype {tables.dtype}; onnxruntime's EmbedLayerNormalization runs "
+            "in float32 only. Build float32 tables."
+        )
+    weights = {
+        "word_embedding": tables.token,
+        "position_embedding": tables.position,
+        "segment_embedding": tables.segment,
+        "gamma": tables.norm_weight,
+        "beta": tables.norm_bias,
+    }
+    # The op's shape inference writes mask_index (output 1) whether or not a mask
+    # is given, so the node names it; the graph does not return it.
+    outputs = ["output", "mask_index", "embedding_sum"][: 3 if embedding_sum else 2]
+    node = helper.make_node(
+        "EmbedLayerNormalization",
+        ["input_ids", "segment_ids", *weights],
+        outputs,
+        domain="com.microsoft",
+        epsilon=tables.norm_eps,
+    )
+    ids = [
+        helper.make_tensor_value_info(name, TensorProto.INT32, ["batch", "seq"])
+        for name in ("input_ids", "segment_ids")
+    ]
+    results = [
+        helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", "seq", tables.hidden_size])
+        for name in outputs
+        if name != "mask_index"
+    ]
+    graph = helper.make_graph(
+        [node],
+        "bert_embeddings",
+        ids,
+        results,
+        initializer=[numpy_helper.from_array(np.asarray(a), name) for name, a in weights.items()],
+    )
+    return helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
+        producer_name="bert-embedding-kernels",
+        # An IR version old enough for any onnxruntime the extra may resolve to.
+        ir_version=min(onnx.IR_VERSION, 9),
+    )
+
+
+def onnxruntime_embed_layer_norm(tables: EmbeddingTables, *, embedding_sum: bool = False) -> Peer:
+    """onnxruntime's ``EmbedLayerNormalization`` as a peer, session built once.
+
+    ``peer(input_ids, token_type_ids)`` returns the normalised output, or
+    ``(output, embedding_sum)`` with ``embedding_sum=True``. Ids are converted
+    to int32 inside the call (the op takes nothing else), a cost onnxruntime
+    users with int64 ids pay too.
+    """
+    import onnxruntime
+
+    model = embed_layer_norm_model(tables, embedding_sum=embedding_sum)
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # errors only: no warnings about unused initializers
+    session = onnxruntime.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    names = ["output", "embedding_sum"] if embedding_sum else ["output"]
+
+    def onnxruntime_embedlayernorm(input_ids, token_type_ids):
+        feeds = {
+            "input_ids": np.asarray(input_ids, dtype=np.int32),
+            "segment_ids": np.asarray(token_type_ids, dtype=np.int32),
+        }
+        results = session.run(names, feeds)
+        return tuple(results) if embedding_sum else results[0]
+
+    return onnxruntime_embedlayernorm
+
+
+# name -> (modules it needs; factory)
+PEERS: dict[str, tuple[tuple[str, ...], Callable[[EmbeddingTables], Peer]]] = {
+    "numpy-indexing": ((), _numpy_indexing),
+    "torch-eager": (("torch",), _torch_eager),
+    "torch-compile": (("torch",), _torch_compile),
+}
+# Peers that return LayerNorm(sum): compare with embed(..., layer_norm=True).
+LAYER_NORM_PEERS: dict[str, tuple[tuple[str, ...], Callable[[EmbeddingTables], Peer]]] = {
+    "torch-eager-layernorm": (("torch",), _torch_eager_layer_norm),
+    "onnxruntime-embedlayernorm": (("onnx", "onnxruntime"), onnxruntime_embed_layer_norm),
 }
 
 
-def available_peers() -> list[str]:
-    """The peers whose libraries are installed here."""
-    return [
-        name
-        for name, (module, _) in PEERS.items()
-        if module is None or importlib.util.find_spec(module) is not None
-    ]
+def _missing(modules: tuple[str, ...]) -> list[str]:
+    return [m for m in modules if importlib.util.find_spec(m) is None]
+
+
+def available_peers(layer_norm: bool = False) -> list[str]:
+    """The peers whose libraries are installed here.
+
+    Parameters
+    ----------
+    layer_norm : bool, default False
+        List the layer-norm peers (:data:`LAYER_NORM_PEERS`) instead of the
+        plain-sum ones (:data:`PEERS`).
+    """
+    registry = LAYER_NORM_PEERS if layer_norm else PEERS
+    return [name for name, (modules, _) in registry.items() if not _missing(modules)]
 
 
 def make_peer(name: str, tables: EmbeddingTables) -> Peer:
-    """Build peer ``name`` for ``tables``; ImportError names the extra to install."""
-    if name not in PEERS:
-        raise ValueError(f"peer is {name!r}; it must be one of {tuple(PEERS)}.")
-    module, factory = PEERS[name]
-    if module is not None and importlib.util.find_spec(module) is None:
+    """Build peer ``name`` (from either registry) for ``tables``.
+
+    Raises
+    ------
+    ValueError
+        An unknown name.
+    ImportError
+        A library the peer needs is missing; the message names the extra.
+    """
+    registry = {**PEERS, **LAYER_NORM_PEERS}
+    if name not in registry:
+        raise ValueError(f"peer is {name!r}; it must be one of {tuple(registry)}.")
+    modules, factory = registry[name]
+    missing = _missing(modules)
+    if missing:
         raise ImportError(
-            f"peer {name!r} needs {module}: pip install 'bert-embedding-kernels[peers]'"
+            f"peer {name!r} needs {', '.join(missing)}: pip install 'bert-embedding-kernels[peers]'"
         )
     return factory(tables)
 

@@ -48,6 +48,9 @@ class Settings:
     methods: tuple[str, ...]
     budget: float  # seconds of timing per method and point
     skip_above: float  # a call predicted to take longer than this is skipped
+    # A checkpoint ("minilm" or a path): its tables and real token ids instead of
+    # random tables and uniform ids; no vocab sweep (see kernels.realdata).
+    tables: str | None = None
 
     @classmethod
     def defaults(cls, quick: bool, **overrides) -> Settings:
@@ -96,6 +99,7 @@ class Results:
     settings: Settings
     machine: dict
     points: list[Point] = field(default_factory=list)
+    id_comparison: list[dict] = field(default_factory=list)  # with --tables: real vs uniform
 
     def measured(self, sweep: str, method: str) -> list[Point]:
         return [
@@ -115,8 +119,8 @@ def sweep_shapes(settings: Settings) -> list[tuple[str, int, Shape]]:
     return shapes
 
 
-def _measure_point(sweep, size, shape, settings, previous, results, bar) -> None:
-    tables, input_ids, token_type_ids = make_inputs(shape)
+def _measure_point(sweep, size, shape, settings, previous, results, bar, inputs=make_inputs):
+    tables, input_ids, token_type_ids = inputs(shape)
     reference = None
     out = np.empty((shape.batch, shape.seq, shape.hidden), dtype=tables.dtype)
     copy = CopyReference(out.shape, tables.dtype)
@@ -150,12 +154,20 @@ def _measure_point(sweep, size, shape, settings, previous, results, bar) -> None
 
 def run(settings: Settings) -> Results:
     """Measure every method at every point of both sweeps."""
+    inputs = make_inputs
+    if settings.tables:
+        from . import realdata
+
+        settings, inputs = realdata.report_settings(settings)
     results = Results(settings, machine.describe())
     shapes = sweep_shapes(settings)
     with Progress(len(shapes) * len(settings.methods), "embench report") as bar:
         previous_by_sweep: dict[str, dict] = {"vocab": {}, "seq": {}}
         for sweep, size, shape in shapes:
-            _measure_point(sweep, size, shape, settings, previous_by_sweep[sweep], results, bar)
+            previous = previous_by_sweep[sweep]
+            _measure_point(sweep, size, shape, settings, previous, results, bar, inputs)
+    if settings.tables:
+        results.id_comparison = realdata.report_comparisons(settings)
     results.machine = machine.describe()  # now the threading layer has started
     return results
 
@@ -263,11 +275,17 @@ def render_markdown(results: Results, command: str, plots: list[str]) -> str:
     lines += [
         f"- base shape: batch {base.batch} x seq {base.seq}, hidden {base.hidden}, vocab "
         f"{base.vocab}, {base.dtype}, {base.type_vocab} token types",
-        f"- vocab sweep at seq {base.seq}: {', '.join(map(str, s.vocab_sizes))}",
+        f"- vocab sweep at seq {base.seq}: {', '.join(map(str, s.vocab_sizes)) or 'none'}",
         f"- seq-length sweep at vocab {base.vocab} (position table max(512, seq) rows): "
         f"{', '.join(map(str, s.seq_lens))}",
         f"- timing: warm-up call, then median of repeats within {s.budget} s per method and "
         f"point; a call predicted above {s.skip_above} s is skipped",
+    ]
+    if s.tables:
+        from .realdata import describe_source
+
+        lines += describe_source(s)
+    lines += [
         "",
         "## Recommendation",
         "",
@@ -296,6 +314,8 @@ def render_markdown(results: Results, command: str, plots: list[str]) -> str:
             "within the guaranteed bound (gather and fused bit for bit)."
         )
     for sweep, title in (("vocab", "Time vs vocabulary size"), ("seq", "Time vs sequence length")):
+        if not any(p.sweep == sweep for p in results.points):
+            continue  # no vocab sweep on a checkpoint's fixed tables
         lines += ["", f"## {title}", ""]
         lines += _sweep_table(results, sweep)
         plot = f"time_vs_{sweep}.png"
@@ -325,6 +345,10 @@ def render_markdown(results: Results, command: str, plots: list[str]) -> str:
         "point. No forward pass can beat it; `fused / roofline` is the fraction of it "
         "the fused kernel reaches (1.0 = at the memory limit).",
     ]
+    if results.id_comparison:
+        from .realdata import render_comparison
+
+        lines += ["", *render_comparison(results.id_comparison, s.tables)]
     return "\n".join(lines) + "\n"
 
 
@@ -339,6 +363,8 @@ def plot(results: Results, directory: Path) -> list[str]:
         return []
     written = []
     for sweep, xlabel in (("vocab", "vocabulary size"), ("seq", "sequence length")):
+        if not any(p.sweep == sweep for p in results.points):
+            continue
         figure, axes = plt.subplots(figsize=(7.5, 5))
         for method in results.settings.methods:
             points = results.measured(sweep, method)
@@ -385,6 +411,7 @@ def write(results: Results, directory: Path, command: str) -> list[str]:
             for sweep in ("vocab", "seq")
         },
         "recommendations": recommendations(results),
+        "id_comparison": results.id_comparison,
     }
     (directory / "results.json").write_text(json.dumps(data, indent=2) + "\n")
     calibration = auto.fit(

@@ -164,6 +164,38 @@ class EmbeddingTables:
             norm_bias=np.zeros(hidden_size, dtype),
         )
 
+    @classmethod
+    def from_safetensors(cls, path) -> EmbeddingTables:
+        """The embedding layer of a Hugging Face BERT-family checkpoint.
+
+        Reads ``model.safetensors`` with ``safetensors``' numpy loader (no torch):
+        the word, token-type and position tables and the embedding LayerNorm's
+        weight and bias, with or without the ``bert.`` prefix, ``gamma``/``beta``
+        accepted for old checkpoints; ``norm_eps`` is the ``layer_norm_eps`` of a
+        ``config.json`` beside the weights (else 1e-12).
+
+        Parameters
+        ----------
+        path : str or path-like
+            The ``model.safetensors`` file or the directory holding it.
+
+        Returns
+        -------
+        EmbeddingTables
+
+        Raises
+        ------
+        ImportError
+            ``safetensors`` is missing: ``pip install 'bert-embedding-kernels[real]'``.
+        FileNotFoundError, KeyError, ValueError
+            No checkpoint there, a missing tensor (named), a shape that disagrees
+            (both shapes named); see :func:`kernels.checkpoint.load_safetensors`.
+        """
+        # Imported here: kernels.checkpoint imports this module.
+        from .checkpoint import load_safetensors
+
+        return load_safetensors(path)
+
     @property
     def dtype(self) -> np.dtype:
         return self.token.dtype

@@ -1,0 +1,269 @@
+"""EmbeddingTables.from_safetensors on small checkpoints written here.
+
+Each test writes a tiny BERT-style ``model.safetensors`` (and sometimes a
+``config.json``) with ``safetensors.numpy.save_file`` and reads it back, so
+nothing is downloaded. ``safetensors`` comes with the ``real`` extra, which CI
+installs: under CI (``CI`` set) a missing package fails the module instead of
+skipping it.
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import kernels
+from kernels import checkpoint
+
+if os.environ.get("CI"):
+    import safetensors.numpy as safetensors_numpy  # CI installs the `real` extra
+else:
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+
+VOCAB, TYPES, POSITIONS, HIDDEN = 11, 2, 7, 5
+
+
+def _tensors(prefix="", norm_names=("weight", "bias"), dtype=np.float32, seed=0) -> dict:
+    rng = np.random.default_rng(seed)
+
+    def draw(*shape):
+        return rng.standard_normal(shape).astype(dtype)
+
+    weight, bias = norm_names
+    return {
+        f"{prefix}embeddings.word_embeddings.weight": draw(VOCAB, HIDDEN),
+        f"{prefix}embeddings.token_type_embeddings.weight": draw(TYPES, HIDDEN),
+        f"{prefix}embeddings.position_embeddings.weight": draw(POSITIONS, HIDDEN),
+        f"{prefix}embeddings.LayerNorm.{weight}": draw(HIDDEN),
+        f"{prefix}embeddings.LayerNorm.{bias}": draw(HIDDEN),
+        # What a real checkpoint holds besides the embeddings: must be ignored.
+        f"{prefix}embeddings.position_ids": np.arange(POSITIONS, dtype=np.int64)[None],
+        f"{prefix}encoder.layer.0.attention.self.query.weight": draw(HIDDEN, HIDDEN),
+    }
+
+
+def _save(directory, tensors, config=None):
+    directory.mkdir(parents=True, exist_ok=True)
+    safetensors_numpy.save_file(tensors, str(directory / "model.safetensors"))
+    if config is not None:
+        (directory / "config.json").write_text(json.dumps(config))
+    return directory
+
+
+def _assert_loaded(tables, tensors, prefix="", norm_names=("weight", "bias")):
+    assert isinstance(tables, kernels.EmbeddingTables)
+    np.testing.assert_array_equal(
+        tables.token, tensors[f"{prefix}embeddings.word_embeddings.weight"]
+    )
+    np.testing.assert_array_equal(
+        tables.segment, tensors[f"{prefix}embeddings.token_type_embeddings.weight"]
+    )
+    np.testing.assert_array_equal(
+        tables.position, tensors[f"{prefix}embeddings.position_embeddings.weight"]
+    )
+    weight, bias = norm_names
+    np.testing.assert_array_equal(
+        tables.norm_weight, tensors[f"{prefix}embeddings.LayerNorm.{weight}"]
+    )
+    np.testing.assert_array_equal(tables.norm_bias, tensors[f"{prefix}embeddings.LayerNorm.{bias}"])
+
+
+@pytest.mark.parametrize("prefix", ["", "bert."])
+@pytest.mark.parametrize("as_directory", [True, False], ids=["directory", "file"])
+def test_loads_with_and_without_the_bert_prefix_from_a_file_or_its_directory(
+    tmp_path, prefix, as_directory
+):
+    tensors = _tensors(prefix)
+    directory = _save(tmp_path / "model", tensors)
+    path = directory if as_directory else directory / "model.safetensors"
+    tables = kernels.EmbeddingTables.from_safetensors(path)
+    _assert_loaded(tables, tensors, prefix)
+    assert tables.norm_eps == 1e-12  # no config.json: BERT's default
+    assert (tables.vocab_size, tables.type_vocab_size) == (VOCAB, TYPES)
+    assert (tables.max_positions, tables.hidden_size) == (POSITIONS, HIDDEN)
+
+
+def test_a_str_path_works_too(tmp_path):
+    directory = _save(tmp_path, _tensors())
+    assert kernels.EmbeddingTables.from_safetensors(str(directory)).vocab_size == VOCAB
+
+
+def test_layer_norm_eps_comes_from_config_json(tmp_path):
+    config = {
+        "model_type": "bert",
+        "vocab_size": VOCAB,
+        "type_vocab_size": TYPES,
+        "max_position_embeddings": POSITIONS,
+        "hidden_size": HIDDEN,
+        "layer_norm_eps": 1e-5,
+    }
+    directory = _save(tmp_path, _tensors(), config)
+    for path in (directory, directory / "model.safetensors"):
+        assert kernels.EmbeddingTables.from_safetensors(path).norm_eps == 1e-5
+
+
+def test_config_without_eps_keeps_berts_default(tmp_path):
+    directory = _save(tmp_path, _tensors(), {"model_type": "bert"})
+    assert kernels.EmbeddingTables.from_safetensors(directory).norm_eps == 1e-12
+
+
+@pytest.mark.parametrize("prefix", ["", "bert."])
+def test_old_gamma_beta_names_are_read(tmp_path, prefix):
+    tensors = _tensors(prefix, norm_names=("gamma", "beta"))
+    tables = kernels.EmbeddingTables.from_safetensors(_save(tmp_path, tensors))
+    _assert_loaded(tables, tensors, prefix, norm_names=("gamma", "beta"))
+
+
+def test_the_loaded_tables_embed_and_normalise(tmp_path):
+    tensors = _tensors()
+    tables = kernels.EmbeddingTables.from_safetensors(_save(tmp_path, tensors))
+    ids = np.array([[1, 4, 10], [0, 2, 3]])
+    types = np.array([[0, 0, 1], [0, 1, 1]])
+    summed = (
+        tensors["embeddings.word_embeddings.weight"][ids]
+        + tensors["embeddings.token_type_embeddings.weight"][types]
+        + tensors["embeddings.position_embeddings.weight"][np.arange(3)]
+    )
+    for method in kernels.METHODS:
+        np.testing.assert_allclose(kernels.embed(tables, ids, types, method=method), summed, 1e-6)
+        assert kernels.embed(tables, ids, types, method=method, layer_norm=True).shape == (
+            2,
+            3,
+            HIDDEN,
+        )
+
+
+def test_float16_is_widened_and_dtype_converts(tmp_path):
+    directory = _save(tmp_path, _tensors(dtype=np.float16))
+    assert kernels.EmbeddingTables.from_safetensors(directory).dtype == np.float32
+    assert checkpoint.load_safetensors(directory, dtype=np.float64).dtype == np.float64
+
+
+def test_float64_checkpoint_stays_float64(tmp_path):
+    directory = _save(tmp_path, _tensors(dtype=np.float64))
+    assert kernels.EmbeddingTables.from_safetensors(directory).dtype == np.float64
+
+
+def test_an_explicit_prefix(tmp_path):
+    tensors = _tensors("electra.")
+    directory = _save(tmp_path, tensors)
+    with pytest.raises(KeyError, match="electra"):  # not tried by default, but listed
+        kernels.EmbeddingTables.from_safetensors(directory)
+    _assert_loaded(checkpoint.load_safetensors(directory, prefix="electra."), tensors, "electra.")
+
+
+@pytest.mark.parametrize(
+    "missing",
+    [
+        "embeddings.word_embeddings.weight",
+        "embeddings.token_type_embeddings.weight",
+        "embeddings.position_embeddings.weight",
+        "embeddings.LayerNorm.weight",
+        "embeddings.LayerNorm.bias",
+    ],
+)
+@pytest.mark.parametrize("prefix", ["", "bert."])
+def test_a_missing_key_is_a_key_error_naming_it(tmp_path, missing, prefix):
+    tensors = _tensors(prefix)
+    del tensors[prefix + missing]
+    directory = _save(tmp_path, tensors)
+    with pytest.raises(KeyError) as error:
+        kernels.EmbeddingTables.from_safetensors(directory)
+    message = str(error.value)
+    assert repr(prefix + missing) in message, message
+    assert not message.startswith('"'), "the message prints as written, not as a repr"
+
+
+def test_a_missing_layer_norm_names_both_spellings(tmp_path):
+    tensors = _tensors()
+    del tensors["embeddings.LayerNorm.bias"]
+    with pytest.raises(KeyError) as error:
+        kernels.EmbeddingTables.from_safetensors(_save(tmp_path, tensors))
+    assert "'embeddings.LayerNorm.bias' or 'embeddings.LayerNorm.beta'" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("key", "shape", "expected"),
+    [
+        ("embeddings.token_type_embeddings.weight", (TYPES, HIDDEN + 1), (TYPES, HIDDEN)),
+        ("embeddings.position_embeddings.weight", (POSITIONS, HIDDEN - 1), (POSITIONS, HIDDEN)),
+        ("embeddings.LayerNorm.weight", (HIDDEN + 2,), (HIDDEN,)),
+        ("embeddings.LayerNorm.bias", (HIDDEN - 1,), (HIDDEN,)),
+    ],
+)
+def test_a_shape_mismatch_names_both_shapes(tmp_path, key, shape, expected):
+    tensors = _tensors()
+    tensors[key] = np.zeros(shape, np.float32)
+    with pytest.raises(ValueError) as error:
+        kernels.EmbeddingTables.from_safetensors(_save(tmp_path, tensors))
+    message = str(error.value)
+    assert key in message and str(shape) in message, message
+    assert str((VOCAB, HIDDEN)) in message, message  # the word table's shape it disagrees with
+    assert str(expected) in message, message
+
+
+def test_a_table_of_the_wrong_rank_is_named(tmp_path):
+    tensors = _tensors()
+    tensors["embeddings.position_embeddings.weight"] = np.zeros(POSITIONS * HIDDEN, np.float32)
+    with pytest.raises(ValueError, match=r"position_embeddings.*\(35,\).*2-D"):
+        kernels.EmbeddingTables.from_safetensors(_save(tmp_path, tensors))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "key"),
+    [
+        ("vocab_size", VOCAB + 1, "word_embeddings"),
+        ("hidden_size", HIDDEN * 2, "word_embeddings"),
+        ("max_position_embeddings", 512, "position_embeddings"),
+        ("type_vocab_size", 1, "token_type_embeddings"),
+    ],
+)
+def test_a_shape_that_disagrees_with_config_names_both(tmp_path, field, value, key):
+    directory = _save(tmp_path, _tensors(), {field: value})
+    with pytest.raises(ValueError) as error:
+        kernels.EmbeddingTables.from_safetensors(directory)
+    message = str(error.value)
+    assert key in message and field in message and str(value) in message, message
+
+
+def test_no_checkpoint_there(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"model\.safetensors"):
+        kernels.EmbeddingTables.from_safetensors(tmp_path)
+    with pytest.raises(FileNotFoundError, match="nope"):
+        kernels.EmbeddingTables.from_safetensors(tmp_path / "nope.safetensors")
+
+
+def test_not_a_bert_checkpoint(tmp_path):
+    safetensors_numpy.save_file({"weight": np.zeros((2, 2), np.float32)}, str(tmp_path / "m.st"))
+    with pytest.raises(KeyError, match="not a BERT-family checkpoint"):
+        kernels.EmbeddingTables.from_safetensors(tmp_path / "m.st")
+
+
+def test_integer_tables_are_refused(tmp_path):
+    tensors = _tensors()
+    tensors["embeddings.word_embeddings.weight"] = np.zeros((VOCAB, HIDDEN), np.int32)
+    with pytest.raises(TypeError, match=r"word_embeddings.*int32"):
+        kernels.EmbeddingTables.from_safetensors(_save(tmp_path, tensors))
+
+
+def test_a_broken_config_is_named(tmp_path):
+    directory = _save(tmp_path, _tensors())
+    (directory / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"config\.json"):
+        kernels.EmbeddingTables.from_safetensors(directory)
+
+
+def test_without_safetensors_the_import_error_names_the_extra(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_safetensors(name, *args, **kwargs):
+        if name == "safetensors" or name.startswith("safetensors."):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_safetensors)
+    with pytest.raises(ImportError, match=r"bert-embedding-kernels\[real\]"):
+        kernels.EmbeddingTables.from_safetensors(tmp_path)
