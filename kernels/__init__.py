@@ -6,6 +6,7 @@
 (1, 3, 8)
 """
 
+from . import _threading  # noqa: F401  (first: picks numba's threading layer before any kernel)
 from .api import METHODS, concat, embed, fused, gather, onehot
 from .onehot import DEFAULT_MEMORY_BUDGET
 from .tables import EmbeddingTables

@@ -21,22 +21,16 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _threading_layer() -> str:
-    try:
-        return numba.threading_layer()
-    except ValueError:  # no parallel kernel has run yet in this process
-        return "not yet initialised"
-
-
 def describe() -> dict[str, str]:
     """A flat description of this machine and the library versions in use."""
-    from . import __version__
+    from . import __version__, _threading
 
     return {
         "cpu": _cpu_model(),
         "cores": str(os.cpu_count()),
         "numba threads": str(numba.get_num_threads()),
-        "numba threading layer": _threading_layer(),
+        "numba threading layer": _threading.active_layer(),
+        **_threading.policy(),
         "python": platform.python_version(),
         "numpy": np.__version__,
         "numba": numba.__version__,
