@@ -74,11 +74,12 @@ COPY = "copy"
 FORWARD_METHODS = (*kernels.METHODS, COPY)
 
 # onehot and concat cost tokens x vocab x hidden multiply-adds. Measured here (2
-# cores, hidden 768, float32): 0.6 s per call at 1024 tokens x vocab 30522 and 4 s at
-# 1024 x 100k (beyond the memory budget the one-hot codes go in chunks). A timed
-# combination costs about three calls per round (setup's warm-up, at least two
-# samples), so above this many one-hot cells (about 5 s a call) they are skipped:
-# vocab 250k in the vocab sweep, seq 1024 and 2048 in the sequence sweep.
+# cores, hidden 768, float32, a full asv run): 0.4 s per call at 1024 tokens x vocab
+# 30522, 3 to 4.5 s at 1024 x 100k, 1.7 to 2.2 s at 4096 x 30522. A combination
+# costs three calls or more per round (setup's warm-up, at least two samples), so
+# above this many one-hot cells (tokens x vocab) they are skipped: vocab 250k in
+# the vocab sweep (about 10 s a call), seq 1024 and 2048 in the sequence sweep
+# (about 4 and 9 s a call).
 ONE_HOT_MAX_CELLS = 2**27
 
 

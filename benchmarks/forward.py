@@ -11,7 +11,7 @@ from .common import FORWARD_METHODS, SEQ_LENS, SWEEP_BASE, VOCAB_SIZES, forward_
 class _Forward:
     # setup's call is the warm-up (compilation, page faults), so asv's own warm-up
     # would only repeat it. One call per sample, at least two samples per round and
-    # at most 2 s of samples: the slowest one-hot combination (about 5 s a call)
+    # at most 2 s of samples: the slowest one-hot combination (about 4.5 s a call)
     # then takes about 15 s per round, well within the timeout.
     warmup_time = 0
     number = 1
@@ -42,7 +42,7 @@ class SeqSweep(_Forward):
 
     Every method grows linearly with the tokens; the position table grows with the
     sequence (``Shape.with_seq``). Skipped: onehot and concat at seq 1024 and 2048
-    (10 s and more a call).
+    (about 4 and 9 s a call).
     """
 
     params = (FORWARD_METHODS, SEQ_LENS)
