@@ -18,6 +18,8 @@ Why these values:
   kernel around it keeps its strict order.
 """
 
+import types
+
 from numba import njit
 
 JIT_OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy"}
@@ -28,9 +30,31 @@ def serial_kernel(func):
     return njit(**JIT_OPTIONS)(func)
 
 
+def _renamed(func, suffix: str):
+    """A copy of ``func`` under another name (same code, globals and defaults)."""
+    copy = types.FunctionType(
+        func.__code__,
+        func.__globals__,
+        func.__name__ + suffix,
+        func.__defaults__,
+        func.__closure__,
+    )
+    copy.__qualname__ = func.__qualname__ + suffix
+    copy.__doc__ = func.__doc__
+    copy.__module__ = func.__module__
+    return copy
+
+
 def parallel_kernel(func):
-    """Compile ``func`` as a ``parallel=True`` kernel with the project's options."""
-    return njit(parallel=True, **JIT_OPTIONS)(func)
+    """Compile ``func`` as a ``parallel=True`` kernel with the project's options.
+
+    It is compiled from a renamed copy: numba's on-disk cache keys entries by
+    the function's qualified name and signature, not by ``parallel``, so a
+    serial and a parallel kernel made from one function would share cache
+    entries and whichever compiled first would serve the other (found here: the
+    "parallel" fused kernel ran the serial code at BERT-base).
+    """
+    return njit(parallel=True, **JIT_OPTIONS)(_renamed(func, "_parallel"))
 
 
 def reduction_helper(func):

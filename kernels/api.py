@@ -75,7 +75,8 @@ def embed(
     TypeError, ValueError, IndexError
         The same for every method; see :func:`kernels.validate.prepare`.
     """
-    if method not in _BUDGETED and method not in _UNBUDGETED and method != "auto":
+    known = isinstance(method, str) and (method in _BUDGETED or method in _UNBUDGETED)
+    if not known and method != "auto":
         raise ValueError(f"method is {method!r}; it must be one of {METHODS} or 'auto'.")
     batch = prepare(tables, input_ids, token_type_ids, position_ids, past_length, out)
     _check_norm_options(tables, layer_norm, return_sum)

@@ -10,7 +10,10 @@ BERT_INIT_STD = 0.02  # BERT's initializer_range: weights start as N(0, 0.02**2)
 
 def _as_table(name: str, value) -> np.ndarray:
     """Check one table and return a read-only, C-contiguous view (or copy) of it."""
-    array = np.asarray(value)
+    try:
+        array = np.asarray(value)
+    except ValueError as error:  # ragged nested lists
+        raise ValueError(f"{name} is not a rectangular array: {error}") from None
     if array.dtype not in FLOAT_DTYPES:
         raise TypeError(
             f"{name} has dtype {array.dtype}; embedding tables must be float32 or float64. "

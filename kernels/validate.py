@@ -43,7 +43,19 @@ class Batch(NamedTuple):
 
 def _as_ids(name: str, value) -> np.ndarray:
     """Return ``value`` as an integer array without copying arrays that already are."""
-    array = value if isinstance(value, np.ndarray) else np.asarray(value)
+    if isinstance(value, np.ma.MaskedArray):
+        # min() and max() skip masked entries, but every method reads them.
+        raise TypeError(
+            f"{name} is a masked array; masked ids would be read anyway. "
+            f"Fill them first, e.g. {name}.filled(0)."
+        )
+    if type(value) is np.ndarray:
+        array = value
+    else:
+        try:
+            array = np.asarray(value)
+        except ValueError as error:  # ragged nested lists
+            raise ValueError(f"{name} is not a rectangular array of ids: {error}") from None
     if array.size == 0 and array.dtype == np.float64 and not isinstance(value, np.ndarray):
         array = array.astype(np.int64)  # np.asarray([]) is float64; an empty list is no float
     if array.dtype.kind not in "iu":
