@@ -31,10 +31,14 @@ row would leave one thread with the most frequent rows). Blocks are whole
 Parallelism is bounded by ``hidden / 16`` blocks for float32 (48 at hidden
 768), which is plenty on the machines this project targets.
 
-Zeroing: the gradients are allocated with ``np.zeros``, which takes pages
-the operating system zeroes lazily on first touch; rows no token touched are
-never written by the kernel. Measured alternatives and the numbers that
-decided it are in docs/BACKWARD.md.
+Zeroing: the gradients are allocated with ``np.zeros``, whose pages the
+operating system maps and zeroes lazily, on first touch; the kernel never
+writes a row no token touched. Before the scatter, a row-owned pass stores a
+zero into each page of each row that will be touched, so that every page is
+first touched (and zeroed by the OS) by one thread only; left to the
+column-owned scatter, both threads would fault each page together. At BERT-base
+this pass took the fused backward from 23-40 ms to 15-24 ms (docs/BACKWARD.md
+has the measurements and the alternatives that lost).
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ BACKWARD_METHODS = ("onehot", "concat", "gather", "fused")
 # same 64-byte line of a gradient row (false sharing would not change results,
 # only slow them down).
 _CACHE_LINE_BYTES = 64
+# The smallest memory page the operating system maps on first touch.
+_PAGE_BYTES = 4096
 # Output gradients smaller than this run the serial build of the same kernel:
 # waking the thread pool costs microseconds that a tiny call does not have.
 # Measured (hidden 768, warm buffers, 2 cores, loaded machine): 96 KiB serial
@@ -284,11 +290,13 @@ def _scatter_add_columns(
     ``padding_idx`` (-1 for none) add nothing to the token gradient.
 
     One inner loop adds each gradient element into the three rows, so it is
-    loaded once (three loops, one per table, measured 1.81x the time of a copy
-    of ``g`` against 1.55x for this one). The rows are slices indexed from 0:
-    with ``range(c0, c1)`` on the full rows numba cannot prove the index
-    non-negative, keeps its wraparound branch, and the loop stays scalar
-    (checked in the assembly: no ``vaddps`` at all); this way it is vectorised.
+    loaded once. Three loops, one per table, measured 1.81x the time of a copy
+    of ``g`` against 1.55x for this one on the loaded machine, but the same
+    (10.3 vs 10.8 ms, docs/BACKWARD.md) at real-time priority: kept, no loss.
+    The rows are slices indexed from 0: with ``range(c0, c1)`` on the full rows
+    numba cannot prove the index non-negative, keeps its wraparound branch, and
+    the loop stays scalar (checked in the assembly: no ``vaddps`` at all); this
+    way it is vectorised.
     """
     tokens, hidden = grad.shape
     seq = input_ids.shape[1]
@@ -322,6 +330,31 @@ def _scatter_add_columns(
                     position_row[h] += value
 
 
+@parallel_kernel
+def _fault_in_rows(input_ids, padding_idx, seen, page, gradient):
+    """Store a zero into every memory page of every row some token will add into.
+
+    ``gradient`` comes from ``np.zeros``: its pages are mapped (and zeroed by
+    the operating system) on first touch. In the column-owned scatter both
+    threads reach each new row at about the same moment, so they fault the
+    same page together and one waits while the other zeroes it. Here rows are
+    split between threads instead, each faulting its own pages; rows no token
+    uses are not touched at all. ``page`` is 4 KiB in elements; the stores
+    write zeros where there are zeros already, so the values do not change.
+    """
+    batch, seq = input_ids.shape
+    for b in range(batch):
+        for s in range(seq):
+            seen[input_ids[b, s]] = True
+    hidden = gradient.shape[1]
+    for r in prange(gradient.shape[0]):
+        if seen[r] and r != padding_idx:
+            row = gradient[r]
+            for h in range(0, hidden, page):
+                row[h] = 0.0
+            row[hidden - 1] = 0.0
+
+
 _scatter_add_columns_parallel = parallel_kernel(_scatter_add_columns)
 _scatter_add_columns_serial = serial_kernel(_scatter_add_columns)
 
@@ -339,15 +372,23 @@ def _fused_backward(tables, batch, grad, padding_idx, memory_budget):
     if batch.num_tokens == 0:
         return grads
     flat = grad.reshape(batch.num_tokens, tables.hidden_size)
+    input_ids = _kernel_ids(batch.input_ids)
     if flat.nbytes < SERIAL_MAX_BYTES:
         kernel, block = _scatter_add_columns_serial, tables.hidden_size
     else:
         threads = numba.get_num_threads()
         kernel = _scatter_add_columns_parallel
         block = column_block(tables.hidden_size, tables.dtype.itemsize, threads)
+        _fault_in_rows(
+            input_ids,
+            -1 if padding_idx is None else padding_idx,
+            np.zeros(tables.vocab_size, np.bool_),
+            _PAGE_BYTES // tables.dtype.itemsize,
+            grads.token,
+        )
     kernel(
         flat,
-        _kernel_ids(batch.input_ids),
+        input_ids,
         _kernel_ids(batch.token_type_ids),
         _kernel_ids(batch.position_ids),
         -1 if padding_idx is None else padding_idx,
