@@ -1,30 +1,50 @@
-"""What the suites share: the benchmark shapes, warmed-up calls, guards for old commits.
+"""What the suites share: the parameter grid, shapes, warmed-up calls, old-commit guards.
 
-asv runs today's suite against every commit it benchmarks, so each optional part of
-the package is imported under a guard:
+asv runs this checkout's suite against every commit it benchmarks, and files each
+result under its parameter's position in the grid it discovered (the product of
+the parameter lists). The grid must therefore be the same at every commit: it is
+read from this checkout's ``kernels/cases.py`` and ``kernels/api.py``, not from
+the package installed for the commit under test, whose lists may differ (a list
+that differs in any way, even by one appended value, would file that commit's
+results under the wrong values). A method a commit lacks is skipped there.
 
-- ``kernels.cases`` (shapes, inputs), ``kernels.roofline`` (the copy reference) and
-  ``kernels.equivalence`` landed in c9a97b2. Before it, shapes and inputs fall back
-  to a copy of c9a97b2's definitions (the same values and the same random inputs,
-  so results line up across that commit); the copy reference and the equivalence
-  numbers are skipped there.
-
-asv files every result under its parameter's position in the grid it discovered,
-while each commit's run imports that commit's ``kernels.cases``. Changing a sweep in
-``kernels/cases.py`` (other than by appending to it) would therefore file old
-commits' results under the wrong parameter values: extend sweeps, never reorder them.
+Everything else comes from the installed commit, under guards for what it may
+lack: ``kernels.cases`` (shapes, inputs), ``kernels.roofline`` (the copy
+reference) and ``kernels.equivalence`` landed in c9a97b2. Before it, shapes and
+inputs fall back to a copy of c9a97b2's (the same values and the same random
+inputs, so results line up across that commit); the copy reference and the
+equivalence numbers are skipped there.
 """
 
 from __future__ import annotations
 
+import ast
 import functools
+from pathlib import Path
 
 import numpy as np
 
 import kernels
 
+
+def _checkout_literals(module: str, names: tuple[str, ...]) -> tuple:
+    """The literal values of ``names`` in this checkout's ``kernels/<module>.py``."""
+    source = Path(__file__).resolve().parents[1] / "kernels" / f"{module}.py"
+    found = {
+        target.id: ast.literal_eval(node.value)
+        for node in ast.parse(source.read_text()).body
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name) and target.id in names
+    }
+    return tuple(found[name] for name in names)
+
+
+(METHODS,) = _checkout_literals("api", ("METHODS",))
+VOCAB_SIZES, SEQ_LENS = _checkout_literals("cases", ("VOCAB_SIZES", "SEQ_LENS"))
+
 try:
-    from kernels.cases import SEQ_LENS, SWEEP_BASE, VOCAB_SIZES, make_inputs
+    from kernels.cases import SWEEP_BASE, make_inputs
 except ImportError:  # before c9a97b2
     from dataclasses import dataclass, replace
 
@@ -44,8 +64,6 @@ except ImportError:  # before c9a97b2
         def with_vocab(self, vocab):
             return replace(self, vocab=vocab)
 
-    VOCAB_SIZES = (1000, 8000, 30522, 100_000, 250_000)
-    SEQ_LENS = (32, 64, 128, 256, 512, 1024, 2048)
     SWEEP_BASE = _Shape(batch=8, seq=128, hidden=768, vocab=30522)
 
     def make_inputs(shape, seed=0):
@@ -71,7 +89,7 @@ except ImportError:  # before c9a97b2
 # The forward classes time the memory roofline as one more "method": asv then draws
 # it in the same graph as the four methods, at every parameter value.
 COPY = "copy"
-FORWARD_METHODS = (*kernels.METHODS, COPY)
+FORWARD_METHODS = (*METHODS, COPY)
 
 # onehot and concat cost tokens x vocab x hidden multiply-adds. Measured here (2
 # cores, hidden 768, float32, a full asv run): 0.4 s per call at 1024 tokens x vocab
@@ -81,6 +99,12 @@ FORWARD_METHODS = (*kernels.METHODS, COPY)
 # the vocab sweep (about 10 s a call), seq 1024 and 2048 in the sequence sweep
 # (about 4 and 9 s a call).
 ONE_HOT_MAX_CELLS = 2**27
+
+
+def require_method(method: str) -> None:
+    """Skip (asv: n/a) a method of the grid that the commit under test lacks."""
+    if method not in kernels.METHODS:
+        raise NotImplementedError(f"method {method!r} is not in this commit's kernels.METHODS")
 
 
 def output_shape(shape) -> tuple[int, int, int]:
@@ -104,6 +128,7 @@ def forward_call(method: str, shape):
         if CopyReference is None:
             raise NotImplementedError("kernels.roofline.CopyReference is missing (before c9a97b2)")
         return CopyReference(output_shape(shape), shape.dtype)  # runs itself once
+    require_method(method)
     if method in ("onehot", "concat") and shape.batch * shape.seq * shape.vocab > ONE_HOT_MAX_CELLS:
         raise NotImplementedError(f"{method} at {shape} takes longer than the suite allows")
     tables, input_ids, token_type_ids = make_inputs(shape)

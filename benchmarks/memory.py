@@ -2,9 +2,7 @@
 
 import tracemalloc
 
-import kernels
-
-from .common import SWEEP_BASE, forward_call
+from .common import METHODS, SWEEP_BASE, forward_call
 
 # batch 8 x seq 512 x hidden 768 x vocab 30522, float32: the output is 12 MiB, so
 # gather's two temporaries of its size are visible, and whole one-hot codes would
@@ -15,7 +13,7 @@ SHAPE = SWEEP_BASE.with_seq(512)
 class Memory:
     """Peak memory of one call per method, as the process sees it and as numpy allocates it."""
 
-    params = (kernels.METHODS,)
+    params = (METHODS,)
     param_names = ("method",)
     timeout = 120
 
