@@ -191,6 +191,44 @@ def _three_loops(grad, input_ids, token_type_ids, position_ids, padding_idx, blo
                 row[h] += g[h]
 
 
+@parallel_kernel
+def _rows_by_range(grad, input_ids, token_type_ids, position_ids, parts, *gradients):
+    """Row ownership without sorting: part ``p`` owns the ``p``-th slice of each table's
+    rows, scans every token in order and adds whole rows into the rows it owns."""
+    token, segment, position = gradients
+    tokens, hidden = grad.shape
+    seq = input_ids.shape[1]
+    for p in prange(parts):
+        t_lo, t_hi = token.shape[0] * p // parts, token.shape[0] * (p + 1) // parts
+        s_lo, s_hi = segment.shape[0] * p // parts, segment.shape[0] * (p + 1) // parts
+        p_lo, p_hi = position.shape[0] * p // parts, position.shape[0] * (p + 1) // parts
+        for t in range(tokens):
+            b = t // seq
+            s = t - b * seq
+            rows = (
+                (token, input_ids[b, s], t_lo, t_hi),
+                (segment, token_type_ids[b, s], s_lo, s_hi),
+                (position, position_ids[0, s], p_lo, p_hi),
+            )
+            for table, row, lo, hi in rows:
+                if lo <= row < hi:
+                    target = table[row]
+                    g = grad[t]
+                    for h in range(hidden):
+                        target[h] += g[h]
+
+
+def rows_by_range(tables, grad, input_ids, token_type_ids):
+    gradients = EmbeddingGradients(
+        *(np.zeros_like(t) for t in (tables.token, tables.segment, tables.position))
+    )
+    positions = np.arange(SEQ)[None, :]
+    flat = grad.reshape(-1, HIDDEN)
+    parts = numba.get_num_threads()
+    _rows_by_range(flat, input_ids, token_type_ids, positions, parts, *gradients)
+    return gradients
+
+
 def without_fault_in(tables, grad, input_ids, token_type_ids):
     """The fused kernel straight into ``np.zeros``: pages faulted by the column owners."""
     gradients = EmbeddingGradients(
@@ -345,6 +383,9 @@ def main(argv=None) -> int:
         )
         contenders["alt: column ownership, np.empty + zero untouched rows"] = lambda: (
             columns_into_empty(tables, grad, input_ids, token_type_ids)
+        )
+        contenders["alt: row ownership by row range (scan all ids, no sort)"] = lambda: (
+            rows_by_range(tables, grad, input_ids, token_type_ids)
         )
         contenders["alt: counting sort by id, one owner per row"] = lambda: counting_sort_rows(
             tables, grad, input_ids, token_type_ids
