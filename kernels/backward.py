@@ -26,7 +26,8 @@ to numpy's ``np.add.at`` and to torch's CPU kernel, which also add in token
 order). One pass over ``g`` serves all three tables, and the work per thread is
 equal whatever the skew of the ids (a counting sort by id with one owner per
 row would leave one thread with the most frequent rows). Blocks are whole
-64-byte cache lines, so no two threads write to one line either.
+64-byte cache lines and the gradients start on a line, so no two threads write
+to one line either (when a row is a whole number of lines, as at BERT's widths).
 
 Parallelism is bounded by ``hidden / 16`` blocks for float32 (48 at hidden
 768), which is plenty on the machines this project targets.
@@ -37,8 +38,8 @@ writes a row no token touched. Before the scatter, a row-owned pass stores a
 zero into each page of each row that will be touched, so that every page is
 first touched (and zeroed by the OS) by one thread only; left to the
 column-owned scatter, both threads would fault each page together. At BERT-base
-this pass took the fused backward from 23-40 ms to 15-24 ms (docs/BACKWARD.md
-has the measurements and the alternatives that lost).
+this pass took the fused backward from 42.0 to 25.2 ms (medians of one run;
+docs/BACKWARD.md has the measurements and the alternatives that lost).
 """
 
 from __future__ import annotations
@@ -145,11 +146,28 @@ def _kernel_ids(ids: np.ndarray) -> np.ndarray:
     return ids if ids.dtype in KERNEL_ID_DTYPES else ids.astype(np.int64)
 
 
+def _aligned_zeros(shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
+    """``np.zeros(shape, dtype)`` whose first element starts a cache line.
+
+    Large numpy arrays start 16 bytes into a page (the allocator's header), so
+    a column block of whole lines counted from the row start would end in the
+    middle of a line, shared by two threads (measured at BERT-base, warm
+    buffers, 2 threads: 11.9 ms unaligned, 10.4 ms aligned). Every row starts a
+    line when ``hidden * itemsize`` is a multiple of 64 bytes, as at BERT's
+    widths. The pages stay lazily zeroed: the padding is never written.
+    """
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    raw = np.zeros(nbytes + _CACHE_LINE_BYTES, np.uint8)
+    offset = -raw.ctypes.data % _CACHE_LINE_BYTES
+    return raw[offset : offset + nbytes].view(dtype).reshape(shape)
+
+
 def _zeros_like_tables(tables: EmbeddingTables) -> EmbeddingGradients:
     return EmbeddingGradients(
-        np.zeros(tables.token.shape, tables.dtype),
-        np.zeros(tables.segment.shape, tables.dtype),
-        np.zeros(tables.position.shape, tables.dtype),
+        *(
+            _aligned_zeros(table.shape, tables.dtype)
+            for table in (tables.token, tables.segment, tables.position)
+        )
     )
 
 
@@ -292,7 +310,7 @@ def _scatter_add_columns(
     One inner loop adds each gradient element into the three rows, so it is
     loaded once. Three loops, one per table, measured 1.81x the time of a copy
     of ``g`` against 1.55x for this one on the loaded machine, but the same
-    (10.3 vs 10.8 ms, docs/BACKWARD.md) at real-time priority: kept, no loss.
+    (12.3 vs 12.2 ms, docs/BACKWARD.md) at real-time priority: kept, no loss.
     The rows are slices indexed from 0: with ``range(c0, c1)`` on the full rows
     numba cannot prove the index non-negative, keeps its wraparound branch, and
     the loop stays scalar (checked in the assembly: no ``vaddps`` at all); this

@@ -31,6 +31,7 @@ from kernels import machine
 from kernels._jit import parallel_kernel, serial_kernel
 from kernels.backward import (
     EmbeddingGradients,
+    _aligned_zeros,
     _scatter_add_columns_parallel,
     column_block,
     embed_backward,
@@ -59,7 +60,23 @@ def make_inputs(dtype=np.float32):
 
 # --------------------------------------------------------------------------- rejected designs
 # Kept here, not in the library, so the numbers in docs/BACKWARD.md that
-# rejected them can be reproduced. Both give the same bits as the fused kernel.
+# rejected them can be reproduced. All give the same bits as the fused kernel,
+# and all write into cache-line-aligned arrays as the library does.
+
+
+def aligned_empty(shape, dtype):
+    """``np.empty`` starting on a cache line (as ``_aligned_zeros``, without the zeros)."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    raw = np.empty(nbytes + 64, np.uint8)
+    offset = -raw.ctypes.data % 64
+    return raw[offset : offset + nbytes].view(dtype).reshape(shape)
+
+
+def aligned_zeros_like(tables):
+    return EmbeddingGradients(
+        *(_aligned_zeros(t.shape, t.dtype) for t in (tables.token, tables.segment, tables.position))
+    )
 
 
 @serial_kernel
@@ -110,9 +127,9 @@ def columns_into_empty(tables, grad, input_ids, token_type_ids):
     ids = input_ids.reshape(-1)
     first, untouched = _first_uses(ids, VOCAB)
     gradients = EmbeddingGradients(
-        np.empty(tables.token.shape, tables.dtype),
-        np.zeros(tables.segment.shape, tables.dtype),
-        np.zeros(tables.position.shape, tables.dtype),
+        aligned_empty(tables.token.shape, tables.dtype),
+        _aligned_zeros(tables.segment.shape, tables.dtype),
+        _aligned_zeros(tables.position.shape, tables.dtype),
     )
     block = column_block(HIDDEN, tables.dtype.itemsize, numba.get_num_threads())
     flat = grad.reshape(-1, HIDDEN)
@@ -160,7 +177,7 @@ def counting_sort_rows(tables, grad, input_ids, token_type_ids):
         strict=True,
     ):
         starts, order = _counting_sort(np.ascontiguousarray(ids).reshape(-1), table.shape[0])
-        out = np.empty(table.shape, table.dtype)
+        out = aligned_empty(table.shape, table.dtype)
         _rows_by_owner(flat, starts, order, out)
         gradients.append(out)
     return EmbeddingGradients(*gradients)
@@ -219,9 +236,7 @@ def _rows_by_range(grad, input_ids, token_type_ids, position_ids, parts, *gradie
 
 
 def rows_by_range(tables, grad, input_ids, token_type_ids):
-    gradients = EmbeddingGradients(
-        *(np.zeros_like(t) for t in (tables.token, tables.segment, tables.position))
-    )
+    gradients = aligned_zeros_like(tables)
     positions = np.arange(SEQ)[None, :]
     flat = grad.reshape(-1, HIDDEN)
     parts = numba.get_num_threads()
@@ -231,9 +246,7 @@ def rows_by_range(tables, grad, input_ids, token_type_ids):
 
 def without_fault_in(tables, grad, input_ids, token_type_ids):
     """The fused kernel straight into ``np.zeros``: pages faulted by the column owners."""
-    gradients = EmbeddingGradients(
-        *(np.zeros_like(t) for t in (tables.token, tables.segment, tables.position))
-    )
+    gradients = aligned_zeros_like(tables)
     block = column_block(HIDDEN, tables.dtype.itemsize, numba.get_num_threads())
     positions = np.arange(SEQ)[None, :]
     flat = grad.reshape(-1, HIDDEN)
@@ -258,7 +271,7 @@ class SmallPages:
         memory = mmap.mmap(-1, self.nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         memory.madvise(mmap.MADV_NOHUGEPAGE)
         token = np.frombuffer(memory, self.dtype).reshape(self.shape)
-        segment, position = (np.zeros_like(b) for b in self.warm.buffers[1:])
+        segment, position = (_aligned_zeros(b.shape, b.dtype) for b in self.warm.buffers[1:])
         _scatter_add_columns_parallel(*self.warm.arguments, token, segment, position)
         return EmbeddingGradients(token, segment, position)
 
@@ -280,9 +293,7 @@ class WarmBuffers:
             -1,
             block or column_block(HIDDEN, tables.dtype.itemsize, numba.get_num_threads()),
         )
-        self.buffers = EmbeddingGradients(
-            *(np.zeros_like(t) for t in (tables.token, tables.segment, tables.position))
-        )
+        self.buffers = aligned_zeros_like(tables)
 
     def zero(self):
         for buffer in self.buffers:
