@@ -38,7 +38,7 @@ writes a row no token touched. Before the scatter, a row-owned pass stores a
 zero into each page of each row that will be touched, so that every page is
 first touched (and zeroed by the OS) by one thread only; left to the
 column-owned scatter, both threads would fault each page together. At BERT-base
-this pass took the fused backward from 42.0 to 25.2 ms (medians of one run;
+this pass took the fused backward from 28.8 to 25.2 ms (medians of one run;
 docs/BACKWARD.md has the measurements and the alternatives that lost).
 """
 
@@ -311,9 +311,8 @@ def _scatter_add_columns(
     ``padding_idx`` (-1 for none) add nothing to the token gradient.
 
     One inner loop adds each gradient element into the three rows, so it is
-    loaded once. Three loops, one per table, measured 1.81x the time of a copy
-    of ``g`` against 1.55x for this one on the loaded machine, but the same
-    (12.3 vs 12.2 ms, docs/BACKWARD.md) at real-time priority: kept, no loss.
+    loaded once; three loops, one per table, measured the same (12.0 vs 12.4 ms,
+    docs/BACKWARD.md).
     The rows are slices indexed from 0: with ``range(c0, c1)`` on the full rows
     numba cannot prove the index non-negative, keeps its wraparound branch, and
     the loop stays scalar (checked in the assembly: no ``vaddps`` at all); this
