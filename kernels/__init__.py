@@ -8,15 +8,19 @@
 
 from . import _threading  # noqa: F401  (first: picks numba's threading layer before any kernel)
 from .api import METHODS, concat, embed, fused, gather, onehot
+from .backward import BACKWARD_METHODS, EmbeddingGradients, embed_backward
 from .onehot import DEFAULT_MEMORY_BUDGET
 from .tables import EmbeddingTables
 
 __all__ = [
+    "BACKWARD_METHODS",
     "DEFAULT_MEMORY_BUDGET",
     "METHODS",
+    "EmbeddingGradients",
     "EmbeddingTables",
     "concat",
     "embed",
+    "embed_backward",
     "fused",
     "gather",
     "onehot",
