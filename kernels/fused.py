@@ -37,9 +37,12 @@ from .validate import KERNEL_ID_DTYPES, Batch
 # times, small enough that a huge batch of short sequences still splits into
 # many blocks for the threads.
 BATCH_BLOCK = 64
-# Outputs smaller than this run serially. Measured on 2 cores (hidden 768):
-# 48 KiB serial 3.5 us vs parallel 5.4 us; 192 KiB serial 13 us vs parallel 10 us.
-SERIAL_MAX_BYTES = 96 * 1024
+# Outputs smaller than this run serially: waking the TBB pool (the threading
+# policy, docs/THREADING.md) costs about 10 us. Measured at hidden 768, batch 1,
+# median us, serial vs parallel: 48 KiB 5.4 vs 14.9; 96 KiB 8.2 vs 20.6;
+# 192 KiB 17.8 vs 20.5; 384 KiB 46 vs 29 (GNU OpenMP's pool wakes faster:
+# 96 KiB 8.1 vs 8.5).
+SERIAL_MAX_BYTES = 256 * 1024
 
 
 def _sum_rows(token, segment, position, input_ids, token_type_ids, position_ids, out):
