@@ -103,12 +103,15 @@ def _sum_norm_rows(
     bias,
     eps,
     sums,
+    keep_sum,
     out,
 ):
-    """out[b, s] = LayerNorm(sums[b, s]) with sums[b, s] the three rows' sum.
+    """out[b, s] = LayerNorm of the three rows' sum; with ``keep_sum`` the sum goes to ``sums``.
 
-    ``sums`` may be ``out`` itself (when the caller does not keep the sum): the
-    row is written, reduced and normalised while it is still in L1.
+    The row is summed, reduced and normalised in place in ``out`` while it is
+    in L1. In place on purpose: with separate ``sums`` and ``out`` views of one
+    array (the caller keeping no sum) LLVM's runtime overlap check failed and
+    the normalising loop ran scalar (in place: 30.2 ms -> 17.4 ms at BERT-base).
     """
     batch, seq = input_ids.shape
     hidden = out.shape[2]
@@ -122,17 +125,20 @@ def _sum_norm_rows(
             token_row = token[input_ids[b, s]]
             segment_row = segment[token_type_ids[0 if shared_types else b, s]]
             position_row = position[position_ids[0 if shared_positions else b, s]]
-            sum_row = sums[b, s]
+            row = out[b, s]
             for h in range(hidden):
-                sum_row[h] = token_row[h] + segment_row[h] + position_row[h]
-            mean, inverse_std = _mean_and_inverse_std(sum_row, eps)
-            out_row = out[b, s]
+                row[h] = token_row[h] + segment_row[h] + position_row[h]
+            if keep_sum:
+                sum_row = sums[b, s]
+                for h in range(hidden):
+                    sum_row[h] = row[h]
+            mean, inverse_std = _mean_and_inverse_std(row, eps)
             for h in range(hidden):
                 # Centre and scale in float64 (no cancellation), then round to the
                 # tables' dtype by storing, so the affine step runs at the dtype's
                 # vector width (measured 1.91x -> 1.65x the plain sum's time).
-                out_row[h] = (sum_row[h] - mean) * inverse_std
-                out_row[h] = out_row[h] * weight[h] + bias[h]
+                row[h] = (row[h] - mean) * inverse_std
+                row[h] = row[h] * weight[h] + bias[h]
 
 
 _sum_norm_rows_parallel = parallel_kernel(_sum_norm_rows)
@@ -167,7 +173,7 @@ def fused_sum(tables: EmbeddingTables, batch: Batch, out: np.ndarray) -> np.ndar
 def fused_sum_norm(
     tables: EmbeddingTables, batch: Batch, sums: np.ndarray, out: np.ndarray
 ) -> np.ndarray:
-    """LayerNorm of the summed embeddings into ``out``, the sum into ``sums`` (may be ``out``)."""
+    """LayerNorm of the summed embeddings into ``out``; the sum also into ``sums`` if not ``out``."""
     if batch.num_tokens:
         parallel = out.nbytes >= SERIAL_MAX_BYTES
         kernel = _sum_norm_rows_parallel if parallel else _sum_norm_rows_serial
@@ -177,6 +183,7 @@ def fused_sum_norm(
             tables.norm_bias,
             tables.norm_eps,
             sums,
+            sums is not out,  # keep the sum only where the caller asked for it
             out,
         )
     return out
