@@ -173,7 +173,7 @@ def fused_sum(tables: EmbeddingTables, batch: Batch, out: np.ndarray) -> np.ndar
 def fused_sum_norm(
     tables: EmbeddingTables, batch: Batch, sums: np.ndarray, out: np.ndarray
 ) -> np.ndarray:
-    """LayerNorm of the summed embeddings into ``out``; the sum also into ``sums`` if not ``out``."""
+    """LayerNorm of the summed embeddings into ``out``; the sum into ``sums`` if not ``out``."""
     if batch.num_tokens:
         parallel = out.nbytes >= SERIAL_MAX_BYTES
         kernel = _sum_norm_rows_parallel if parallel else _sum_norm_rows_serial
