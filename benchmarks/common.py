@@ -13,13 +13,16 @@ lack: ``kernels.cases`` (shapes, inputs), ``kernels.roofline`` (the copy
 reference) and ``kernels.equivalence`` landed in c9a97b2. Before it, shapes and
 inputs fall back to a copy of c9a97b2's (the same values and the same random
 inputs, so results line up across that commit); the copy reference and the
-equivalence numbers are skipped there.
+equivalence numbers are skipped there. ``embed(..., layer_norm=True)`` arrived in
+db46217, ``kernels.peers`` in 19a1fc4 and its layer-norm peers
+(``LAYER_NORM_PEERS``) in ec2a385: before them, those rows are skipped.
 """
 
 from __future__ import annotations
 
 import ast
 import functools
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +40,18 @@ def _checkout_literals(module: str, names: tuple[str, ...]) -> tuple:
         for target in node.targets
         if isinstance(target, ast.Name) and target.id in names
     }
+    return tuple(found[name] for name in names)
+
+
+def _checkout_dict_keys(module: str, names: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
+    """The string keys of the dicts ``names`` in this checkout's ``kernels/<module>.py``."""
+    source = Path(__file__).resolve().parents[1] / "kernels" / f"{module}.py"
+    found = {}
+    for node in ast.parse(source.read_text()).body:
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        for target in targets:
+            if isinstance(target, ast.Name) and target.id in names:
+                found[target.id] = tuple(ast.literal_eval(key) for key in node.value.keys)
     return tuple(found[name] for name in names)
 
 
@@ -100,6 +115,22 @@ FORWARD_METHODS = (*METHODS, COPY)
 # (about 4 and 9 s a call).
 ONE_HOT_MAX_CELLS = 2**27
 
+# The outside peers, plain-sum then layer-norm ones, as this checkout's
+# kernels/peers.py names them (the grid, like the methods', must not depend on
+# the commit under test or on what is installed: a peer whose libraries are
+# missing, or that the commit lacks, is skipped). torch-compile is left out: it
+# compiles anew for every shape, about 20 s each, in every setup process.
+_PLAIN_PEERS, _NORM_PEERS = _checkout_dict_keys("peers", ("PEERS", "LAYER_NORM_PEERS"))
+PEER_NAMES = tuple(name for name in _PLAIN_PEERS if name != "torch-compile") + _NORM_PEERS
+
+# Normalised outputs are checked against gather + numpy LayerNorm before they are
+# timed, within kernels.performance.LAYER_NORM_CHECK_ATOL (1e-4, its value since
+# it arrived; the statistics differ in summation order and precision).
+try:
+    from kernels.performance import LAYER_NORM_CHECK_ATOL
+except ImportError:
+    LAYER_NORM_CHECK_ATOL = 1e-4
+
 
 def require_method(method: str) -> None:
     """Skip (asv: n/a) a method of the grid that the commit under test lacks."""
@@ -111,9 +142,29 @@ def output_shape(shape) -> tuple[int, int, int]:
     return (shape.batch, shape.seq, shape.hidden)
 
 
+def require_layer_norm() -> None:
+    """Skip (asv: n/a) a LayerNorm row at a commit whose ``embed`` has no ``layer_norm``."""
+    if "layer_norm" not in inspect.signature(kernels.embed).parameters:
+        raise NotImplementedError("embed(..., layer_norm=True) is missing (before db46217)")
+
+
+def _check_output(result, expected, layer_norm: bool, what: str) -> None:
+    """Refuse (asv: failed) to time a call whose output is wrong."""
+    if layer_norm:
+        ok = np.allclose(result, expected, rtol=0, atol=LAYER_NORM_CHECK_ATOL)
+    else:
+        ok = np.array_equal(result, expected)
+    if not ok:
+        raise AssertionError(f"{what} disagrees with gather; refusing to time it")
+
+
 @functools.lru_cache(maxsize=1)
-def forward_call(method: str, shape):
+def forward_call(method: str, shape, layer_norm: bool = False):
     """A zero-argument call of ``method`` at ``shape``, already run once.
+
+    With ``layer_norm=True`` the call is ``embed(..., layer_norm=True, out=out)``,
+    checked against gather + LayerNorm before it is timed (the copy reference is
+    the same either way).
 
     The first run compiles every numba kernel it needs for exactly these dtypes
     and layouts and faults in ``out``'s pages, so neither lands in a timing.
@@ -129,12 +180,50 @@ def forward_call(method: str, shape):
             raise NotImplementedError("kernels.roofline.CopyReference is missing (before c9a97b2)")
         return CopyReference(output_shape(shape), shape.dtype)  # runs itself once
     require_method(method)
+    if layer_norm:
+        require_layer_norm()
     if method in ("onehot", "concat") and shape.batch * shape.seq * shape.vocab > ONE_HOT_MAX_CELLS:
         raise NotImplementedError(f"{method} at {shape} takes longer than the suite allows")
     tables, input_ids, token_type_ids = make_inputs(shape)
     out = np.empty(output_shape(shape), dtype=tables.dtype)
+    options = {"layer_norm": True} if layer_norm else {}
     call = functools.partial(
-        kernels.embed, tables, input_ids, token_type_ids, method=method, out=out
+        kernels.embed, tables, input_ids, token_type_ids, method=method, out=out, **options
     )
     call()
+    if layer_norm:
+        expected = kernels.embed(tables, input_ids, token_type_ids, method="gather", **options)
+        _check_output(out, expected, layer_norm, f"{method} with layer_norm=True")
+    return call
+
+
+@functools.lru_cache(maxsize=1)
+def peer_call(name: str, shape):
+    """A zero-argument call of outside peer ``name`` at ``shape``, already run once.
+
+    The peer is built once (weights converted, sessions made) and its first call,
+    outside any timing, compiles and warms it up; its output is checked against
+    gather (exactly, or within LAYER_NORM_CHECK_ATOL after LayerNorm). The peer
+    allocates its output, as these libraries do.
+
+    Raises NotImplementedError (asv: skipped) for a peer the commit under test
+    lacks or whose libraries are not installed.
+    """
+    try:
+        from kernels import peers
+    except ImportError:
+        raise NotImplementedError("kernels.peers is missing (before 19a1fc4)") from None
+    norm_peers = getattr(peers, "LAYER_NORM_PEERS", {})  # since ec2a385
+    if name not in peers.PEERS and name not in norm_peers:
+        raise NotImplementedError(f"peer {name!r} is not in this commit's kernels.peers")
+    layer_norm = name in norm_peers
+    installed = peers.available_peers(layer_norm=True) if layer_norm else peers.available_peers()
+    if name not in installed:
+        raise NotImplementedError(f"peer {name!r}: its libraries are not installed here")
+    tables, input_ids, token_type_ids = make_inputs(shape)
+    call = functools.partial(peers.make_peer(name, tables), input_ids, token_type_ids)
+    result = peers.as_numpy(call())
+    options = {"layer_norm": True} if layer_norm else {}
+    expected = kernels.embed(tables, input_ids, token_type_ids, method="gather", **options)
+    _check_output(result, expected, layer_norm, f"peer {name!r}")
     return call

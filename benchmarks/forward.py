@@ -1,11 +1,25 @@
 """Forward time of every method, beside the memory roofline, over vocabulary and length.
 
-Every class times ``method="copy"`` too: a parallel copy of the output's bytes
-(``kernels.roofline.CopyReference``), the least any forward pass must move, so each
-graph carries its own roofline.
+The method classes time ``method="copy"`` too: a parallel copy of the output's
+bytes (``kernels.roofline.CopyReference``), the least any forward pass must move,
+so each graph carries its own roofline. ``LayerNorm`` times every method with
+``layer_norm=True`` (BERT's embedding layer) and ``Peers`` the outside libraries
+people use instead, at the same shapes.
 """
 
-from .common import FORWARD_METHODS, SEQ_LENS, SWEEP_BASE, VOCAB_SIZES, forward_call
+from .common import (
+    FORWARD_METHODS,
+    PEER_NAMES,
+    SEQ_LENS,
+    SWEEP_BASE,
+    VOCAB_SIZES,
+    forward_call,
+    peer_call,
+)
+
+# LayerNorm and Peers run at two lengths of the sequence sweep, not all seven: the
+# short sequence BERT is usually fed and its longest.
+FEW_SEQ_LENS = (128, 512)
 
 
 class _Forward:
@@ -52,4 +66,43 @@ class SeqSweep(_Forward):
         self.call = forward_call(method, SWEEP_BASE.with_seq(seq))
 
     def time_forward(self, method, seq):
+        self.call()
+
+
+class LayerNorm(_Forward):
+    """``embed(..., layer_norm=True, out=out)`` per method at batch 8 x hidden 768 x vocab 30522.
+
+    fused normalises each row in the kernel; the others sum, then normalise in
+    numpy. The copy row is the same roofline as in SeqSweep. Skipped: before
+    db46217 (no ``layer_norm``), and onehot and concat where SeqSweep skips them.
+    """
+
+    params = (FORWARD_METHODS, FEW_SEQ_LENS)
+    param_names = ("method", "seq")
+
+    def setup(self, method, seq):
+        self.call = forward_call(method, SWEEP_BASE.with_seq(seq), layer_norm=True)
+
+    def time_forward(self, method, seq):
+        self.call()
+
+
+class Peers(_Forward):
+    """Outside implementations at the same shapes (``kernels.peers``), where installed.
+
+    numpy-indexing and torch-eager compute the plain sum (compare them with
+    SeqSweep); torch-eager-layernorm and onnxruntime-embedlayernorm normalise too
+    (compare them with LayerNorm). Each allocates its output. torch-compile is left
+    out (about 20 s of compilation per shape). Skipped: a peer whose libraries are
+    not installed (asv's own environments install neither torch nor onnxruntime),
+    and peers a commit lacks (all before 19a1fc4, the layer-norm ones before ec2a385).
+    """
+
+    params = (PEER_NAMES, FEW_SEQ_LENS)
+    param_names = ("peer", "seq")
+
+    def setup(self, peer, seq):
+        self.call = peer_call(peer, SWEEP_BASE.with_seq(seq))
+
+    def time_forward(self, peer, seq):
         self.call()
