@@ -40,13 +40,13 @@ from kernels.backward import (
     naive_embed_backward,
     zipf_ids,
 )
+from kernels.equivalence import BITWISE_METHODS  # the methods that add in token order
 
 try:
     import torch
 except ImportError:  # the `peers` extra is not installed
     torch = None
 
-BITWISE_METHODS = ("gather", "fused")
 DTYPES = (np.float32, np.float64)
 
 

@@ -25,6 +25,7 @@ from kernels.backward import (
     naive_embed_backward,
     zipf_ids,
 )
+from kernels.equivalence import BITWISE_METHODS  # the methods that add in token order
 
 try:
     import torch
@@ -32,7 +33,6 @@ except ImportError:  # the `peers` extra is not installed
     torch = None
 
 DISTRIBUTIONS = ("uniform", "zipf")
-BITWISE_METHODS = ("gather", "fused")
 
 
 def _shapes(full: bool) -> list[cases.Shape]:
