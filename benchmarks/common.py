@@ -3,14 +3,18 @@
 asv runs this checkout's suite against every commit it benchmarks, and files each
 result under its parameter's position in the grid it discovered (the product of
 the parameter lists). The grid must therefore be the same at every commit: it is
-read from this checkout's ``kernels/cases.py`` and ``kernels/api.py``, not from
-the package installed for the commit under test, whose lists may differ (a list
-that differs in any way, even by one appended value, would file that commit's
-results under the wrong values). A method a commit lacks is skipped there.
+read from this checkout's sources (the method names registered in
+``kernels/registry.py``, the sizes in ``kernels/bench/cases.py``, the peers in
+``kernels/bench/peers.py``), not from the package installed for the commit under
+test, whose lists may differ (a list that differs in any way, even by one
+appended value, would file that commit's results under the wrong values). A
+method a commit lacks is skipped there.
 
 Everything else comes from the installed commit, under guards for what it may
-lack: ``kernels.cases`` (shapes, inputs), ``kernels.roofline`` (the copy
-reference) and ``kernels.equivalence`` landed in c9a97b2. Before it, shapes and
+lack: the bench modules moved into ``kernels.bench`` (shapes, inputs, copy
+reference, reference) with the registry; before that they were
+``kernels.cases``, ``kernels.roofline`` and ``kernels.equivalence``, which
+landed in c9a97b2. Before it, shapes and
 inputs fall back to a copy of c9a97b2's (the same values and the same random
 inputs, so results line up across that commit); the copy reference and the
 equivalence numbers are skipped there. ``embed(..., layer_norm=True)`` arrived in
@@ -30,12 +34,17 @@ import numpy as np
 import kernels
 
 
+def _checkout_tree(module: str) -> ast.Module:
+    """The syntax tree of this checkout's ``kernels/<module>.py`` (module may contain '/')."""
+    source = Path(__file__).resolve().parents[1] / "kernels" / f"{module}.py"
+    return ast.parse(source.read_text())
+
+
 def _checkout_literals(module: str, names: tuple[str, ...]) -> tuple:
     """The literal values of ``names`` in this checkout's ``kernels/<module>.py``."""
-    source = Path(__file__).resolve().parents[1] / "kernels" / f"{module}.py"
     found = {
         target.id: ast.literal_eval(node.value)
-        for node in ast.parse(source.read_text()).body
+        for node in _checkout_tree(module).body
         if isinstance(node, ast.Assign)
         for target in node.targets
         if isinstance(target, ast.Name) and target.id in names
@@ -43,24 +52,37 @@ def _checkout_literals(module: str, names: tuple[str, ...]) -> tuple:
     return tuple(found[name] for name in names)
 
 
-def _checkout_dict_keys(module: str, names: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
-    """The string keys of the dicts ``names`` in this checkout's ``kernels/<module>.py``."""
-    source = Path(__file__).resolve().parents[1] / "kernels" / f"{module}.py"
-    found = {}
-    for node in ast.parse(source.read_text()).body:
+def _registered_names(module: str, assignment: str, factory: str) -> tuple[str, ...]:
+    """Names of the records ``factory(...)`` builds inside ``assignment`` in ``module``.
+
+    A record's name is its ``name=`` keyword or, failing that, its first argument.
+    """
+    for node in _checkout_tree(module).body:
         targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
-        for target in targets:
-            if isinstance(target, ast.Name) and target.id in names:
-                found[target.id] = tuple(ast.literal_eval(key) for key in node.value.keys)
-    return tuple(found[name] for name in names)
+        if not any(isinstance(t, ast.Name) and t.id == assignment for t in targets):
+            continue
+        names = []
+        for call in ast.walk(node):
+            if not (isinstance(call, ast.Call) and getattr(call.func, "id", None) == factory):
+                continue
+            keywords = {k.arg: k.value for k in call.keywords}
+            name = keywords.get("name", call.args[0] if call.args else None)
+            names.append(ast.literal_eval(name))
+        return tuple(names)
+    raise LookupError(f"kernels/{module}.py has no {assignment}")
 
 
-(METHODS,) = _checkout_literals("api", ("METHODS",))
-VOCAB_SIZES, SEQ_LENS = _checkout_literals("cases", ("VOCAB_SIZES", "SEQ_LENS"))
+METHODS = _registered_names("registry", "REGISTRY", "Implementation")
+VOCAB_SIZES, SEQ_LENS = _checkout_literals("bench/cases", ("VOCAB_SIZES", "SEQ_LENS"))
 
 try:
-    from kernels.cases import SWEEP_BASE, make_inputs
-except ImportError:  # before c9a97b2
+    from kernels.bench.cases import SWEEP_BASE, make_inputs
+except ImportError:  # before the bench package
+    try:
+        from kernels.cases import SWEEP_BASE, make_inputs
+    except ImportError:  # before c9a97b2
+        SWEEP_BASE = make_inputs = None
+if make_inputs is None:
     from dataclasses import dataclass, replace
 
     @dataclass(frozen=True)
@@ -97,9 +119,12 @@ except ImportError:  # before c9a97b2
 
 
 try:
-    from kernels.roofline import CopyReference
-except ImportError:  # before c9a97b2
-    CopyReference = None
+    from kernels.bench.roofline import CopyReference
+except ImportError:
+    try:
+        from kernels.roofline import CopyReference
+    except ImportError:  # before c9a97b2
+        CopyReference = None
 
 # The forward classes time the memory roofline as one more "method": asv then draws
 # it in the same graph as the four methods, at every parameter value.
@@ -120,16 +145,20 @@ ONE_HOT_MAX_CELLS = 2**27
 # the commit under test or on what is installed: a peer whose libraries are
 # missing, or that the commit lacks, is skipped). torch-compile is left out: it
 # compiles anew for every shape, about 20 s each, in every setup process.
-_PLAIN_PEERS, _NORM_PEERS = _checkout_dict_keys("peers", ("PEERS", "LAYER_NORM_PEERS"))
+_PLAIN_PEERS = _registered_names("bench/peers", "PEERS", "_peer")
+_NORM_PEERS = _registered_names("bench/peers", "LAYER_NORM_PEERS", "_peer")
 PEER_NAMES = tuple(name for name in _PLAIN_PEERS if name != "torch-compile") + _NORM_PEERS
 
 # Normalised outputs are checked against gather + numpy LayerNorm before they are
 # timed, within kernels.performance.LAYER_NORM_CHECK_ATOL (1e-4, its value since
 # it arrived; the statistics differ in summation order and precision).
 try:
-    from kernels.performance import LAYER_NORM_CHECK_ATOL
+    from kernels.bench.perf import LAYER_NORM_CHECK_ATOL
 except ImportError:
-    LAYER_NORM_CHECK_ATOL = 1e-4
+    try:
+        from kernels.performance import LAYER_NORM_CHECK_ATOL
+    except ImportError:
+        LAYER_NORM_CHECK_ATOL = 1e-4
 
 
 def require_method(method: str) -> None:
@@ -210,9 +239,12 @@ def peer_call(name: str, shape):
     lacks or whose libraries are not installed.
     """
     try:
-        from kernels import peers
+        from kernels.bench import peers
     except ImportError:
-        raise NotImplementedError("kernels.peers is missing (before 19a1fc4)") from None
+        try:
+            from kernels import peers
+        except ImportError:
+            raise NotImplementedError("kernels.peers is missing (before 19a1fc4)") from None
     norm_peers = getattr(peers, "LAYER_NORM_PEERS", {})  # since ec2a385
     if name not in peers.PEERS and name not in norm_peers:
         raise NotImplementedError(f"peer {name!r} is not in this commit's kernels.peers")

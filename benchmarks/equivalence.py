@@ -12,10 +12,14 @@ import kernels
 from .common import METHODS, require_method
 
 try:
-    from kernels.cases import CI_BASE, make_inputs
-    from kernels.equivalence import Reference
-except ImportError:  # both landed in c9a97b2
-    Reference = None
+    from kernels.bench.cases import CI_BASE, make_inputs
+    from kernels.bench.reference import Reference
+except ImportError:  # before the bench package
+    try:
+        from kernels.cases import CI_BASE, make_inputs
+        from kernels.equivalence import Reference
+    except ImportError:  # both landed in c9a97b2
+        Reference = None
 
 
 class Equivalence:
@@ -33,12 +37,18 @@ class Equivalence:
         y = kernels.embed(tables, input_ids, token_type_ids, method=method)
         self.agreement = Reference(tables, input_ids, token_type_ids).compare(method, y)
 
+    def _checked(self, value):
+        # A number would plot a broken method as a mere change; a failure stops the run.
+        if not self.agreement.ok:
+            raise AssertionError(f"{self.agreement} breaks the guaranteed agreement")
+        return value
+
     def track_max_abs_diff(self, method, dtype):
-        return self.agreement.max_abs_diff
+        return self._checked(self.agreement.max_abs_diff)
 
     track_max_abs_diff.unit = "abs difference"
 
     def track_bound_ratio(self, method, dtype):
-        return self.agreement.bound_ratio
+        return self._checked(self.agreement.bound_ratio)
 
     track_bound_ratio.unit = "error / bound"

@@ -23,9 +23,13 @@ class CompileFused:
         # Runs the real kernel once at a shape that takes the parallel path: that
         # records the exact signature and pays numba's one-time start-up costs.
         forward_call("fused", SWEEP_BASE.with_vocab(1000))
-        # ``kernels.fused`` is the public function; the module holds the kernel,
-        # named _sum_rows_parallel since 7ba90b0 and _sum_rows before.
-        module = importlib.import_module("kernels.fused")
+        # ``kernels.fused`` is the public function; the module holds the kernel
+        # (kernels.methods.fused since the registry, kernels.fused before), named
+        # _sum_rows_parallel since 7ba90b0 and _sum_rows before.
+        try:
+            module = importlib.import_module("kernels.methods.fused")
+        except ImportError:
+            module = importlib.import_module("kernels.fused")
         kernel = getattr(module, "_sum_rows_parallel", None) or module._sum_rows
         (self.signature,) = kernel.signatures
         self.fresh = numba.jit(**kernel.targetoptions)(kernel.py_func)

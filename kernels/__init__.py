@@ -4,13 +4,20 @@
 >>> tables = kernels.EmbeddingTables.random(vocab_size=100, hidden_size=8)
 >>> kernels.embed(tables, np.array([[1, 2, 3]]), method="fused").shape
 (1, 3, 8)
+
+The core (this package without :mod:`kernels.bench`) computes; ``kernels.bench``
+measures and presents, and the core never imports it.
 """
 
 from . import _threading  # noqa: F401  (first: picks numba's threading layer before any kernel)
-from .api import METHODS, concat, embed, fused, gather, onehot
-from .backward import BACKWARD_METHODS, EmbeddingGradients, embed_backward
-from .onehot import DEFAULT_MEMORY_BUDGET
+from .api import METHOD_FUNCTIONS, embed, embed_backward
+from .gradients import EmbeddingGradients
+from .methods.onehot import DEFAULT_MEMORY_BUDGET
+from .registry import BACKWARD_METHODS, METHODS
 from .tables import EmbeddingTables
+
+# kernels.onehot, kernels.concat, kernels.gather, kernels.fused, ...: one per method.
+globals().update(METHOD_FUNCTIONS)
 
 __all__ = [
     "BACKWARD_METHODS",
@@ -18,11 +25,8 @@ __all__ = [
     "METHODS",
     "EmbeddingGradients",
     "EmbeddingTables",
-    "concat",
     "embed",
     "embed_backward",
-    "fused",
-    "gather",
-    "onehot",
+    *METHOD_FUNCTIONS,
 ]
 __version__ = "0.1.0"

@@ -1,21 +1,27 @@
-"""The public surface: ``embed`` and one function per method."""
+"""The public surface: ``embed``, ``embed_backward`` and one function per method.
+
+Each call validates every argument (:mod:`kernels.validate`), looks the method
+up in :mod:`kernels.registry` and runs it; nothing here knows a method by name.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from .fused import fused_sum, fused_sum_norm
-from .gather import gather_sum
-from .layernorm import layer_norm as numpy_layer_norm
-from .onehot import DEFAULT_MEMORY_BUDGET, concat_sum, onehot_sum
+from . import auto
+from .gradients import EmbeddingGradients
+from .methods.layernorm import layer_norm as numpy_layer_norm
+from .methods.onehot import DEFAULT_MEMORY_BUDGET
+from .registry import BACKWARD_METHODS, METHODS, implementation
 from .tables import EmbeddingTables
-from .validate import prepare
-
-METHODS = ("onehot", "concat", "gather", "fused")
-
-# Methods whose extra memory is bounded by ``memory_budget`` (the others ignore it).
-_BUDGETED = {"onehot": onehot_sum, "concat": concat_sum}
-_UNBUDGETED = {"gather": gather_sum, "fused": fused_sum}
+from .validate import (
+    check_grad_output,
+    check_memory_budget,
+    check_method,
+    check_norm_options,
+    check_padding_idx,
+    prepare,
+)
 
 
 def embed(
@@ -75,15 +81,11 @@ def embed(
     TypeError, ValueError, IndexError
         The same for every method; see :func:`kernels.validate.prepare`.
     """
-    known = isinstance(method, str) and (method in _BUDGETED or method in _UNBUDGETED)
-    if not known and method != "auto":
-        raise ValueError(f"method is {method!r}; it must be one of {METHODS} or 'auto'.")
+    method = check_method(method, METHODS, auto=True)
     batch = prepare(tables, input_ids, token_type_ids, position_ids, past_length, out)
-    _check_norm_options(tables, layer_norm, return_sum)
+    check_norm_options(tables, layer_norm, return_sum)
     if method == "auto":
-        from .auto import choose  # imported here: auto's cost model imports this module
-
-        method = choose(
+        method = auto.choose(
             batch.num_tokens,
             tables.hidden_size,
             tables.dtype.itemsize,
@@ -91,36 +93,91 @@ def embed(
             tables.type_vocab_size,
             tables.max_positions,
         )
-    if method in _BUDGETED:
-        compute = _BUDGETED[method]
-        options = {"memory_budget": memory_budget}
-    else:
-        compute = _UNBUDGETED[method]
-        options = {}
+    record = implementation(method)
+    options = {"memory_budget": memory_budget} if record.budgeted else {}
     shape = (*batch.shape, tables.hidden_size)
     result = np.empty(shape, dtype=tables.dtype) if batch.out is None else batch.out
     if not layer_norm:
-        return compute(tables, batch, result, **options)
+        return record.forward(tables, batch, result, **options)
     sums = np.empty(shape, dtype=tables.dtype) if return_sum else result
-    if method == "fused":
-        fused_sum_norm(tables, batch, sums, result)
+    if record.forward_norm is not None:
+        record.forward_norm(tables, batch, sums, result)
     else:
-        numpy_layer_norm(tables, compute(tables, batch, sums, **options), result)
+        numpy_layer_norm(tables, record.forward(tables, batch, sums, **options), result)
     return (result, sums) if return_sum else result
 
 
-def _check_norm_options(tables: EmbeddingTables, layer_norm, return_sum) -> None:
-    for name, value in (("layer_norm", layer_norm), ("return_sum", return_sum)):
-        if not isinstance(value, (bool, np.bool_)):
-            raise TypeError(f"{name} is {type(value).__name__}; it must be True or False.")
-    if layer_norm and not tables.has_layer_norm:
-        raise ValueError(
-            "layer_norm=True needs the LayerNorm parameters, but the tables have no "
-            "norm_weight and norm_bias; build them with EmbeddingTables(..., norm_weight=..., "
-            "norm_bias=..., norm_eps=...)."
-        )
-    if return_sum and not layer_norm:
-        raise ValueError("return_sum=True needs layer_norm=True: without it the result is the sum.")
+def embed_backward(
+    tables: EmbeddingTables,
+    grad_output,
+    input_ids,
+    token_type_ids=None,
+    position_ids=None,
+    *,
+    method: str = "fused",
+    past_length: int = 0,
+    padding_idx: int | None = None,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+) -> EmbeddingGradients:
+    """Gradients of ``embed``'s output with respect to the three tables.
+
+    Row ``r`` of each table's gradient is the sum of ``grad_output[b, s]`` over
+    the tokens whose id for that table is ``r`` (zero for rows no token used).
+
+    Parameters
+    ----------
+    tables : EmbeddingTables
+        The tables of the forward pass; only their shapes and dtype are used.
+    grad_output : array_like, shape (batch, seq, hidden)
+        Gradient of the loss with respect to ``embed``'s output, in the tables'
+        dtype. Any memory layout; strided input is copied once.
+    input_ids, token_type_ids, position_ids, past_length
+        Exactly as for :func:`kernels.embed`, and validated by the same code.
+    method : {"onehot", "concat", "gather", "fused"}
+        ``fused`` (default) is a parallel numba kernel, bitwise deterministic
+        whatever the number of threads; ``gather`` uses ``np.add.at``;
+        ``onehot`` and ``concat`` compute ``onehot.T @ grad_output`` with BLAS.
+    padding_idx : int, optional
+        A token-table row whose gradient stays zero, as ``torch.nn.Embedding``'s
+        ``padding_idx``: ``0 <= padding_idx < vocab_size``.
+    memory_budget : int, default 256 MiB
+        Bytes of extra memory ``onehot`` and ``concat`` may use for one-hot codes
+        and buffers (they work in tiles to stay within it). Ignored by the others.
+
+    Returns
+    -------
+    EmbeddingGradients
+        A named tuple ``(token, segment, position)`` of new C-contiguous arrays
+        shaped like the tables, in the tables' dtype.
+
+    Raises
+    ------
+    TypeError
+        As :func:`kernels.embed`; also ``grad_output`` of another dtype than the
+        tables', a ``padding_idx`` or ``memory_budget`` that is not an int.
+    ValueError
+        As :func:`kernels.embed`; also ``grad_output`` whose shape is not
+        ``(batch, seq, hidden)`` (both shapes are named), a ``padding_idx``
+        outside ``[0, vocab_size)``, an unknown ``method``, a ``memory_budget``
+        too small for one token.
+    IndexError
+        As :func:`kernels.embed`: an id outside its table.
+
+    Notes
+    -----
+    ``fused`` and ``gather`` sum each row in token order in the tables' dtype,
+    so they agree bit for bit with each other and with a naive loop;
+    ``onehot`` and ``concat`` let BLAS choose the order. For a row used by
+    ``n`` tokens every order lies within ``n * eps * sum(|g|)`` of the exact sum.
+    """
+    method = check_method(method, BACKWARD_METHODS, auto=False)
+    memory_budget = check_memory_budget(memory_budget)
+    batch = prepare(tables, input_ids, token_type_ids, position_ids, past_length)
+    grad = check_grad_output(grad_output, (*batch.shape, tables.hidden_size), tables.dtype)
+    padding_idx = check_padding_idx(padding_idx, tables.vocab_size)
+    record = implementation(method)
+    options = {"memory_budget": memory_budget} if record.budgeted else {}
+    return record.backward(tables, batch, grad, padding_idx, **options)
 
 
 def _method_function(method: str):
@@ -135,7 +192,5 @@ def _method_function(method: str):
     return run
 
 
-onehot = _method_function("onehot")
-concat = _method_function("concat")
-gather = _method_function("gather")
-fused = _method_function("fused")
+# kernels.onehot, kernels.gather, ...: one function per registered method.
+METHOD_FUNCTIONS = {name: _method_function(name) for name in METHODS}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .tables import FLOAT_DTYPES, EmbeddingTables
+from .dtypes import FLOAT_DTYPES
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -70,8 +70,12 @@ def _safe_open():
 def _weights_file(path: Path) -> Path:
     weights = path / WEIGHTS_FILE if path.is_dir() else path
     if not weights.is_file():
-        where = f"directory {path} holds no {WEIGHTS_FILE}" if path.is_dir() else f"{path}"
-        raise FileNotFoundError(f"no checkpoint found: {where} does not exist")
+        where = (
+            f"directory {path} holds no {WEIGHTS_FILE}"
+            if path.is_dir()
+            else f"{path} does not exist"
+        )
+        raise FileNotFoundError(f"no checkpoint found: {where}")
     return weights
 
 
@@ -99,7 +103,7 @@ def _find_prefix(keys: set[str], prefix: str | None, weights: Path) -> str:
     raise CheckpointKeyError(
         f"{weights} has no key {tried}: it is not a BERT-family checkpoint with the "
         f"prefixes tried.{hint} Name the prefix with "
-        "kernels.checkpoint.load_safetensors(path, prefix=...)."
+        "EmbeddingTables.from_safetensors(path, prefix=...)."
     )
 
 
@@ -120,10 +124,11 @@ def _as_float(key: str, array: np.ndarray, dtype: np.dtype | None) -> np.ndarray
     return array if array.dtype in FLOAT_DTYPES else array.astype(np.float32)
 
 
-def load_safetensors(
-    path: str | os.PathLike, *, prefix: str | None = None, dtype=None
-) -> EmbeddingTables:
+def read_embedding_layer(path: str | os.PathLike, *, prefix: str | None = None, dtype=None) -> dict:
     """Read the embedding layer of a Hugging Face BERT-family checkpoint.
+
+    :meth:`kernels.EmbeddingTables.from_safetensors` builds the tables from
+    what this returns (this module knows files, not tables: no import cycle).
 
     Parameters
     ----------
@@ -140,10 +145,10 @@ def load_safetensors(
 
     Returns
     -------
-    EmbeddingTables
-        Word, token-type and position tables with the embedding LayerNorm's
-        weight, bias and ``norm_eps`` (the ``layer_norm_eps`` of a
-        ``config.json`` beside the weights, else 1e-12).
+    dict
+        The keyword arguments of ``EmbeddingTables``: ``token``, ``segment``,
+        ``position``, ``norm_weight``, ``norm_bias`` and ``norm_eps`` (the
+        ``layer_norm_eps`` of a ``config.json`` beside the weights, else 1e-12).
 
     Raises
     ------
@@ -175,12 +180,7 @@ def load_safetensors(
             arrays[argument] = (key, _as_float(key, handle.get_tensor(key), dtype))
     _check_shapes(arrays, config, weights)
     eps = config.get("layer_norm_eps", BERT_LAYER_NORM_EPS)
-    return EmbeddingTables(
-        **{argument: array for argument, (_, array) in arrays.items() if argument in TABLE_KEYS},
-        norm_weight=arrays["norm_weight"][1],
-        norm_bias=arrays["norm_bias"][1],
-        norm_eps=eps,
-    )
+    return {argument: array for argument, (_, array) in arrays.items()} | {"norm_eps": eps}
 
 
 def _check_shapes(arrays: dict, config: dict, weights: Path) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+from .checkpoint import read_embedding_layer
+from .dtypes import FLOAT_DTYPES
+
 BERT_INIT_STD = 0.02  # BERT's initializer_range: weights start as N(0, 0.02**2)
 
 
@@ -168,7 +170,7 @@ class EmbeddingTables:
         )
 
     @classmethod
-    def from_safetensors(cls, path) -> EmbeddingTables:
+    def from_safetensors(cls, path, *, prefix: str | None = None, dtype=None) -> EmbeddingTables:
         """The embedding layer of a Hugging Face BERT-family checkpoint.
 
         Reads ``model.safetensors`` with ``safetensors``' numpy loader (no torch):
@@ -181,6 +183,11 @@ class EmbeddingTables:
         ----------
         path : str or path-like
             The ``model.safetensors`` file or the directory holding it.
+        prefix : str, optional
+            What precedes ``embeddings.`` in the tensor names; by default ``""``
+            and then ``"bert."`` are tried.
+        dtype : float32 or float64, optional
+            Convert the tables to this dtype on load.
 
         Returns
         -------
@@ -192,12 +199,9 @@ class EmbeddingTables:
             ``safetensors`` is missing: ``pip install 'bert-embedding-kernels[real]'``.
         FileNotFoundError, KeyError, ValueError
             No checkpoint there, a missing tensor (named), a shape that disagrees
-            (both shapes named); see :func:`kernels.checkpoint.load_safetensors`.
+            (both shapes named); see :func:`kernels.checkpoint.read_embedding_layer`.
         """
-        # Imported here: kernels.checkpoint imports this module.
-        from .checkpoint import load_safetensors
-
-        return load_safetensors(path)
+        return cls(**read_embedding_layer(path, prefix=prefix, dtype=dtype))
 
     @property
     def dtype(self) -> np.dtype:

@@ -1,8 +1,9 @@
-"""Every input check, in one place, run before any kernel.
+"""Every argument check, forward and backward, in one place, run before any dispatch.
 
-All four methods call :func:`prepare` first, so a bad input gets the same
-exception and message whichever method was asked for, and no kernel ever sees
-an id outside its table (a gather would otherwise read foreign memory).
+:func:`kernels.embed` and :func:`kernels.embed_backward` call these before they
+look a method up, so a bad input gets the same exception and message whichever
+method was asked for, and no kernel ever sees an id outside its table (a gather
+would otherwise read foreign memory).
 """
 
 from __future__ import annotations
@@ -39,6 +40,84 @@ class Batch(NamedTuple):
     @property
     def num_tokens(self) -> int:
         return self.input_ids.size
+
+
+def kernel_ids(ids: np.ndarray) -> np.ndarray:
+    """Ids as a compiled kernel takes them: int32/int64 untouched, other dtypes once to int64.
+
+    Only for ids :func:`prepare` has range-checked, so the conversion cannot wrap.
+    """
+    return ids if ids.dtype in KERNEL_ID_DTYPES else ids.astype(np.int64)
+
+
+def flat_ids(batch: Batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The three id arrays as flat (tokens,) vectors, broadcasting shared rows."""
+    return tuple(
+        np.broadcast_to(ids, batch.shape).reshape(-1)
+        for ids in (batch.input_ids, batch.token_type_ids, batch.position_ids)
+    )
+
+
+def check_method(method, known: tuple[str, ...], *, auto: bool) -> str:
+    """``method`` if it names a registered implementation (or ``"auto"`` where allowed)."""
+    if isinstance(method, str) and (method in known or (auto and method == "auto")):
+        return method
+    choices = f"{known} or 'auto'" if auto else f"{known}"
+    raise ValueError(f"method is {method!r}; it must be one of {choices}.")
+
+
+def check_memory_budget(memory_budget) -> int:
+    if isinstance(memory_budget, bool) or not isinstance(memory_budget, (int, np.integer)):
+        raise TypeError(f"memory_budget is {type(memory_budget).__name__}; it must be an int.")
+    return int(memory_budget)
+
+
+def check_norm_options(tables: EmbeddingTables, layer_norm, return_sum) -> None:
+    """``layer_norm`` and ``return_sum`` are bools, and LayerNorm has its parameters."""
+    for name, value in (("layer_norm", layer_norm), ("return_sum", return_sum)):
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{name} is {type(value).__name__}; it must be True or False.")
+    if layer_norm and not tables.has_layer_norm:
+        raise ValueError(
+            "layer_norm=True needs the LayerNorm parameters, but the tables have no "
+            "norm_weight and norm_bias; build them with EmbeddingTables(..., norm_weight=..., "
+            "norm_bias=..., norm_eps=...)."
+        )
+    if return_sum and not layer_norm:
+        raise ValueError("return_sum=True needs layer_norm=True: without it the result is the sum.")
+
+
+def check_grad_output(grad_output, shape: tuple[int, int, int], dtype: np.dtype) -> np.ndarray:
+    """Return ``grad_output`` as a C-contiguous (batch, seq, hidden) array of ``dtype``."""
+    grad = grad_output if isinstance(grad_output, np.ndarray) else np.asarray(grad_output)
+    if grad.dtype != dtype:
+        raise TypeError(
+            f"grad_output has dtype {grad.dtype}; it must have the tables' dtype {dtype}. "
+            f"Convert it with grad_output.astype(np.{dtype})."
+        )
+    if grad.shape != shape:
+        raise ValueError(
+            f"grad_output has shape {grad.shape}; it must have shape {shape} "
+            "(input_ids' (batch, seq) and the tables' hidden_size)."
+        )
+    # One copy for strided or Fortran-ordered input, so the kernels read rows.
+    return np.ascontiguousarray(grad)
+
+
+def check_padding_idx(padding_idx, vocab_size: int) -> int | None:
+    if padding_idx is None:
+        return None
+    if isinstance(padding_idx, bool) or not isinstance(padding_idx, (int, np.integer)):
+        raise TypeError(
+            f"padding_idx is {type(padding_idx).__name__}; it must be None or an int "
+            f"in [0, {vocab_size}) (a row of the token table)."
+        )
+    if not 0 <= padding_idx < vocab_size:
+        raise ValueError(
+            f"padding_idx is {padding_idx}, out of range: it must satisfy "
+            f"0 <= padding_idx < {vocab_size} (vocab_size)."
+        )
+    return int(padding_idx)
 
 
 def _as_ids(name: str, value) -> np.ndarray:
@@ -137,11 +216,13 @@ def _default_position_ids(past_length: int, seq: int, dtype: np.dtype) -> np.nda
 def _position_ids(value, input_ids: np.ndarray) -> np.ndarray:
     batch, seq = input_ids.shape
     position_ids = _as_ids("position_ids", value)
-    allowed = {(seq,), (1, seq), (batch, seq)}
+    # A dict keeps the order and drops (1, seq) twice when batch is 1.
+    allowed = list(dict.fromkeys([(seq,), (1, seq), (batch, seq)]))
     if position_ids.shape not in allowed:
+        listed = ", ".join(map(str, allowed[:-1])) + f" or {allowed[-1]}"
         raise ValueError(
             f"position_ids has shape {position_ids.shape}; with input_ids of shape "
-            f"{input_ids.shape} it must be {(seq,)}, {(1, seq)} or {(batch, seq)}."
+            f"{input_ids.shape} it must be {listed}."
         )
     return position_ids
 
@@ -196,9 +277,10 @@ def prepare(
     past_length = _check_past_length(past_length)
     input_ids = _as_ids("input_ids", input_ids)
     if input_ids.ndim != 2:
+        # The hint fits a single sequence only; for 0-D or 3-D ids it cannot help.
+        hint = " Use input_ids[None, :] for a single sequence." if input_ids.ndim == 1 else ""
         raise ValueError(
-            f"input_ids has shape {input_ids.shape}; it must be 2-D (batch, seq). "
-            "Use input_ids[None, :] for a single sequence."
+            f"input_ids has shape {input_ids.shape}; it must be 2-D (batch, seq).{hint}"
         )
     batch, seq = input_ids.shape
     # Defaults share input_ids' dtype where the kernel takes it as is, so that a

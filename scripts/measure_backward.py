@@ -27,18 +27,14 @@ import numpy as np
 from numba import prange
 
 import kernels
-from kernels import machine
+from kernels import EmbeddingGradients, embed_backward
 from kernels._jit import parallel_kernel, serial_kernel
-from kernels.backward import (
-    EmbeddingGradients,
-    _aligned_zeros,
-    _scatter_add_columns_parallel,
-    column_block,
-    embed_backward,
-    naive_embed_backward,
-    zipf_ids,
-)
-from kernels.roofline import CopyReference
+from kernels.bench import machine
+from kernels.bench.cases import zipf_ids
+from kernels.bench.reference import naive_embed_backward
+from kernels.bench.roofline import CopyReference
+from kernels.gradients import aligned_zeros as _aligned_zeros
+from kernels.methods.fused_backward import _scatter_add_columns_parallel, column_block
 
 try:
     import torch

@@ -8,6 +8,7 @@ import pytest
 
 import kernels
 from kernels import auto
+from kernels.bench import calibrate
 
 RESULTS = Path(__file__).parents[1] / "docs" / "report" / "results.json"
 
@@ -34,7 +35,7 @@ def test_fit_recovers_known_coefficients():
                 rows = vocab + 2 + 512 if method == "onehot" else 0
                 nbytes = 4 * seq * 32 * 4
                 points.append(_point(method, vocab, seq, a + b * nbytes + c * nbytes * rows))
-    fitted = auto.fit(points, source="test", machine={})["coefficients"]
+    fitted = calibrate.fit(points, source="test", machine={})["coefficients"]
     for method, coefficients in truth.items():
         np.testing.assert_allclose(fitted[method], coefficients, rtol=1e-6, atol=1e-18)
 
@@ -42,7 +43,7 @@ def test_fit_recovers_known_coefficients():
 def test_fit_never_returns_negative_coefficients():
     # times that fall with size would need a negative slope; NNLS refuses it
     points = [_point("gather", 1000, seq, 1e-3 / seq) for seq in (8, 64, 512)]
-    assert min(auto.fit(points, "test", {})["coefficients"]["gather"]) >= 0
+    assert min(calibrate.fit(points, "test", {})["coefficients"]["gather"]) >= 0
 
 
 @pytest.mark.parametrize("shape", [(1, 5), (3, 40), (0, 4)])

@@ -1,4 +1,4 @@
-from kernels.benchtable import medians_by_shape, render
+from kernels.bench.benchtable import medians_by_shape, render
 
 
 def _bench(group, method, median):

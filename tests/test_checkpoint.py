@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 import kernels
-from kernels import checkpoint
 
 if os.environ.get("CI"):
     import safetensors.numpy as safetensors_numpy  # CI installs the `real` extra
@@ -137,7 +136,7 @@ def test_the_loaded_tables_embed_and_normalise(tmp_path):
 def test_float16_is_widened_and_dtype_converts(tmp_path):
     directory = _save(tmp_path, _tensors(dtype=np.float16))
     assert kernels.EmbeddingTables.from_safetensors(directory).dtype == np.float32
-    assert checkpoint.load_safetensors(directory, dtype=np.float64).dtype == np.float64
+    assert kernels.EmbeddingTables.from_safetensors(directory, dtype=np.float64).dtype == np.float64
 
 
 def test_float64_checkpoint_stays_float64(tmp_path):
@@ -150,7 +149,9 @@ def test_an_explicit_prefix(tmp_path):
     directory = _save(tmp_path, tensors)
     with pytest.raises(KeyError, match="electra"):  # not tried by default, but listed
         kernels.EmbeddingTables.from_safetensors(directory)
-    _assert_loaded(checkpoint.load_safetensors(directory, prefix="electra."), tensors, "electra.")
+    _assert_loaded(
+        kernels.EmbeddingTables.from_safetensors(directory, prefix="electra."), tensors, "electra."
+    )
 
 
 @pytest.mark.parametrize(

@@ -22,8 +22,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import kernels
-from kernels.equivalence import Reference
-from kernels.reference import naive_embed
+from kernels.bench.reference import Reference, naive_embed
 
 VOCAB, HIDDEN, MAX_POSITIONS, TYPE_VOCAB = 10, 4, 8, 2
 TABLES = kernels.EmbeddingTables.random(
@@ -455,7 +454,7 @@ def test_unhashable_method_is_refused_by_name():
 def test_boundscheck_is_compiled_in():
     # A stale cache entry compiled without bounds checks would be loaded silently
     # (numba's cache key ignores the flag): an out-of-bounds write must raise here.
-    from kernels.roofline import _copy_rows
+    from kernels.bench.roofline import _copy_rows
 
     with pytest.raises((IndexError, SystemError)):
         _copy_rows(np.ones((64, 4), np.float32), np.empty((2, 4), np.float32))

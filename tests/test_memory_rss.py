@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import kernels
-from kernels.cases import BERT_BASE, make_inputs
+from kernels.bench.cases import BERT_BASE, make_inputs
 
 MIB = 2**20
 BATCH, SEQ, VOCAB, HIDDEN = 16, 512, 30522, 768

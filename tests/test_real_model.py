@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 import kernels
-from kernels import cli, peers, realdata
+from kernels.bench import cli, peers, realdata
 
 
 def _require(module: str):

@@ -1,13 +1,15 @@
 """embench report / choose / check end to end, at tiny sizes."""
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 
 import kernels
-from kernels import api, cli, report
-from kernels.cases import Shape
+from kernels import registry
+from kernels.bench import cli, report
+from kernels.bench.cases import Shape
 
 TINY = [
     "--vocab-sizes",
@@ -45,12 +47,15 @@ def test_report_writes_every_artifact(tmp_path, capsys):
 
 
 def test_a_disagreeing_method_is_reported_loudly(tmp_path, monkeypatch, capsys):
+    gather = registry.REGISTRY["gather"]
+
     def wrong_gather(tables, batch, out):
-        api.gather_sum(tables, batch, out)
+        gather.forward(tables, batch, out)
         out += 1e-3  # a bug far beyond the rounding bound
         return out
 
-    monkeypatch.setitem(api._UNBUDGETED, "gather", wrong_gather)
+    wrong = dataclasses.replace(gather, forward=wrong_gather)
+    monkeypatch.setitem(registry.REGISTRY, "gather", wrong)
     assert cli.main(["report", *TINY, "--out", str(tmp_path)]) == 1
     assert "DISAGREE" in capsys.readouterr().err
     text = (tmp_path / "report.md").read_text()

@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 
 import kernels
-from kernels import cases, peers
-from kernels.equivalence import Reference
-from kernels.layernorm import layer_norm
-from kernels.performance import LAYER_NORM_CHECK_ATOL
-from kernels.roofline import CopyReference
+from kernels.bench import cases, peers
+from kernels.bench.perf import LAYER_NORM_CHECK_ATOL
+from kernels.bench.reference import Reference
+from kernels.bench.roofline import CopyReference
+from kernels.methods.layernorm import layer_norm
 
 
 def _shapes(full: bool) -> list[tuple[str, cases.Shape]]:

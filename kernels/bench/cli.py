@@ -8,10 +8,11 @@ import sys
 
 import numpy as np
 
+from .. import embed
+from ..registry import METHODS
 from . import machine
-from .api import METHODS, embed
 from .cases import BERT_BASE, Shape, make_inputs
-from .equivalence import Reference
+from .reference import Reference
 from .roofline import CopyReference
 from .timing import measure
 
@@ -105,7 +106,7 @@ def bench_table(arguments) -> int:
 
 def perf(arguments) -> int:
     """Measure the fused kernel against the roofline and the peers; print or write Markdown."""
-    from . import performance
+    from . import perf as performance
     from .progress import Progress
 
     with Progress(arguments.rounds, "embench perf: BERT-base rounds") as bar:
@@ -176,7 +177,7 @@ def report(arguments) -> int:
 
 def choose(arguments) -> int:
     """Print the method the calibrated cost model picks for one shape, and why."""
-    from . import auto
+    from .. import auto
 
     shape = _shape(arguments)
     itemsize = np.dtype(shape.dtype).itemsize

@@ -6,7 +6,9 @@ with default positions ``0 .. seq-1``; it allocates its output, as these
 libraries do. Install the optional ones with ``pip install
 'bert-embedding-kernels[peers]'``.
 
-Two registries: :data:`PEERS` compute the plain sum (compare them with
+Each peer is a :class:`kernels.registry.Implementation` record, as our methods
+are (``origin="peer"``; ``forward``/``forward_norm`` build the call from the
+tables). :data:`PEERS` compute the plain sum (compare them with
 ``embed(...)``); :data:`LAYER_NORM_PEERS` always normalise, as BERT's
 embedding layer does (compare them with ``embed(..., layer_norm=True)``).
 """
@@ -19,7 +21,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .tables import EmbeddingTables
+from ..registry import BITWISE, Implementation
+from ..tables import EmbeddingTables
 
 Peer = Callable[[np.ndarray, np.ndarray], object]
 
@@ -212,15 +215,46 @@ def onnxruntime_embed_layer_norm(tables: EmbeddingTables, *, embedding_sum: bool
 
 
 # name -> (modules it needs; factory)
-PEERS: dict[str, tuple[tuple[str, ...], Callable[[EmbeddingTables], Peer]]] = {
-    "numpy-indexing": ((), _numpy_indexing),
-    "torch-eager": (("torch",), _torch_eager),
-    "torch-compile": (("torch",), _torch_compile),
+def _peer(name, summary, requires, *, forward=None, forward_norm=None, agreement=BITWISE):
+    return Implementation(
+        name=name,
+        summary=summary,
+        forward=forward,
+        forward_norm=forward_norm,
+        agreement=agreement,
+        dtypes=("float32",),
+        origin="peer",
+        requires=requires,
+    )
+
+
+# Peers that compute the plain sum: compare them with embed(...). They add the
+# three rows in the same order as the naive reference, so they agree bit for bit.
+PEERS: dict[str, Implementation] = {
+    peer.name: peer
+    for peer in (
+        _peer("numpy-indexing", "numpy, no out=", (), forward=_numpy_indexing),
+        _peer("torch-eager", "three F.embedding and two adds", ("torch",), forward=_torch_eager),
+        _peer("torch-compile", "torch.compile of torch-eager", ("torch",), forward=_torch_compile),
+    )
 }
 # Peers that return LayerNorm(sum): compare with embed(..., layer_norm=True).
-LAYER_NORM_PEERS: dict[str, tuple[tuple[str, ...], Callable[[EmbeddingTables], Peer]]] = {
-    "torch-eager-layernorm": (("torch",), _torch_eager_layer_norm),
-    "onnxruntime-embedlayernorm": (("onnx", "onnxruntime"), onnxruntime_embed_layer_norm),
+LAYER_NORM_PEERS: dict[str, Implementation] = {
+    peer.name: peer
+    for peer in (
+        _peer(
+            "torch-eager-layernorm",
+            "torch-eager, then F.layer_norm",
+            ("torch",),
+            forward_norm=_torch_eager_layer_norm,
+        ),
+        _peer(
+            "onnxruntime-embedlayernorm",
+            "onnxruntime's fused com.microsoft.EmbedLayerNormalization op",
+            ("onnx", "onnxruntime"),
+            forward_norm=onnxruntime_embed_layer_norm,
+        ),
+    )
 }
 
 
@@ -238,7 +272,7 @@ def available_peers(layer_norm: bool = False) -> list[str]:
         plain-sum ones (:data:`PEERS`).
     """
     registry = LAYER_NORM_PEERS if layer_norm else PEERS
-    return [name for name, (modules, _) in registry.items() if not _missing(modules)]
+    return [name for name, peer in registry.items() if not _missing(peer.requires)]
 
 
 def make_peer(name: str, tables: EmbeddingTables) -> Peer:
@@ -254,13 +288,13 @@ def make_peer(name: str, tables: EmbeddingTables) -> Peer:
     registry = {**PEERS, **LAYER_NORM_PEERS}
     if name not in registry:
         raise ValueError(f"peer is {name!r}; it must be one of {tuple(registry)}.")
-    modules, factory = registry[name]
-    missing = _missing(modules)
+    peer = registry[name]
+    missing = _missing(peer.requires)
     if missing:
         raise ImportError(
             f"peer {name!r} needs {', '.join(missing)}: pip install 'bert-embedding-kernels[peers]'"
         )
-    return factory(tables)
+    return (peer.forward or peer.forward_norm)(tables)
 
 
 def as_numpy(result) -> np.ndarray:

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import auto, machine
-from .api import METHODS, embed
+from .. import embed
+from ..registry import METHODS
+from . import calibrate, machine
 from .cases import Shape, make_inputs
-from .equivalence import Reference
 from .progress import Progress
+from .reference import Reference
 from .roofline import CopyReference
 from .timing import measure
 
@@ -130,7 +131,7 @@ def _measure_point(sweep, size, shape, settings, previous, results, bar, inputs=
         results.points.append(point)
         if method in previous:
             last_shape, last_seconds = previous[method]
-            scale = auto.work(method, shape) / auto.work(method, last_shape)
+            scale = calibrate.work(method, shape) / calibrate.work(method, last_shape)
             point.estimated_s = last_seconds * scale
             if point.estimated_s > settings.skip_above:
                 point.status = "skipped"
@@ -414,7 +415,7 @@ def write(results: Results, directory: Path, command: str) -> list[str]:
         "id_comparison": results.id_comparison,
     }
     (directory / "results.json").write_text(json.dumps(data, indent=2) + "\n")
-    calibration = auto.fit(
+    calibration = calibrate.fit(
         [p.as_json() for p in results.points], source=command, machine=results.machine
     )
     (directory / "calibration.json").write_text(json.dumps(calibration, indent=2) + "\n")

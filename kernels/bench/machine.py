@@ -23,7 +23,7 @@ def _cpu_model() -> str:
 
 def describe() -> dict[str, str]:
     """A flat description of this machine and the library versions in use."""
-    from . import __version__, _threading
+    from .. import __version__, _threading
 
     return {
         "cpu": _cpu_model(),

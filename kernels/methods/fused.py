@@ -1,24 +1,11 @@
 """The fused gather-and-sum: one compiled pass that reads three rows and writes one.
 
-The public entry point is :func:`fused_sum`; the ``@njit`` kernels behind it
-take typed arrays only and allocate nothing (see DESIGN.md's conventions).
-
-What was measured (BERT-base, batch 32 x seq 512 x hidden 768, float32, 2 cores;
-fraction = parallel copy of the output / kernel, medians, one run each):
-
-- token-major loop (``prange`` over the flat tokens), 2-D indexing: 0.57-0.68;
-- the same with 1-D row views, or one block of tokens per thread: ~0.73;
-- software prefetch of the next token's row (``llvm.prefetch``, 1 to 8 tokens
-  ahead, every line or every 4th): no gain (0.64-0.69), rejected;
-- precombining segment + position into one (type_vocab x positions x hidden)
-  table, so each token reads two rows: ~0.73, no gain, and it would change the
-  rounding order (fused is bit-identical to numpy's gather today), rejected;
-- diagnosis: a token-row copy alone reaches ~1.0, and so does the full sum when
-  the tables fit in cache. The loss came from re-reading position rows that the
-  streamed token rows and output had evicted from L2;
-- position-major order (kept): each block is one position across up to
-  ``BATCH_BLOCK`` sequences, so that position's row is read once and stays in
-  L1 while it is added to every sequence: 0.82-1.02 (noisy machine).
+The public entry points are :func:`fused_sum` and :func:`fused_sum_norm`; the
+``@njit`` kernels behind them take typed arrays only and allocate nothing.
+Blocks are position-major: each block is one position across up to
+``BATCH_BLOCK`` sequences, so that position's row is read once and stays in L1
+while it is added to every sequence. The measured design history (what was
+tried, with numbers, and why it lost) is in docs/FORWARD.md.
 
 Small calls: waking the thread pool costs a few microseconds, so outputs below
 ``SERIAL_MAX_BYTES`` run the same loop compiled without ``parallel``.
@@ -29,9 +16,9 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._jit import parallel_kernel, reduction_helper, serial_kernel
-from .tables import EmbeddingTables
-from .validate import KERNEL_ID_DTYPES, Batch
+from .._jit import parallel_kernel, reduction_helper, serial_kernel
+from ..tables import EmbeddingTables
+from ..validate import Batch, kernel_ids
 
 # Sequences per parallel block: large enough to reuse a position row many
 # times, small enough that a huge batch of short sequences still splits into
@@ -145,20 +132,14 @@ _sum_norm_rows_parallel = parallel_kernel(_sum_norm_rows)
 _sum_norm_rows_serial = serial_kernel(_sum_norm_rows)
 
 
-def _kernel_ids(ids: np.ndarray) -> np.ndarray:
-    # int32/int64 go to the kernel untouched; other integer dtypes (already
-    # range-checked, so nothing can wrap) are converted once.
-    return ids if ids.dtype in KERNEL_ID_DTYPES else ids.astype(np.int64)
-
-
 def _arguments(tables: EmbeddingTables, batch: Batch) -> tuple:
     return (
         tables.token,
         tables.segment,
         tables.position,
-        _kernel_ids(batch.input_ids),
-        _kernel_ids(batch.token_type_ids),
-        _kernel_ids(batch.position_ids),
+        kernel_ids(batch.input_ids),
+        kernel_ids(batch.token_type_ids),
+        kernel_ids(batch.position_ids),
     )
 
 

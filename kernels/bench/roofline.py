@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._jit import parallel_kernel
+from .._jit import parallel_kernel
 
 
 @parallel_kernel

@@ -32,9 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .api import embed
+from .. import embed
+from ..tables import EmbeddingTables
 from .roofline import CopyReference
-from .tables import EmbeddingTables
 
 MINILM = "minilm"
 CORPUS_FILE = Path(__file__).with_name("data") / "corpus.txt"
@@ -77,9 +77,7 @@ def checkpoint_dir(source: str | os.PathLike) -> Path:
 
 @lru_cache(maxsize=4)
 def _load_tables(directory: Path, dtype: str | None) -> EmbeddingTables:
-    from .checkpoint import load_safetensors
-
-    return load_safetensors(directory, dtype=dtype)
+    return EmbeddingTables.from_safetensors(directory, dtype=dtype)
 
 
 def load_tables(source: str | os.PathLike, dtype=None) -> EmbeddingTables:

@@ -14,8 +14,8 @@ import timeit
 
 import numpy as np
 
+from .. import embed
 from . import machine
-from .api import embed
 from .cases import BERT_BASE, Shape, make_inputs
 from .peers import as_numpy, available_peers, make_peer
 from .roofline import CopyReference

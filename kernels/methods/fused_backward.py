@@ -1,0 +1,174 @@
+"""The fused backward: one parallel numba pass over ``grad`` adding into all three tables.
+
+The gradient of each table is a scatter-add of the output gradient ``g``: row
+``r`` of ``Wt`` receives the sum of ``g[b, s]`` over every token whose id is
+``r``.
+
+A parallel scatter-add races when two threads add into the same row, and
+atomics would make the sum depend on thread timing. Here every thread owns a
+block of *columns* (hidden units) of all three tables: a thread walks every
+token in token order and adds that token's slice ``g[t, c0:c1]`` into the
+slices ``[c0:c1]`` of its three rows. No two threads ever write the same
+element, so there is no race and no atomic, and each element is summed in
+token order starting from zero, whatever the number of threads or the block
+width: the result is bitwise identical for every thread count (and identical
+to numpy's ``np.add.at`` and to torch's CPU kernel, which also add in token
+order). One pass over ``g`` serves all three tables, and the work per thread is
+equal whatever the skew of the ids (a counting sort by id with one owner per
+row would leave one thread with the most frequent rows). Blocks are whole
+64-byte cache lines and the gradients start on a line, so no two threads write
+to one line either (when a row is a whole number of lines, as at BERT's widths).
+
+Parallelism is bounded by ``hidden / 16`` blocks for float32 (48 at hidden
+768), which is plenty on the machines this project targets.
+
+Zeroing: the gradients are allocated with ``np.zeros``, whose pages the
+operating system maps and zeroes lazily, on first touch; the kernel never
+writes a row no token touched. Before the scatter, a row-owned pass stores a
+zero into each page of each row that will be touched, so that every page is
+first touched (and zeroed by the OS) by one thread only; left to the
+column-owned scatter, both threads would fault each page together. At BERT-base
+this pass took the fused backward from 28.8 to 25.2 ms (medians of one run;
+docs/BACKWARD.md has the measurements and the alternatives that lost).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import prange
+
+from .._jit import parallel_kernel, serial_kernel
+from ..gradients import CACHE_LINE_BYTES, zeros_like_tables
+from ..validate import kernel_ids
+
+# The smallest memory page the operating system maps on first touch.
+_PAGE_BYTES = 4096
+# Output gradients smaller than this run the serial build of the same kernel:
+# waking the thread pool costs microseconds that a tiny call does not have.
+# Measured end to end (embed_backward, vocab 30522, hidden 768, threshold forced
+# either way, real-time priority): 24 KiB serial 0.92 ms vs parallel 1.27 ms;
+# 96 KiB 5.4 vs 4.7 ms; 384 KiB 19.5 vs 12.9 ms. Small calls are dominated by
+# first-touch faults of the fresh token gradient: each used row faults (and the
+# OS zeroes) a whole 2 MiB transparent huge page.
+SERIAL_MAX_BYTES = 96 * 1024
+
+
+def _scatter_add_columns(
+    grad, input_ids, token_type_ids, position_ids, padding_idx, block, token, segment, position
+):
+    """Add ``grad[t]`` into row ``i``, ``j``, ``k`` of the three zeroed gradients.
+
+    ``prange`` runs over column blocks of width ``block``; each iteration owns
+    columns ``[c0, c1)`` of every row of all three gradients and walks the
+    tokens in order, so no element is written by two threads and every element
+    is summed in token order. ``token_type_ids`` / ``position_ids`` have a
+    first axis of 1 (shared by the batch) or ``batch``. Tokens whose id is
+    ``padding_idx`` (-1 for none) add nothing to the token gradient.
+
+    One inner loop adds each gradient element into the three rows, so it is
+    loaded once; three loops, one per table, measured the same (12.0 vs 12.4 ms,
+    docs/BACKWARD.md).
+    The rows are slices indexed from 0: with ``range(c0, c1)`` on the full rows
+    numba cannot prove the index non-negative, keeps its wraparound branch, and
+    the loop stays scalar (checked in the assembly: no ``vaddps`` at all); this
+    way it is vectorised.
+    """
+    tokens, hidden = grad.shape
+    seq = input_ids.shape[1]
+    shared_types = token_type_ids.shape[0] == 1
+    shared_positions = position_ids.shape[0] == 1
+    blocks = (hidden + block - 1) // block
+    for c in prange(blocks):
+        c0 = c * block
+        c1 = min(hidden, c0 + block)
+        width = c1 - c0
+        for t in range(tokens):
+            b = t // seq
+            s = t - b * seq
+            i = input_ids[b, s]
+            j = token_type_ids[0 if shared_types else b, s]
+            k = position_ids[0 if shared_positions else b, s]
+            g = grad[t, c0:c1]
+            segment_row = segment[j, c0:c1]
+            position_row = position[k, c0:c1]
+            if i != padding_idx:
+                token_row = token[i, c0:c1]
+                for h in range(width):
+                    value = g[h]
+                    token_row[h] += value
+                    segment_row[h] += value
+                    position_row[h] += value
+            else:
+                for h in range(width):
+                    value = g[h]
+                    segment_row[h] += value
+                    position_row[h] += value
+
+
+@parallel_kernel
+def _fault_in_rows(input_ids, padding_idx, seen, page, gradient):
+    """Store a zero into every memory page of every row some token will add into.
+
+    ``gradient`` comes from ``np.zeros``: its pages are mapped (and zeroed by
+    the operating system) on first touch. In the column-owned scatter both
+    threads reach each new row at about the same moment, so they fault the
+    same page together and one waits while the other zeroes it. Here rows are
+    split between threads instead, each faulting its own pages; rows no token
+    uses are not touched at all. ``page`` is 4 KiB in elements; the stores
+    write zeros where there are zeros already, so the values do not change.
+    """
+    batch, seq = input_ids.shape
+    for b in range(batch):
+        for s in range(seq):
+            seen[input_ids[b, s]] = True
+    hidden = gradient.shape[1]
+    for r in prange(gradient.shape[0]):
+        if seen[r] and r != padding_idx:
+            row = gradient[r]
+            for h in range(0, hidden, page):
+                row[h] = 0.0
+            row[hidden - 1] = 0.0
+
+
+_scatter_add_columns_parallel = parallel_kernel(_scatter_add_columns)
+_scatter_add_columns_serial = serial_kernel(_scatter_add_columns)
+
+
+def column_block(hidden: int, itemsize: int, threads: int) -> int:
+    """Width of one thread's column block: whole cache lines, about ``hidden / threads``."""
+    line = max(1, CACHE_LINE_BYTES // itemsize)
+    lines = -(-hidden // line)
+    return line * -(-lines // max(1, threads))
+
+
+def fused_backward(tables, batch, grad, padding_idx):
+    """One parallel numba pass over ``g`` adding into all three tables; see the module doc."""
+    grads = zeros_like_tables(tables)
+    if batch.num_tokens == 0:
+        return grads
+    flat = grad.reshape(batch.num_tokens, tables.hidden_size)
+    input_ids = kernel_ids(batch.input_ids)
+    if flat.nbytes < SERIAL_MAX_BYTES:
+        kernel, block = _scatter_add_columns_serial, tables.hidden_size
+    else:
+        threads = numba.get_num_threads()
+        kernel = _scatter_add_columns_parallel
+        block = column_block(tables.hidden_size, tables.dtype.itemsize, threads)
+        _fault_in_rows(
+            input_ids,
+            -1 if padding_idx is None else padding_idx,
+            np.zeros(tables.vocab_size, np.bool_),
+            _PAGE_BYTES // tables.dtype.itemsize,
+            grads.token,
+        )
+    kernel(
+        flat,
+        input_ids,
+        kernel_ids(batch.token_type_ids),
+        kernel_ids(batch.position_ids),
+        -1 if padding_idx is None else padding_idx,
+        block,
+        *grads,
+    )
+    return grads
