@@ -56,6 +56,14 @@ VOCAB_SIZES = (1000, 8000, 30522, 100_000, 250_000)
 SEQ_LENS = (32, 64, 128, 256, 512, 1024, 2048)
 SWEEP_BASE = Shape(batch=8, seq=128, hidden=768, vocab=30522)
 
+# `embench report --quick`: the same sweeps, fewer points, a smaller batch.
+QUICK_BASE = Shape(batch=4, seq=128, hidden=768, vocab=30522)
+QUICK_VOCAB_SIZES = (1000, 8000, 30522)
+QUICK_SEQ_LENS = (32, 128, 512)
+
+# One short sequence, as a server sees it: what a small call costs.
+SMALL_CALL = Shape(batch=1, seq=128, hidden=768, vocab=30522)
+
 # CI sizes (pytest-benchmark on every submission): small enough that all four
 # methods, one-hot paths included, finish in seconds on 2 cores.
 CI_BASE = Shape(batch=4, seq=128, hidden=256, vocab=8000)

@@ -16,11 +16,9 @@ import numpy as np
 
 from .. import embed
 from . import machine
-from .cases import BERT_BASE, Shape, make_inputs
+from .cases import BERT_BASE, SMALL_CALL, make_inputs
 from .peers import as_numpy, available_peers, make_peer
 from .roofline import CopyReference
-
-SMALL_CALL = Shape(batch=1, seq=128, hidden=768, vocab=30522)
 
 TARGETS = {
     "fused (out=) / copy roofline": (">=", 0.85),

@@ -118,7 +118,7 @@ def corpus_lines() -> tuple[str, ...]:
 
 
 @lru_cache(maxsize=4)
-def _line_lengths(directory: Path) -> tuple[int, ...]:
+def line_lengths(directory: Path) -> tuple[int, ...]:
     tokenizer = _tokenizer(directory)
     # Unpadded, untruncated lengths: tokenizer.json may pad every encoding (to 128
     # for MiniLM), and a padded length says nothing about the line.
@@ -134,7 +134,7 @@ def sentence_pairs(directory: Path, count: int, seq: int) -> list[tuple[str, str
     Pair ``i`` starts where pair ``i - 1`` ended, wrapping around the corpus,
     so the batch walks through the text as a real data loader would.
     """
-    lines, lengths = corpus_lines(), _line_lengths(directory)
+    lines, lengths = corpus_lines(), line_lengths(directory)
     half = max(1, (seq - SPECIAL_TOKENS_IN_A_PAIR) // 2)
     cursor = 0
     pairs = []
@@ -295,67 +295,6 @@ def compare_ids(
     }
 
 
-def render_comparison(comparisons: list[dict], source: str) -> list[str]:
-    """Markdown lines: real ids vs uniform ids per shape, and the id statistics behind them."""
-    lines = [
-        "## Real token ids vs uniform random ids",
-        "",
-        f"Tables and ids from `{source}`: corpus sentence pairs tokenized with the "
-        "checkpoint's own tokenizer (segment 1 for the second half). `uniform` draws the "
-        "token ids uniformly from the whole vocabulary instead; tables, token types, "
-        "positions and output are the same. `uniform / real` above 1 means real text "
-        "is faster. Medians of interleaved rounds, one run.",
-        "",
-        "| batch x seq | method | uniform ids | real ids | uniform / real | copy (roofline) |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
-    for comparison in comparisons:
-        batch, seq = comparison["shape"]
-        for row in comparison["rows"]:
-            lines.append(
-                f"| {batch} x {seq} | {row['method']} | {row['uniform_s'] * 1e3:.3f} ms | "
-                f"{row['real_s'] * 1e3:.3f} ms | {row['uniform_over_real']:.2f} | "
-                f"{comparison['copy_s'] * 1e3:.3f} ms |"
-            )
-    lines += [
-        "",
-        "| batch x seq | ids | distinct ids | top-10 share | top-100 share | "
-        "distinct token rows | token table |",
-        "|---|---|---:|---:|---:|---:|---:|",
-    ]
-    for comparison in comparisons:
-        batch, seq = comparison["shape"]
-        for label in ("real", "uniform"):
-            stats = comparison[label]
-            lines.append(
-                f"| {batch} x {seq} | {label} | {stats['distinct ids']} | "
-                f"{stats['top-10 share']:.1%} | {stats['top-100 share']:.1%} | "
-                f"{stats['distinct rows MiB']:.2f} MiB | {stats['token table MiB']:.1f} MiB |"
-            )
-    lines += [
-        "",
-        "Why they differ: real text is Zipf-like, so a batch reads a few thousand distinct "
-        "token rows, many of them over and over, and those stay in the per-core cache; "
-        "uniform ids read a fresh row for almost every token. Where the whole token table "
-        "fits in the last-level cache, the difference is only the cost of an L2 miss that "
-        "hits L3, so expect it to grow on machines with a smaller last-level cache and with "
-        "bigger tables. `gather` gains less than `fused` in proportion: numpy materialises "
-        "three gathered arrays and adds them in two more passes whatever the ids are, so "
-        "reading the token rows is a smaller share of its time. On real ids `fused` can "
-        "even beat the copy roofline: the copy reads as many bytes as it writes, while real "
-        "text re-reads a few MiB of hot rows from cache, so its true bound is closer to "
-        "writing the output once. The corpus is small, so "
-        "the real batches' distinct ids are if anything fewer than a large corpus would "
-        "give: read the real-id gain as an upper estimate for text like this.",
-    ]
-    return lines
-
-
-# --- embench report --tables: the pieces kernels.report calls -----------------------
-
-# The comparison always includes BERT-base's batch at the longest sequence the
-# checkpoint allows: the shape where the two id distributions' working sets
-# differ most (uniform ids touch ~12,600 distinct rows there, real text ~2,300).
 COMPARISON_BATCH = 32
 
 
@@ -413,23 +352,3 @@ def report_comparisons(settings) -> list[dict]:
         comparison = compare_ids(tables, input_ids, token_type_ids, budget=2 * settings.budget)
         comparisons.append(comparison)
     return comparisons
-
-
-def describe_source(settings) -> list[str]:
-    """Report lines that say which checkpoint ran and what changes with it."""
-    base = settings.base
-    where = checkpoint_dir(settings.tables)
-    tokens = sum(_line_lengths(where))
-    return [
-        f"- tables: checkpoint `{settings.tables}` ({where}): vocab {base.vocab}, hidden "
-        f"{base.hidden}, {base.max_positions} positions, {base.type_vocab} token types, "
-        "with its embedding LayerNorm",
-        f"- token ids: real text, `kernels/data/corpus.txt` ({len(corpus_lines())} lines, "
-        f"{tokens} tokens) as sentence pairs `[CLS] A [SEP] B [SEP]` (segment 1 for B), "
-        "tokenized with the checkpoint's own tokenizer.json, truncated/padded to each "
-        "seq len; batches longer than the corpus reuse it from other lines",
-        "- no vocabulary sweep: a checkpoint's vocabulary is fixed. The seq-len sweep runs "
-        f"on the real tables with real ids, up to the checkpoint's {base.max_positions} "
-        "positions; the last section compares real ids with uniform random ids at the "
-        "same shapes",
-    ]
