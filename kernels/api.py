@@ -36,6 +36,7 @@ def embed(
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     layer_norm: bool = False,
     return_sum: bool = False,
+    attention_mask=None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """BERT's summed input embeddings, ``Wt[input_ids] + Ws[token_type_ids] + Wp[position_ids]``.
 
@@ -69,6 +70,14 @@ def embed(
     return_sum : bool, default False
         With ``layer_norm=True``, also return the pre-norm sum (like
         onnxruntime's ``embedding_sum`` output) as a second, new array.
+    attention_mask : array_like, optional
+        Accepted so that a tokenizer's output can be passed whole
+        (``embed(tables, **tokenizer(a, b, return_tensors="np"))``) and not
+        used: as in transformers, the mask does not change the embeddings
+        (padded positions are embedded like any other; attention ignores them).
+
+    Ids, tables' arrays and ``out`` may be numpy arrays or CPU torch tensors
+    (shared, not copied; tensors that require grad included).
 
     Returns
     -------

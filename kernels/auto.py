@@ -10,8 +10,8 @@ per-call overhead, ``b`` the streaming cost, ``c`` the one-hot matmul cost; all
 three are fitted, non-negative, by ``embench report`` from its own measurements
 (:mod:`kernels.bench.calibrate`) and stored in ``calibration.json``. The
 package ships the calibration of the run in docs/report; set
-``EMBENCH_CALIBRATION=path/to/calibration.json`` to use your own machine's. Evaluating the rule costs four dot products of three
-numbers, cached per shape.
+``EMBENCH_CALIBRATION=path/to/calibration.json`` to use your own machine's.
+Evaluating the rule costs four dot products of three numbers, cached per shape.
 """
 
 from __future__ import annotations

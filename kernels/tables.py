@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._arrays import as_numpy
 from .checkpoint import read_embedding_layer
 from .dtypes import FLOAT_DTYPES
 
@@ -13,7 +14,7 @@ BERT_INIT_STD = 0.02  # BERT's initializer_range: weights start as N(0, 0.02**2)
 def _as_table(name: str, value) -> np.ndarray:
     """Check one table and return a read-only, C-contiguous view (or copy) of it."""
     try:
-        array = np.asarray(value)
+        array = as_numpy(name, value)
     except ValueError as error:  # ragged nested lists
         raise ValueError(f"{name} is not a rectangular array: {error}") from None
     if array.dtype not in FLOAT_DTYPES:
@@ -41,7 +42,7 @@ def _read_only_c_order(array: np.ndarray) -> np.ndarray:
 
 def _as_norm_vector(name: str, value, dtype: np.dtype, hidden: int) -> np.ndarray:
     """Check a LayerNorm weight or bias: a float vector of the tables' dtype and width."""
-    array = np.asarray(value)
+    array = as_numpy(name, value)
     if array.dtype not in FLOAT_DTYPES or array.dtype != dtype:
         raise TypeError(
             f"{name} has dtype {array.dtype}; it must have the tables' dtype {dtype}. "
@@ -76,13 +77,20 @@ class EmbeddingTables:
     -----
     All three tables must be 2-D, float32 or float64 with one dtype for all, the
     same width and at least one row. Non-C-contiguous input is copied once to C
-    order; C-contiguous input is kept by reference as a read-only view. The
-    tables are treated as immutable: derived data (the stacked table of the
-    ``concat`` method) is cached on first use, so after changing the weights
-    build a new ``EmbeddingTables``.
+    order; C-contiguous input (numpy arrays, CPU torch tensors) is kept by
+    reference as a read-only view.
+
+    **Live views, never stale.** The tables hold no derived data: every call of
+    every method reads the arrays as they are at that moment, so an in-place
+    update of the caller's arrays (an optimizer step on the weights) is seen by
+    the next call of any method, and all methods keep agreeing. The view itself
+    is read-only, so the kernels cannot change the caller's weights. (The
+    ``concat`` method once cached its stacked table here and served stale
+    results after an in-place update; it now stacks on every call, which costs
+    one copy of the tables next to its one-hot product.)
     """
 
-    __slots__ = ("_cache", "norm_bias", "norm_eps", "norm_weight", "position", "segment", "token")
+    __slots__ = ("norm_bias", "norm_eps", "norm_weight", "position", "segment", "token")
 
     def __init__(
         self, token, segment, position, *, norm_weight=None, norm_bias=None, norm_eps=1e-12
@@ -119,7 +127,6 @@ class EmbeddingTables:
         if not (np.isfinite(norm_eps) and norm_eps > 0):
             raise ValueError(f"norm_eps is {norm_eps}; it must be finite and > 0.")
         self.norm_eps = float(norm_eps)
-        self._cache = {}
 
     @classmethod
     def random(
@@ -203,6 +210,39 @@ class EmbeddingTables:
         """
         return cls(**read_embedding_layer(path, prefix=prefix, dtype=dtype))
 
+    @classmethod
+    def from_torch(cls, module) -> EmbeddingTables:
+        """The tables of a torch embeddings module, such as transformers' ``BertEmbeddings``.
+
+        Reads ``word_embeddings``, ``token_type_embeddings`` and
+        ``position_embeddings`` (``torch.nn.Embedding``) and, where present, the
+        ``LayerNorm`` (weight, bias, eps). The weights are detached and shared,
+        not copied (CPU tensors, C-contiguous): an optimizer step on the module
+        is seen by the next call. torch itself is not imported here.
+
+        Raises
+        ------
+        TypeError
+            ``module`` lacks one of the three embeddings (the message names it).
+        """
+        parts = {}
+        for argument, attribute in (
+            ("token", "word_embeddings"),
+            ("segment", "token_type_embeddings"),
+            ("position", "position_embeddings"),
+        ):
+            embedding = getattr(module, attribute, None)
+            if getattr(embedding, "weight", None) is None:
+                raise TypeError(
+                    f"module is {type(module).__name__} without {attribute}.weight; pass a "
+                    "BERT-style embeddings module (e.g. transformers' BertModel.embeddings)."
+                )
+            parts[argument] = embedding.weight
+        norm = getattr(module, "LayerNorm", None)
+        if getattr(norm, "weight", None) is not None and getattr(norm, "bias", None) is not None:
+            parts |= {"norm_weight": norm.weight, "norm_bias": norm.bias, "norm_eps": norm.eps}
+        return cls(**parts)
+
     @property
     def dtype(self) -> np.dtype:
         return self.token.dtype
@@ -230,12 +270,6 @@ class EmbeddingTables:
     @property
     def nbytes(self) -> int:
         return self.token.nbytes + self.segment.nbytes + self.position.nbytes
-
-    def cached(self, key: str, build):
-        """Return derived data stored under ``key``, building it on first use."""
-        if key not in self._cache:
-            self._cache[key] = build(self)
-        return self._cache[key]
 
     def __repr__(self) -> str:
         return (

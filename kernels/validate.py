@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ._arrays import as_numpy, is_torch_tensor
 from ._jit import serial_kernel
 from .tables import EmbeddingTables
 
@@ -89,7 +90,7 @@ def check_norm_options(tables: EmbeddingTables, layer_norm, return_sum) -> None:
 
 def check_grad_output(grad_output, shape: tuple[int, int, int], dtype: np.dtype) -> np.ndarray:
     """Return ``grad_output`` as a C-contiguous (batch, seq, hidden) array of ``dtype``."""
-    grad = grad_output if isinstance(grad_output, np.ndarray) else np.asarray(grad_output)
+    grad = as_numpy("grad_output", grad_output)
     if grad.dtype != dtype:
         raise TypeError(
             f"grad_output has dtype {grad.dtype}; it must have the tables' dtype {dtype}. "
@@ -132,7 +133,7 @@ def _as_ids(name: str, value) -> np.ndarray:
         array = value
     else:
         try:
-            array = np.asarray(value)
+            array = as_numpy(name, value)
         except ValueError as error:  # ragged nested lists
             raise ValueError(f"{name} is not a rectangular array of ids: {error}") from None
     if array.size == 0 and array.dtype == np.float64 and not isinstance(value, np.ndarray):
@@ -228,6 +229,8 @@ def _position_ids(value, input_ids: np.ndarray) -> np.ndarray:
 
 
 def _check_out(out, shape: tuple[int, int, int], dtype: np.dtype, inputs) -> np.ndarray:
+    if is_torch_tensor(out):
+        out = as_numpy("out", out)  # a view: the kernels write into the tensor's memory
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out is {type(out).__name__}; it must be a numpy array or None.")
     if out.dtype != dtype:

@@ -101,7 +101,9 @@ def _stacked(tables: EmbeddingTables) -> np.ndarray:
 
 def concat_sum(tables: EmbeddingTables, batch: Batch, out: np.ndarray, memory_budget: int):
     """One concatenated one-hot code per token (three ones) times the stacked table."""
-    stacked = tables.cached("stacked", _stacked)  # built once per EmbeddingTables
+    # Stacked anew on every call: a cached copy went stale when the caller updated
+    # the tables in place (training); the copy costs little next to the product.
+    stacked = _stacked(tables)
     width = stacked.shape[0]
     offsets = (0, tables.vocab_size, tables.vocab_size + tables.type_vocab_size)
     chunk = chunk_tokens(width, 0, tables.dtype.itemsize, memory_budget)
