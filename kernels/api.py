@@ -9,16 +9,19 @@ from __future__ import annotations
 import numpy as np
 
 from . import auto
+from .dtypes import accumulator
 from .gradients import EmbeddingGradients
 from .methods.layernorm import layer_norm as numpy_layer_norm
 from .methods.onehot import DEFAULT_MEMORY_BUDGET
 from .registry import BACKWARD_METHODS, METHODS, implementation
 from .tables import EmbeddingTables
 from .validate import (
+    check_grad_dtype,
     check_grad_output,
     check_memory_budget,
     check_method,
     check_norm_options,
+    check_out_dtype,
     check_padding_idx,
     prepare,
 )
@@ -36,6 +39,7 @@ def embed(
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     layer_norm: bool = False,
     return_sum: bool = False,
+    out_dtype=None,
     attention_mask=None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """BERT's summed input embeddings, ``Wt[input_ids] + Ws[token_type_ids] + Wp[position_ids]``.
@@ -58,7 +62,7 @@ def embed(
     past_length : int, default 0
         Tokens already processed (for incremental decoding); shifts default positions.
     out : ndarray, shape (batch, seq, hidden), optional
-        C-contiguous, writable array of the tables' dtype to write into.
+        C-contiguous, writable array of the output dtype to write into.
     memory_budget : int, default 256 MiB
         Bytes of extra memory the ``onehot`` and ``concat`` methods may use; they
         process tokens in chunks to stay within it. Ignored by the other methods.
@@ -70,6 +74,12 @@ def embed(
     return_sum : bool, default False
         With ``layer_norm=True``, also return the pre-norm sum (like
         onnxruntime's ``embedding_sum`` output) as a second, new array.
+    out_dtype : dtype, optional
+        The output's dtype: the tables' by default. With float16 or bfloat16
+        tables, ``np.float32`` returns the float32 sum before its rounding.
+        Every method adds 16-bit tables in float32 and rounds once, so the
+        result is within 1 ulp of the exact sum, and gather and fused agree bit
+        for bit.
     attention_mask : array_like, optional
         Accepted so that a tokenizer's output can be passed whole
         (``embed(tables, **tokenizer(a, b, return_tensors="np"))``) and not
@@ -81,7 +91,7 @@ def embed(
 
     Returns
     -------
-    ndarray, shape (batch, seq, hidden), the tables' dtype
+    ndarray, shape (batch, seq, hidden), of ``out_dtype`` (the tables' dtype by default)
         ``out`` when given, else a new array; ``(normalised, sum)`` with
         ``return_sum=True``.
 
@@ -91,7 +101,8 @@ def embed(
         The same for every method; see :func:`kernels.validate.prepare`.
     """
     method = check_method(method, METHODS, auto=True)
-    batch = prepare(tables, input_ids, token_type_ids, position_ids, past_length, out)
+    out_dtype = check_out_dtype(tables, out_dtype)
+    batch = prepare(tables, input_ids, token_type_ids, position_ids, past_length, out, out_dtype)
     check_norm_options(tables, layer_norm, return_sum)
     if method == "auto":
         method = auto.choose(
@@ -105,15 +116,21 @@ def embed(
     record = implementation(method)
     options = {"memory_budget": memory_budget} if record.budgeted else {}
     shape = (*batch.shape, tables.hidden_size)
-    result = np.empty(shape, dtype=tables.dtype) if batch.out is None else batch.out
+    result = np.empty(shape, dtype=out_dtype) if batch.out is None else batch.out
     if not layer_norm:
         return record.forward(tables, batch, result, **options)
-    sums = np.empty(shape, dtype=tables.dtype) if return_sum else result
     if record.forward_norm is not None:
+        sums = np.empty(shape, dtype=out_dtype) if return_sum else result
         record.forward_norm(tables, batch, sums, result)
-    else:
-        numpy_layer_norm(tables, record.forward(tables, batch, sums, **options), result)
-    return (result, sums) if return_sum else result
+        return (result, sums) if return_sum else result
+    # Sum, then LayerNorm in numpy. A 16-bit output must not round the sum before
+    # it is normalised: the sum is kept in float32 and rounded once, at the end.
+    wide = accumulator(tables.dtype)
+    sums = result if out_dtype == wide and not return_sum else np.empty(shape, wide)
+    numpy_layer_norm(tables, record.forward(tables, batch, sums, **options), result)
+    if return_sum:
+        return result, sums.astype(out_dtype, copy=False)  # rounded once if 16-bit
+    return result
 
 
 def embed_backward(
@@ -127,6 +144,7 @@ def embed_backward(
     past_length: int = 0,
     padding_idx: int | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    grad_dtype=None,
 ) -> EmbeddingGradients:
     """Gradients of ``embed``'s output with respect to the three tables.
 
@@ -139,7 +157,8 @@ def embed_backward(
         The tables of the forward pass; only their shapes and dtype are used.
     grad_output : array_like, shape (batch, seq, hidden)
         Gradient of the loss with respect to ``embed``'s output, in the tables'
-        dtype. Any memory layout; strided input is copied once.
+        dtype (or float32 for 16-bit tables). Any memory layout; strided input is
+        copied once.
     input_ids, token_type_ids, position_ids, past_length
         Exactly as for :func:`kernels.embed`, and validated by the same code.
     method : {"onehot", "concat", "gather", "fused"}
@@ -152,12 +171,18 @@ def embed_backward(
     memory_budget : int, default 256 MiB
         Bytes of extra memory ``onehot`` and ``concat`` may use for one-hot codes
         and buffers (they work in tiles to stay within it). Ignored by the others.
+    grad_dtype : dtype, optional
+        The gradients' dtype. Gradients are accumulated in the tables' dtype, or
+        in float32 for float16 and bfloat16 tables; by default they are returned
+        in that accumulation dtype (float32 for 16-bit tables, as mixed-precision
+        training keeps its gradients). ``grad_dtype=tables.dtype`` rounds each
+        accumulated gradient once to the 16-bit format.
 
     Returns
     -------
     EmbeddingGradients
         A named tuple ``(token, segment, position)`` of new C-contiguous arrays
-        shaped like the tables, in the tables' dtype.
+        shaped like the tables, of ``grad_dtype``.
 
     Raises
     ------
@@ -184,9 +209,13 @@ def embed_backward(
     batch = prepare(tables, input_ids, token_type_ids, position_ids, past_length)
     grad = check_grad_output(grad_output, (*batch.shape, tables.hidden_size), tables.dtype)
     padding_idx = check_padding_idx(padding_idx, tables.vocab_size)
+    grad_dtype = check_grad_dtype(tables, grad_dtype)
     record = implementation(method)
     options = {"memory_budget": memory_budget} if record.budgeted else {}
-    return record.backward(tables, batch, grad, padding_idx, **options)
+    gradients = record.backward(tables, batch, grad, padding_idx, **options)
+    if grad_dtype == grad.dtype:
+        return gradients
+    return EmbeddingGradients(*(g.astype(grad_dtype) for g in gradients))  # one rounding
 
 
 def _method_function(method: str):

@@ -1,7 +1,8 @@
 """Embedding tables from a Hugging Face BERT-family checkpoint (``model.safetensors``).
 
-Only the embedding layer is read, through ``safetensors``' numpy loader: no
-torch, no transformers. A checkpoint saved from ``BertModel`` names its tensors
+Only the embedding layer is read, by a reader of the safetensors format here
+(its numpy loader cannot read BF16): no torch, no transformers, no safetensors.
+A checkpoint saved from ``BertModel`` names its tensors
 ``embeddings.word_embeddings.weight`` and so on; one saved from a model with a
 head (``BertForMaskedLM``, ...) puts ``bert.`` in front. Checkpoints converted
 from the original TensorFlow BERT call the LayerNorm's scale and shift
@@ -14,11 +15,12 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
 
-from .dtypes import FLOAT_DTYPES
+from .dtypes import BFLOAT16, FLOAT_DTYPES, parse
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -56,15 +58,47 @@ class CheckpointKeyError(KeyError):
         return str(self.args[0])
 
 
-def _safe_open():
-    try:
-        from safetensors import safe_open
-    except ImportError as error:
-        raise ImportError(
-            "reading a checkpoint needs the safetensors package: "
-            "pip install 'bert-embedding-kernels[real]' (or pip install safetensors)"
-        ) from error
-    return safe_open
+# safetensors' dtype names -> numpy. safetensors' own numpy loader cannot read
+# BF16 (numpy has no bfloat16), so the file is read here: an 8-byte header size,
+# a JSON header, then the raw little-endian tensors.
+STORED_DTYPES = {
+    "F64": np.dtype("<f8"),
+    "F32": np.dtype("<f4"),
+    "F16": np.dtype("<f2"),
+    "BF16": BFLOAT16,
+}
+
+
+class _SafetensorsFile:
+    """The header of a ``.safetensors`` file and its tensors, read one at a time."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            with open(path, "rb") as handle:
+                (size,) = struct.unpack("<Q", handle.read(8))
+                self.header = json.loads(handle.read(size))
+            self.data_start = 8 + size
+        except (struct.error, ValueError, MemoryError, OverflowError) as error:
+            raise ValueError(f"{path} is not a safetensors file: {error}") from None
+        self.header.pop("__metadata__", None)
+
+    def keys(self) -> set[str]:
+        return set(self.header)
+
+    def get(self, key: str) -> np.ndarray:
+        """Tensor ``key`` as stored (only its bytes are read)."""
+        entry = self.header[key]
+        dtype = STORED_DTYPES.get(entry["dtype"])
+        if dtype is None:
+            raise TypeError(
+                f"{self.path}: tensor {key!r} is stored as {entry['dtype']}; embedding "
+                f"tables must be one of {', '.join(STORED_DTYPES)}."
+            )
+        begin, end = entry["data_offsets"]
+        count = (end - begin) // dtype.itemsize
+        array = np.fromfile(self.path, dtype, count, offset=self.data_start + begin)
+        return array.reshape(entry["shape"])
 
 
 def _weights_file(path: Path) -> Path:
@@ -115,13 +149,11 @@ def _pick_key(keys: set[str], prefix: str, names: tuple[str, ...], weights: Path
     raise CheckpointKeyError(f"{weights} has no key {wanted}, which the embedding layer needs.")
 
 
-def _as_float(key: str, array: np.ndarray, dtype: np.dtype | None) -> np.ndarray:
-    if array.dtype.kind != "f":
-        raise TypeError(f"checkpoint tensor {key!r} has dtype {array.dtype}; expected floats.")
-    if dtype is not None:
-        return array.astype(dtype, copy=False)
-    # float16 tables are widened to float32, the narrowest dtype the kernels take.
-    return array if array.dtype in FLOAT_DTYPES else array.astype(np.float32)
+def _as_float(array: np.ndarray, dtype: np.dtype | None) -> np.ndarray:
+    # As stored (byte order made native), or converted to the dtype asked for.
+    target = dtype if dtype is not None else array.dtype.newbyteorder("=")
+    assert target in FLOAT_DTYPES
+    return array.astype(target, copy=False)
 
 
 def read_embedding_layer(path: str | os.PathLike, *, prefix: str | None = None, dtype=None) -> dict:
@@ -139,9 +171,9 @@ def read_embedding_layer(path: str | os.PathLike, *, prefix: str | None = None, 
         What precedes ``embeddings.`` in the tensor names. By default ``""``
         (a saved ``BertModel``) and then ``"bert."`` (a model with a head) are
         tried.
-    dtype : float32 or float64, optional
-        Convert the tables to this dtype. By default float32 and float64 are
-        kept and float16 is widened to float32.
+    dtype : float32, float64, float16 or bfloat16, optional
+        Convert the tables to this dtype. By default each tensor keeps the
+        dtype it is stored in (F64, F32, F16, BF16).
 
     Returns
     -------
@@ -152,8 +184,9 @@ def read_embedding_layer(path: str | os.PathLike, *, prefix: str | None = None, 
 
     Raises
     ------
-    ImportError
-        ``safetensors`` is not installed (the ``real`` extra installs it).
+    TypeError
+        A tensor stored in another dtype (the file, the tensor and the choices
+        are named), or a ``dtype`` that is not a table dtype.
     FileNotFoundError
         No such file, or the directory holds no ``model.safetensors``.
     KeyError
@@ -162,22 +195,19 @@ def read_embedding_layer(path: str | os.PathLike, *, prefix: str | None = None, 
         A tensor's shape disagrees with the others or with ``config.json``; the
         message names both shapes.
     """
-    safe_open = _safe_open()
     weights = _weights_file(Path(path))
-    if dtype is not None and np.dtype(dtype) not in FLOAT_DTYPES:
-        raise TypeError(f"dtype is {np.dtype(dtype)}; tables must be float32 or float64")
-    dtype = None if dtype is None else np.dtype(dtype)
+    dtype = None if dtype is None else parse(dtype)
     config = _read_config(weights)
     arrays = {}
-    # safe_open maps the file and reads only the five tensors asked for, not
-    # the whole model (the encoder layers are most of a checkpoint's bytes).
-    with safe_open(weights, framework="numpy") as handle:
-        keys = set(handle.keys())
-        found = _find_prefix(keys, prefix, weights)
-        names = {argument: (key,) for argument, key in TABLE_KEYS.items()} | NORM_KEYS
-        for argument, candidates in names.items():
-            key = _pick_key(keys, found, candidates, weights)
-            arrays[argument] = (key, _as_float(key, handle.get_tensor(key), dtype))
+    # Only the five tensors asked for are read, not the whole model (the encoder
+    # layers are most of a checkpoint's bytes).
+    handle = _SafetensorsFile(weights)
+    keys = handle.keys()
+    found = _find_prefix(keys, prefix, weights)
+    names = {argument: (key,) for argument, key in TABLE_KEYS.items()} | NORM_KEYS
+    for argument, candidates in names.items():
+        key = _pick_key(keys, found, candidates, weights)
+        arrays[argument] = (key, _as_float(handle.get(key), dtype))
     _check_shapes(arrays, config, weights)
     eps = config.get("layer_norm_eps", BERT_LAYER_NORM_EPS)
     return {argument: array for argument, (_, array) in arrays.items()} | {"norm_eps": eps}

@@ -37,11 +37,11 @@ def aligned_zeros(shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
     return raw[offset : offset + nbytes].view(dtype).reshape(shape)
 
 
-def zeros_like_tables(tables: EmbeddingTables) -> EmbeddingGradients:
-    """Three aligned, lazily zeroed gradients shaped like the tables."""
+def zeros_like_tables(tables: EmbeddingTables, dtype: np.dtype) -> EmbeddingGradients:
+    """Three aligned, lazily zeroed gradients of ``dtype``, shaped like the tables."""
     return EmbeddingGradients(
         *(
-            aligned_zeros(table.shape, tables.dtype)
+            aligned_zeros(table.shape, dtype)
             for table in (tables.token, tables.segment, tables.position)
         )
     )

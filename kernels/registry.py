@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .methods import fused, fused_backward, gather, onehot
+from .dtypes import FLOAT_DTYPES, is_half
+from .methods import fused, fused_backward, fused_half, gather, onehot
 
 # Where an implementation's result may differ from the naive reference:
 BITWISE = "bitwise"  # adds (token + segment) + position in the tables' dtype: identical bits
@@ -46,7 +47,7 @@ class Implementation:
     vocab_growth: float = 0.0
     token_growth: float = 1.0
     devices: tuple[str, ...] = ("cpu",)
-    dtypes: tuple[str, ...] = ("float32", "float64")
+    dtypes: tuple[str, ...] = tuple(d.name for d in FLOAT_DTYPES)
     origin: str = "kernels"  # or "peer"
     requires: tuple[str, ...] = ()
 
@@ -54,6 +55,16 @@ class Implementation:
     def one_hot(self) -> bool:
         """Whether its cost grows with the rows of a one-hot code (vocabulary and all)."""
         return self.vocab_growth > 0
+
+
+def _by_dtype(float_kernel: Callable, half_kernel: Callable) -> Callable:
+    """One entry point whose kernel is chosen by the tables' dtype (16-bit or not)."""
+
+    def run(tables, *arguments):
+        return (half_kernel if is_half(tables.dtype) else float_kernel)(tables, *arguments)
+
+    run.__name__ = float_kernel.__name__
+    return run
 
 
 REGISTRY: dict[str, Implementation] = {
@@ -86,8 +97,8 @@ REGISTRY: dict[str, Implementation] = {
         Implementation(
             name="fused",
             summary="one parallel numba pass: three rows read, one written",
-            forward=fused.fused_sum,
-            forward_norm=fused.fused_sum_norm,
+            forward=_by_dtype(fused.fused_sum, fused_half.fused_sum_half),
+            forward_norm=_by_dtype(fused.fused_sum_norm, fused_half.fused_sum_norm_half),
             backward=fused_backward.fused_backward,
         ),
     )

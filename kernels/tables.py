@@ -6,7 +6,7 @@ import numpy as np
 
 from ._arrays import as_numpy
 from .checkpoint import read_embedding_layer
-from .dtypes import FLOAT_DTYPES
+from .dtypes import FLOAT_DTYPES, NAMES, parse
 
 BERT_INIT_STD = 0.02  # BERT's initializer_range: weights start as N(0, 0.02**2)
 
@@ -19,7 +19,7 @@ def _as_table(name: str, value) -> np.ndarray:
         raise ValueError(f"{name} is not a rectangular array: {error}") from None
     if array.dtype not in FLOAT_DTYPES:
         raise TypeError(
-            f"{name} has dtype {array.dtype}; embedding tables must be float32 or float64. "
+            f"{name} has dtype {array.dtype}; embedding tables must be one of {NAMES}. "
             f"Convert it with {name}.astype(np.float32)."
         )
     if array.ndim != 2:
@@ -75,7 +75,9 @@ class EmbeddingTables:
 
     Notes
     -----
-    All three tables must be 2-D, float32 or float64 with one dtype for all, the
+    All three tables must be 2-D, of one dtype (float32, float64, float16 or
+    ``ml_dtypes.bfloat16``; the 16-bit ones are widened to float32 inside every
+    method and the result rounded once), the
     same width and at least one row. Non-C-contiguous input is copied once to C
     order; C-contiguous input (numpy arrays, CPU torch tensors) is kept by
     reference as a read-only view.
@@ -147,7 +149,8 @@ class EmbeddingTables:
         ----------
         vocab_size, hidden_size, max_positions, type_vocab_size : int
             Table shapes; each at least 1.
-        dtype : float32 or float64
+        dtype : float32, float64, float16 or bfloat16 (``ml_dtypes.bfloat16`` or "bfloat16")
+            The 16-bit tables are the float32 draw rounded to nearest.
         seed : int
             Seed of ``numpy.random.default_rng``; the same seed gives the same tables.
         """
@@ -160,13 +163,13 @@ class EmbeddingTables:
         for name, size in sizes.items():
             if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {size!r}")
-        dtype = np.dtype(dtype)
-        if dtype not in FLOAT_DTYPES:
-            raise TypeError(f"dtype is {dtype}; tables must be float32 or float64")
+        dtype = parse(dtype)
         rng = np.random.default_rng(seed)
+        drawn = dtype if dtype == np.float64 else np.dtype(np.float32)
 
         def draw(rows):
-            return rng.standard_normal((rows, hidden_size), dtype=dtype) * dtype.type(BERT_INIT_STD)
+            values = rng.standard_normal((rows, hidden_size), dtype=drawn)
+            return (values * drawn.type(BERT_INIT_STD)).astype(dtype)
 
         return cls(
             draw(vocab_size),
@@ -193,8 +196,9 @@ class EmbeddingTables:
         prefix : str, optional
             What precedes ``embeddings.`` in the tensor names; by default ``""``
             and then ``"bert."`` are tried.
-        dtype : float32 or float64, optional
-            Convert the tables to this dtype on load.
+        dtype : float32, float64, float16 or bfloat16, optional
+            Convert the tables to this dtype on load; by default they keep the
+            dtype stored (F32, F64, F16 or BF16).
 
         Returns
         -------

@@ -15,6 +15,7 @@ import numpy as np
 
 from ._arrays import as_numpy, is_torch_tensor
 from ._jit import serial_kernel
+from .dtypes import accumulator, output_dtypes, parse
 from .tables import EmbeddingTables
 
 # Id dtypes the compiled kernel takes as they are; any other integer dtype is
@@ -67,6 +68,33 @@ def check_method(method, known: tuple[str, ...], *, auto: bool) -> str:
     raise ValueError(f"method is {method!r}; it must be one of {choices}.")
 
 
+def check_tables(tables) -> None:
+    if not isinstance(tables, EmbeddingTables):
+        raise TypeError(
+            f"tables is {type(tables).__name__}; pass a kernels.EmbeddingTables "
+            "(EmbeddingTables(token=..., segment=..., position=...))."
+        )
+
+
+def check_out_dtype(tables: EmbeddingTables, out_dtype) -> np.dtype:
+    """The output dtype: the tables' by default; float32 may be asked of 16-bit tables."""
+    check_tables(tables)
+    if out_dtype is None:
+        return tables.dtype
+    allowed = output_dtypes(tables.dtype)
+    try:
+        dtype = parse(out_dtype, "out_dtype")
+    except TypeError:
+        dtype = None
+    if dtype not in allowed:
+        names = " or ".join(d.name for d in allowed)
+        raise TypeError(
+            f"out_dtype is {out_dtype!r}; with {tables.dtype} tables it must be {names} "
+            "(16-bit tables may return float32, the sum before rounding)."
+        )
+    return dtype
+
+
 def check_memory_budget(memory_budget) -> int:
     if isinstance(memory_budget, bool) or not isinstance(memory_budget, (int, np.integer)):
         raise TypeError(f"memory_budget is {type(memory_budget).__name__}; it must be an int.")
@@ -89,12 +117,17 @@ def check_norm_options(tables: EmbeddingTables, layer_norm, return_sum) -> None:
 
 
 def check_grad_output(grad_output, shape: tuple[int, int, int], dtype: np.dtype) -> np.ndarray:
-    """Return ``grad_output`` as a C-contiguous (batch, seq, hidden) array of ``dtype``."""
+    """``grad_output`` as a C-contiguous (batch, seq, hidden) array in which to accumulate.
+
+    Its dtype must be the tables' ``dtype`` (or float32 for 16-bit tables); a
+    16-bit gradient is widened to float32 (exactly), where the sums are made.
+    """
     grad = as_numpy("grad_output", grad_output)
-    if grad.dtype != dtype:
+    if grad.dtype not in output_dtypes(dtype):
+        names = " or ".join(d.name for d in output_dtypes(dtype))
         raise TypeError(
-            f"grad_output has dtype {grad.dtype}; it must have the tables' dtype {dtype}. "
-            f"Convert it with grad_output.astype(np.{dtype})."
+            f"grad_output has dtype {grad.dtype}; with {dtype} tables it must be {names}. "
+            f"Convert it with grad_output.astype(np.{accumulator(dtype)})."
         )
     if grad.shape != shape:
         raise ValueError(
@@ -102,7 +135,24 @@ def check_grad_output(grad_output, shape: tuple[int, int, int], dtype: np.dtype)
             "(input_ids' (batch, seq) and the tables' hidden_size)."
         )
     # One copy for strided or Fortran-ordered input, so the kernels read rows.
-    return np.ascontiguousarray(grad)
+    return np.ascontiguousarray(grad, dtype=accumulator(dtype))
+
+
+def check_grad_dtype(tables: EmbeddingTables, grad_dtype) -> np.dtype:
+    """The gradients' dtype: float32 for 16-bit tables by default, else the tables'."""
+    if grad_dtype is None:
+        return accumulator(tables.dtype)
+    allowed = output_dtypes(tables.dtype)
+    try:
+        dtype = parse(grad_dtype, "grad_dtype")
+    except TypeError:
+        dtype = None
+    if dtype not in allowed:
+        names = " or ".join(d.name for d in allowed)
+        raise TypeError(
+            f"grad_dtype is {grad_dtype!r}; with {tables.dtype} tables it must be {names}."
+        )
+    return dtype
 
 
 def check_padding_idx(padding_idx, vocab_size: int) -> int | None:
@@ -235,8 +285,8 @@ def _check_out(out, shape: tuple[int, int, int], dtype: np.dtype, inputs) -> np.
         raise TypeError(f"out is {type(out).__name__}; it must be a numpy array or None.")
     if out.dtype != dtype:
         raise TypeError(
-            f"out has dtype {out.dtype}; it must have the tables' dtype {dtype}. "
-            f"Allocate it with np.empty({shape}, dtype=np.{dtype})."
+            f"out has dtype {out.dtype}; it must have the output dtype {dtype} (the tables' "
+            f"unless out_dtype says otherwise). Allocate it with np.empty({shape}, dtype={dtype})."
         )
     if out.shape != shape:
         raise ValueError(f"out has shape {out.shape}; it must have shape {shape}.")
@@ -257,6 +307,7 @@ def prepare(
     position_ids=None,
     past_length=0,
     out=None,
+    out_dtype: np.dtype | None = None,
 ) -> Batch:
     """Validate and normalise the arguments of :func:`kernels.embed`.
 
@@ -272,11 +323,7 @@ def prepare(
         An id outside its table, naming the array, the (batch, position) of the
         first bad id, its value and the valid range.
     """
-    if not isinstance(tables, EmbeddingTables):
-        raise TypeError(
-            f"tables is {type(tables).__name__}; pass a kernels.EmbeddingTables "
-            "(EmbeddingTables(token=..., segment=..., position=...))."
-        )
+    check_tables(tables)
     past_length = _check_past_length(past_length)
     input_ids = _as_ids("input_ids", input_ids)
     if input_ids.ndim != 2:
@@ -331,5 +378,6 @@ def prepare(
             ("tables.position", tables.position),
             *given,
         ]
-        out = _check_out(out, (batch, seq, tables.hidden_size), tables.dtype, inputs)
+        expected = tables.dtype if out_dtype is None else out_dtype
+        out = _check_out(out, (batch, seq, tables.hidden_size), expected, inputs)
     return Batch(input_ids, token_type_ids, position_ids, out)

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 import kernels
+from kernels.bench.reference import naive_embed
 
 
 def test_random_is_reproducible_and_shaped_like_bert():
@@ -44,7 +45,7 @@ GOOD = {"token": np.ones((5, 3)), "segment": np.ones((2, 3)), "position": np.one
     ("name", "value", "error", "message"),
     [
         ("token", np.ones((5, 3), np.int64), TypeError, r"token has dtype int64.*float32"),
-        ("segment", np.ones((2, 3), np.float16), TypeError, r"segment has dtype float16"),
+        ("segment", np.ones((2, 3), np.int8), TypeError, r"segment has dtype int8.*bfloat16"),
         ("position", np.ones(3), ValueError, r"position has shape \(3,\).*2-D"),
         ("token", np.ones((0, 3)), ValueError, r"token has shape \(0, 3\).*at least one row"),
         ("segment", np.ones((2, 0)), ValueError, r"segment.*at least one row and one column"),
@@ -70,14 +71,24 @@ def test_random_rejects_bad_sizes(argument):
 
 
 def test_random_rejects_int_dtype():
-    with pytest.raises(TypeError, match="float32 or float64"):
+    with pytest.raises(TypeError, match="must be one of float32, float64, float16, bfloat16"):
         kernels.EmbeddingTables.random(5, 3, dtype=np.int32)
 
 
-def test_stacked_table_is_built_once():
-    tables = kernels.EmbeddingTables.random(50, 4, max_positions=8)
-    kernels.concat(tables, [[1, 2]])
-    first = tables.cached("stacked", None)  # already built: the builder is not called
-    kernels.concat(tables, [[3, 4]])
-    assert tables.cached("stacked", None) is first
-    assert first.shape == (50 + 2 + 8, 4)
+@pytest.mark.parametrize("method", kernels.METHODS)
+def test_an_in_place_update_is_seen_by_every_method(method):
+    """Tables are live views: after W[1] += 100 no method may serve the old weights."""
+    rng = np.random.default_rng(0)
+    token = rng.standard_normal((40, 8)).astype(np.float32)
+    segment = rng.standard_normal((2, 8)).astype(np.float32)
+    position = rng.standard_normal((16, 8)).astype(np.float32)
+    tables = kernels.EmbeddingTables(token, segment, position)
+    ids = np.array([[1, 5, 1], [7, 1, 2]])
+    before = kernels.embed(tables, ids, method=method)  # builds whatever a method might keep
+    token[1] += 100
+    segment[0] -= 3
+    position[2] *= 2
+    after = kernels.embed(tables, ids, method=method)
+    expected = naive_embed(tables, ids)
+    np.testing.assert_allclose(after, expected, rtol=0, atol=1e-4)
+    assert abs(after[0, 0, 0] - before[0, 0, 0] - 97) < 1e-3  # +100 in token, -3 in segment

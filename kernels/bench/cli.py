@@ -9,6 +9,7 @@ import sys
 import numpy as np
 
 from .. import embed
+from ..dtypes import FLOAT_DTYPES
 from ..registry import METHODS
 from . import machine
 from .cases import BERT_BASE, Shape, make_inputs
@@ -16,13 +17,15 @@ from .reference import Reference
 from .roofline import CopyReference
 from .timing import measure
 
+DTYPE_NAMES = tuple(dtype.name for dtype in FLOAT_DTYPES)
+
 
 def _shape_arguments(parser: argparse.ArgumentParser, default: Shape) -> None:
     parser.add_argument("--batch-size", type=int, default=default.batch)
     parser.add_argument("--seq-len", type=int, default=default.seq)
     parser.add_argument("--vocab-size", type=int, default=default.vocab)
     parser.add_argument("--hidden-size", type=int, default=default.hidden)
-    parser.add_argument("--dtype", choices=("float32", "float64"), default=default.dtype)
+    parser.add_argument("--dtype", choices=DTYPE_NAMES, default=default.dtype)
 
 
 def _shape(arguments) -> Shape:
@@ -246,7 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     report_parser.add_argument("--seq-lens", type=_ints, help="e.g. 32,128,512")
     report_parser.add_argument("--batch-size", type=int)
     report_parser.add_argument("--hidden-size", type=int)
-    report_parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    report_parser.add_argument(
+        "--dtype", choices=DTYPE_NAMES, default="float32", help="the tables' dtype"
+    )
     report_parser.add_argument("--methods", nargs="+", choices=METHODS)
     report_parser.add_argument(
         "--tables",

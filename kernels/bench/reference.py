@@ -18,6 +18,7 @@ The guarantee (README, "Equivalence"):
 import math
 from dataclasses import dataclass
 
+import ml_dtypes
 import numpy as np
 
 from ..gradients import EmbeddingGradients
@@ -60,12 +61,18 @@ def _rows(tables, input_ids, token_type_ids, position_ids, past_length):
 
 
 def naive_embed(tables, input_ids, token_type_ids=None, position_ids=None, past_length=0):
-    """(token + segment) + position, row by row, in the tables' dtype."""
+    """(token + segment) + position, row by row, in the tables' dtype.
+
+    16-bit tables: each row widened to float32, added there, the sum rounded
+    once to the tables' dtype (what the API promises; ml_dtypes' own bfloat16
+    arithmetic would round after every add).
+    """
     batch, seq = np.shape(input_ids)
-    out = np.zeros((batch, seq, tables.hidden_size), dtype=tables.dtype)
+    wide = np.float32 if tables.dtype.itemsize == 2 else tables.dtype
+    out = np.zeros((batch, seq, tables.hidden_size), dtype=wide)
     for b, s, t, g, p in _rows(tables, input_ids, token_type_ids, position_ids, past_length):
-        out[b, s] = (t + g) + p
-    return out
+        out[b, s] = (t.astype(wide) + g.astype(wide)) + p.astype(wide)
+    return out.astype(tables.dtype, copy=False)
 
 
 def exact_embed(tables, input_ids, token_type_ids=None, position_ids=None, past_length=0):
@@ -175,7 +182,8 @@ class Reference:
         arguments = (tables, input_ids, token_type_ids, position_ids, past_length)
         self.naive = naive_embed(*arguments)
         self.exact, magnitude = exact_embed(*arguments)
-        self.bound = np.finfo(tables.dtype).eps * magnitude
+        # One rounding into the output dtype (ml_dtypes' finfo knows bfloat16 too).
+        self.bound = float(ml_dtypes.finfo(tables.dtype).eps) * magnitude
 
     def compare(self, method: str, y: np.ndarray) -> Agreement:
         if y.size == 0:

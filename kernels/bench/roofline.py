@@ -35,7 +35,10 @@ class CopyReference:
 
     def __init__(self, shape, dtype):
         rows = int(np.prod(shape[:-1]))
-        self.source = np.ones((rows, shape[-1]), dtype=dtype)
+        # Copied as unsigned integers of the dtype's width: the same bytes move,
+        # and numba has no 16-bit float arrays to copy bfloat16 or float16 with.
+        itemsize = np.dtype(dtype).itemsize
+        self.source = np.ones((rows, shape[-1]), dtype=dtype).view(f"u{itemsize}")
         self.destination = np.empty_like(self.source)
         self.nbytes = self.source.nbytes
         self()  # compile and fault the pages in before anyone times it

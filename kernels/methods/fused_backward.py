@@ -144,7 +144,7 @@ def column_block(hidden: int, itemsize: int, threads: int) -> int:
 
 def fused_backward(tables, batch, grad, padding_idx):
     """One parallel numba pass over ``g`` adding into all three tables; see the module doc."""
-    grads = zeros_like_tables(tables)
+    grads = zeros_like_tables(tables, grad.dtype)
     if batch.num_tokens == 0:
         return grads
     flat = grad.reshape(batch.num_tokens, tables.hidden_size)
@@ -154,12 +154,12 @@ def fused_backward(tables, batch, grad, padding_idx):
     else:
         threads = numba.get_num_threads()
         kernel = _scatter_add_columns_parallel
-        block = column_block(tables.hidden_size, tables.dtype.itemsize, threads)
+        block = column_block(tables.hidden_size, grad.dtype.itemsize, threads)
         _fault_in_rows(
             input_ids,
             -1 if padding_idx is None else padding_idx,
             np.zeros(tables.vocab_size, np.bool_),
-            _PAGE_BYTES // tables.dtype.itemsize,
+            _PAGE_BYTES // grad.dtype.itemsize,
             grads.token,
         )
     kernel(

@@ -19,6 +19,8 @@ def layer_norm(tables: EmbeddingTables, sums: np.ndarray, out: np.ndarray) -> np
     centred -= centred.mean(axis=-1, keepdims=True)
     variance = np.mean(np.square(centred), axis=-1, keepdims=True)
     centred *= 1.0 / np.sqrt(variance + tables.norm_eps)
-    np.multiply(centred, tables.norm_weight, out=centred)
-    np.add(centred, tables.norm_bias, out=out, casting="same_kind")
+    # float64 throughout (16-bit weights widened exactly), then one rounding into
+    # out's dtype; "unsafe" admits bfloat16, which numpy does not call a float kind.
+    np.multiply(centred, tables.norm_weight.astype(np.float64), out=centred)
+    np.add(centred, tables.norm_bias.astype(np.float64), out=out, casting="unsafe")
     return out

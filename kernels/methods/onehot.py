@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..dtypes import accumulator
 from ..gradients import EmbeddingGradients
 from ..tables import EmbeddingTables
 from ..validate import Batch, check_memory_budget, flat_ids
@@ -35,17 +36,25 @@ _INDEX_BYTES_PER_TOKEN = 12 * 8
 _FIXED_BYTES = 64 * 1024
 
 
-def chunk_tokens(code_width: int, buffer_width: int, itemsize: int, memory_budget: int) -> int:
-    """How many tokens one chunk may hold within ``memory_budget`` bytes."""
+def chunk_tokens(
+    code_width: int, buffer_width: int, itemsize: int, memory_budget: int, tables_bytes: int = 0
+) -> int:
+    """How many tokens one chunk may hold within ``memory_budget`` bytes.
+
+    ``tables_bytes`` is what the call copies of the tables (concat's stacked
+    table, 16-bit tables widened to float32); it comes out of the budget first.
+    """
     memory_budget = check_memory_budget(memory_budget)
     per_token = (code_width + buffer_width) * itemsize + _INDEX_BYTES_PER_TOKEN
-    if memory_budget < _FIXED_BYTES + per_token:
+    fixed = _FIXED_BYTES + tables_bytes
+    if memory_budget < fixed + per_token:
+        copies = f", {tables_bytes} for its copy of the tables" if tables_bytes else ""
         raise ValueError(
             f"memory_budget is {memory_budget} bytes; one token needs {per_token} bytes "
-            f"at this vocabulary and width plus {_FIXED_BYTES} fixed, so the budget must be "
-            f"at least {_FIXED_BYTES + per_token}."
+            f"at this vocabulary and width plus {_FIXED_BYTES} fixed{copies}, so the budget "
+            f"must be at least {fixed + per_token}."
         )
-    return int((memory_budget - _FIXED_BYTES) // per_token)
+    return int((memory_budget - fixed) // per_token)
 
 
 def _chunk_ids(batch: Batch, start: int, stop: int):
@@ -67,19 +76,43 @@ def _chunks(batch: Batch, chunk: int):
         yield start, stop, _chunk_ids(batch, start, stop)
 
 
+def _widened(tables: EmbeddingTables) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    # BLAS has no 16-bit products: 16-bit tables are widened (a copy) and multiplied
+    # in float32; float32 and float64 tables are used as they are.
+    wide = accumulator(tables.dtype)
+    parts = (tables.token, tables.segment, tables.position)
+    return tuple(part.astype(wide, copy=False) for part in parts)
+
+
+def _chunk_target(out: np.ndarray, flat_out: np.ndarray, start: int, stop: int, buffer):
+    """Where a chunk's sum goes: ``out`` itself, or a float32 buffer rounded into it after."""
+    return flat_out[start:stop] if buffer is None else buffer[: stop - start]
+
+
+def _round_into(flat_out: np.ndarray, start: int, stop: int, buffer) -> None:
+    if buffer is not None:
+        np.copyto(flat_out[start:stop], buffer[: stop - start], casting="unsafe")
+
+
 def onehot_sum(tables: EmbeddingTables, batch: Batch, out: np.ndarray, memory_budget: int):
     """Three one-hot matmuls, summed as ``(token + segment) + position``."""
-    parts = (tables.token, tables.segment, tables.position)
+    parts = _widened(tables)
+    wide, hidden = parts[0].dtype, tables.hidden_size
     widest = max(part.shape[0] for part in parts)
-    chunk = chunk_tokens(widest, tables.hidden_size, tables.dtype.itemsize, memory_budget)
-    flat_out = out.reshape(batch.num_tokens, tables.hidden_size)
+    rounding = out.dtype != wide  # 16-bit output: sum a chunk in float32, round once
+    buffer_width = hidden * (2 if rounding else 1)
+    copied = 0 if parts[0] is tables.token else sum(part.nbytes for part in parts)
+    chunk = chunk_tokens(widest, buffer_width, wide.itemsize, memory_budget, copied)
+    buffer_rows = min(chunk, batch.num_tokens)
+    flat_out = out.reshape(batch.num_tokens, hidden)
     # One zeroed buffer serves every table: after each product only the ones
     # just written are cleared again, instead of re-zeroing chunk x V entries.
-    codes_buffer = np.zeros(min(chunk, batch.num_tokens) * widest, dtype=tables.dtype)
-    product_buffer = np.empty((min(chunk, batch.num_tokens), tables.hidden_size), tables.dtype)
+    codes_buffer = np.zeros(buffer_rows * widest, dtype=wide)
+    product_buffer = np.empty((buffer_rows, hidden), wide)
+    sum_buffer = np.empty((buffer_rows, hidden), wide) if rounding else None
     for start, stop, ids_per_table in _chunks(batch, chunk):
         rows = np.arange(stop - start)
-        target = flat_out[start:stop]
+        target = _chunk_target(out, flat_out, start, stop, sum_buffer)
         for part, (table, ids) in enumerate(zip(parts, ids_per_table, strict=True)):
             codes = codes_buffer[: (stop - start) * table.shape[0]].reshape(stop - start, -1)
             codes[rows, ids] = 1
@@ -90,25 +123,26 @@ def onehot_sum(tables: EmbeddingTables, batch: Batch, out: np.ndarray, memory_bu
                 np.matmul(codes, table, out=product)
                 target += product
             codes[rows, ids] = 0
+        _round_into(flat_out, start, stop, sum_buffer)
     return out
-
-
-def _stacked(tables: EmbeddingTables) -> np.ndarray:
-    stacked = np.vstack((tables.token, tables.segment, tables.position))
-    stacked.flags.writeable = False
-    return stacked
 
 
 def concat_sum(tables: EmbeddingTables, batch: Batch, out: np.ndarray, memory_budget: int):
     """One concatenated one-hot code per token (three ones) times the stacked table."""
     # Stacked anew on every call: a cached copy went stale when the caller updated
     # the tables in place (training); the copy costs little next to the product.
-    stacked = _stacked(tables)
-    width = stacked.shape[0]
+    stacked = np.vstack(_widened(tables))
+    wide, width = stacked.dtype, stacked.shape[0]
     offsets = (0, tables.vocab_size, tables.vocab_size + tables.type_vocab_size)
-    chunk = chunk_tokens(width, 0, tables.dtype.itemsize, memory_budget)
+    rounding = out.dtype != wide  # 16-bit output: sum a chunk in float32, round once
+    hidden = tables.hidden_size if rounding else 0
+    # The stacked table (and any widened tables it came from) counts against the budget.
+    copied = stacked.nbytes * (2 if wide != tables.dtype else 1)
+    chunk = chunk_tokens(width, hidden, wide.itemsize, memory_budget, copied)
+    buffer_rows = min(chunk, batch.num_tokens)
     flat_out = out.reshape(batch.num_tokens, tables.hidden_size)
-    codes_buffer = np.zeros(min(chunk, batch.num_tokens) * width, dtype=tables.dtype)
+    codes_buffer = np.zeros(buffer_rows * width, dtype=wide)
+    sum_buffer = np.empty((buffer_rows, tables.hidden_size), wide) if rounding else None
     for start, stop, ids_per_table in _chunks(batch, chunk):
         rows = np.arange(stop - start)
         codes = codes_buffer[: (stop - start) * width].reshape(stop - start, width)
@@ -118,9 +152,10 @@ def concat_sum(tables: EmbeddingTables, batch: Batch, out: np.ndarray, memory_bu
         ]
         for column in columns:
             codes[rows, column] = 1
-        np.matmul(codes, stacked, out=flat_out[start:stop])
+        np.matmul(codes, stacked, out=_chunk_target(out, flat_out, start, stop, sum_buffer))
         for column in columns:
             codes[rows, column] = 0
+        _round_into(flat_out, start, stop, sum_buffer)
     return out
 
 
@@ -211,7 +246,7 @@ def onehot_backward(tables, batch, grad, padding_idx, memory_budget):
     """``onehot(ids).T @ g`` for each table, in tiles within ``memory_budget``."""
     flat = grad.reshape(batch.num_tokens, tables.hidden_size)
     grads = EmbeddingGradients(
-        *(np.empty(t.shape, tables.dtype) for t in (tables.token, tables.segment, tables.position))
+        *(np.empty(t.shape, grad.dtype) for t in (tables.token, tables.segment, tables.position))
     )
     for table_grad, ids in zip(grads, flat_ids(batch), strict=True):
         ids = ids.astype(np.int64, copy=False)
@@ -226,7 +261,7 @@ def concat_backward(tables, batch, grad, padding_idx, memory_budget):
     flat = grad.reshape(batch.num_tokens, tables.hidden_size)
     sizes = (tables.vocab_size, tables.type_vocab_size, tables.max_positions)
     offsets = (0, sizes[0], sizes[0] + sizes[1])
-    stacked = np.empty((sum(sizes), tables.hidden_size), tables.dtype)
+    stacked = np.empty((sum(sizes), tables.hidden_size), grad.dtype)
     columns = [
         offset + ids.astype(np.int64) for offset, ids in zip(offsets, flat_ids(batch), strict=True)
     ]
