@@ -13,7 +13,7 @@ from .dtypes import accumulator
 from .gradients import EmbeddingGradients
 from .methods.layernorm import layer_norm as numpy_layer_norm
 from .methods.onehot import DEFAULT_MEMORY_BUDGET
-from .registry import BACKWARD_METHODS, METHODS, implementation
+from .registry import BACKWARD_METHODS, METHODS, REGISTRY, implementation
 from .tables import EmbeddingTables
 from .validate import (
     check_grad_dtype,
@@ -100,6 +100,10 @@ def embed(
     TypeError, ValueError, IndexError
         The same for every method; see :func:`kernels.validate.prepare`.
     """
+    if getattr(tables, "device", None) == "cuda":
+        run = _on_device(tables, method, out_dtype, memory_budget)
+        arguments = (input_ids, token_type_ids, position_ids, past_length, out)
+        return run(tables, *arguments, layer_norm=layer_norm, return_sum=return_sum)
     method = check_method(method, METHODS, auto=True)
     out_dtype = check_out_dtype(tables, out_dtype)
     batch = prepare(tables, input_ids, token_type_ids, position_ids, past_length, out, out_dtype)
@@ -204,6 +208,11 @@ def embed_backward(
     ``onehot`` and ``concat`` let BLAS choose the order. For a row used by
     ``n`` tokens every order lies within ``n * eps * sum(|g|)`` of the exact sum.
     """
+    if getattr(tables, "device", None) == "cuda":
+        function = _on_device(tables, method, grad_dtype, memory_budget, backward=True)
+        return function(
+            tables, grad_output, input_ids, token_type_ids, position_ids, past_length, padding_idx
+        )
     method = check_method(method, BACKWARD_METHODS, auto=False)
     memory_budget = check_memory_budget(memory_budget)
     batch = prepare(tables, input_ids, token_type_ids, position_ids, past_length)
@@ -216,6 +225,29 @@ def embed_backward(
     if grad_dtype == grad.dtype:
         return gradients
     return EmbeddingGradients(*(g.astype(grad_dtype) for g in gradients))  # one rounding
+
+
+def _on_device(tables, method, dtype, memory_budget, backward: bool = False):
+    """The kernels.cuda function that runs ``method`` on device tables, or a clear error."""
+    on_gpu = tuple(n for n, r in REGISTRY.items() if "cuda" in r.devices)
+    if method == "auto":
+        method = on_gpu[0]
+    if method not in on_gpu:
+        known = METHODS if not backward else BACKWARD_METHODS
+        check_method(method, known, auto=not backward)  # an unknown name: the usual error
+        raise ValueError(
+            f"method is {method!r}, which has no CUDA implementation; with device tables "
+            f"(EmbeddingTables.to_device()) it must be one of {on_gpu}, or use host tables."
+        )
+    if dtype is not None and np.dtype(dtype) != tables.dtype:
+        name = "grad_dtype" if backward else "out_dtype"
+        raise TypeError(
+            f"{name} is {dtype!r}; device tables return their own dtype {tables.dtype}."
+        )
+    memory_budget = check_memory_budget(memory_budget)  # validated, though no GPU method uses it
+    from . import cuda  # on demand: device tables exist, so numba.cuda loads
+
+    return cuda.embed_backward if backward else cuda.embed
 
 
 def _method_function(method: str):

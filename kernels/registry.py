@@ -46,6 +46,7 @@ class Implementation:
     # Expected log-log slope of time against the vocabulary size and the tokens.
     vocab_growth: float = 0.0
     token_growth: float = 1.0
+    # "cuda": the kernels in kernels/cuda run it for device tables (EmbeddingTables.to_device()).
     devices: tuple[str, ...] = ("cpu",)
     dtypes: tuple[str, ...] = tuple(d.name for d in FLOAT_DTYPES)
     origin: str = "kernels"  # or "peer"
@@ -100,6 +101,7 @@ REGISTRY: dict[str, Implementation] = {
             forward=_by_dtype(fused.fused_sum, fused_half.fused_sum_half),
             forward_norm=_by_dtype(fused.fused_sum_norm, fused_half.fused_sum_norm_half),
             backward=fused_backward.fused_backward,
+            devices=("cpu", "cuda"),
         ),
     )
 }

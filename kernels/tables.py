@@ -247,6 +247,24 @@ class EmbeddingTables:
             parts |= {"norm_weight": norm.weight, "norm_bias": norm.bias, "norm_eps": norm.eps}
         return cls(**parts)
 
+    device = "cpu"
+
+    def to_device(self, stream=0):
+        """These tables in GPU memory (:class:`kernels.cuda.DeviceTables`), for the CUDA kernels.
+
+        ``kernels.embed`` and ``kernels.embed_backward`` take the result like
+        host tables and return device arrays; ``.to_host()`` brings the tables
+        back. Needs numba's CUDA support and a GPU (or ``NUMBA_ENABLE_CUDASIM=1``);
+        float32 and float64 tables.
+        """
+        from .cuda import DeviceTables  # on demand: importing numba.cuda starts the driver
+
+        return DeviceTables.from_tables(self, stream=stream)
+
+    def to_host(self) -> EmbeddingTables:
+        """These tables (already in host memory)."""
+        return self
+
     @property
     def dtype(self) -> np.dtype:
         return self.token.dtype

@@ -1,14 +1,13 @@
-"""embench report / choose / check end to end, at tiny sizes."""
+"""embench report / check / choose / compare end to end, at tiny sizes; results.json schema 2."""
 
 import dataclasses
 import json
 
-import numpy as np
 import pytest
 
 import kernels
 from kernels import registry
-from kernels.bench import cli, report
+from kernels.bench import cli, compare, report, timing
 from kernels.bench.cases import Shape
 
 TINY = [
@@ -16,37 +15,73 @@ TINY = [
     "50,400",
     "--seq-lens",
     "4,16",
+    "--small-seq-lens",
+    "2,8",
     "--batch-size",
     "2",
     "--hidden-size",
     "8",
+    "--budget",
+    "0.05",
     "--quick",
 ]
 
 
-def test_report_writes_every_artifact(tmp_path, capsys):
-    assert cli.main(["report", *TINY, "--out", str(tmp_path)]) == 0
-    for name in (
-        "report.md",
-        "results.json",
-        "calibration.json",
-        "time_vs_vocab.png",
-        "time_vs_seq.png",
-    ):
-        assert (tmp_path / name).stat().st_size > 0, name
-    assert (tmp_path / "time_vs_vocab.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    results = json.loads((tmp_path / "results.json").read_text())
-    assert len(results["points"]) == 4 * 4  # 2 vocab + 2 seq points, 4 methods each
-    assert all(p["agrees"] for p in results["points"])
-    assert set(results["slopes"]["vocab"]) == set(kernels.METHODS)
-    text = (tmp_path / "report.md").read_text()
+@pytest.fixture(scope="module")
+def tiny_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    assert cli.main(["report", *TINY, "--out", str(out)]) == 0
+    return out, json.loads((out / "results.json").read_text())
+
+
+def test_report_writes_every_artifact(tiny_report):
+    out, _ = tiny_report
+    for name in ("report.md", "results.json", "calibration.json", "time_vs_vocab.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "time_vs_seq.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = (out / "report.md").read_text()
     assert "numba threading layer" in text
-    assert "## Recommendation" in text and "use **" in text
-    assert "agree with the reference" in text
-    assert "use **" in capsys.readouterr().out
+    assert "## Recommendation" in text and "95% CI" in text
+    assert "how noisy this run was" in text
+    assert "agree with the naive reference" in text
 
 
-def test_a_disagreeing_method_is_reported_loudly(tmp_path, monkeypatch, capsys):
+def test_results_json_schema_2(tiny_report):
+    _, results = tiny_report
+    assert results["schema"] == 2
+    assert {"command", "machine", "settings", "points", "recommendations"} <= set(results)
+    sweeps = {(p["sweep"], p["size"]) for p in results["points"]}
+    assert sweeps == {
+        ("vocab", 50),
+        ("vocab", 400),
+        ("seq", 4),
+        ("seq", 16),
+        ("small", 2),
+        ("small", 8),
+    }
+    for point in results["points"]:
+        assert point["shape"]["hidden"] == 8
+        names = set(point["contenders"])
+        assert set(kernels.METHODS) | {"copy", "fused (allocating)"} <= names
+        for name, entry in point["contenders"].items():
+            assert entry["status"] in ("measured", "skipped", "failed"), name
+            if entry["status"] == "measured":
+                low, high = entry["ci95_s"]
+                assert low <= entry["median_s"] <= high
+                assert entry["rounds"] >= 7
+                assert entry["agrees"] in (True, None)  # None: the copy, which has no answer
+        assert "fused/copy" in point["ratios"]
+
+
+def test_peers_appear_when_installed(tiny_report):
+    _, results = tiny_report
+    pytest.importorskip("torch")
+    names = set(results["points"][0]["contenders"])
+    assert any("torch" in name for name in names)
+    assert "torch-compile" not in names  # left out of --quick: compiles per shape
+
+
+def test_a_disagreeing_method_fails_and_is_never_timed(tmp_path, monkeypatch, capsys):
     gather = registry.REGISTRY["gather"]
 
     def wrong_gather(tables, batch, out):
@@ -54,90 +89,133 @@ def test_a_disagreeing_method_is_reported_loudly(tmp_path, monkeypatch, capsys):
         out += 1e-3  # a bug far beyond the rounding bound
         return out
 
-    wrong = dataclasses.replace(gather, forward=wrong_gather)
-    monkeypatch.setitem(registry.REGISTRY, "gather", wrong)
-    assert cli.main(["report", *TINY, "--out", str(tmp_path)]) == 1
-    assert "DISAGREE" in capsys.readouterr().err
-    text = (tmp_path / "report.md").read_text()
-    assert "DISAGREE" in text
+    monkeypatch.setitem(
+        registry.REGISTRY, "gather", dataclasses.replace(gather, forward=wrong_gather)
+    )
+    assert cli.main(["report", *TINY, "--peers", "--out", str(tmp_path)]) == 1
+    assert "FAILED" in capsys.readouterr().err
     results = json.loads((tmp_path / "results.json").read_text())
-    assert {p["method"] for p in results["points"] if not p["agrees"]} == {"gather"}
+    for point in results["points"]:
+        entry = point["contenders"]["gather"]
+        assert entry["status"] == "failed" and "median_s" not in entry
+        assert "disagrees with the reference" in entry["reason"]
+    assert "**FAILED**" in (tmp_path / "report.md").read_text()
 
 
 def test_slow_calls_are_skipped_with_an_estimate():
     settings = report.Settings(
         base=Shape(batch=2, seq=8, hidden=8, vocab=100),
         vocab_sizes=(100, 5000),
-        seq_lens=(8,),
+        seq_lens=(),
+        small_seq_lens=(),
         methods=("onehot", "fused"),
+        peers=(),
+        layer_norm=False,
         budget=0.01,
         skip_above=1e-12,
     )
     results = report.run(settings)
-    skipped = [p for p in results.points if p.status == "skipped"]
-    # the first point of a sweep has nothing to predict from, so it is measured;
-    # after it every call is predicted above the (absurdly low) limit
-    assert {(p.sweep, p.size, p.method) for p in skipped} == {
-        ("vocab", 5000, "onehot"),
-        ("vocab", 5000, "fused"),
-    }
-    onehot = next(p for p in skipped if p.method == "onehot")
-    first = next(p for p in results.points if p.method == "onehot" and p.size == 100)
-    # onehot's cost model scales with rows = vocab + types + positions
-    assert onehot.estimated_s == pytest.approx(first.median_s * (5000 + 2 + 512) / (100 + 2 + 512))
-    assert "skipped (estimated" in report.render_markdown(results, "test", [])
+    first, second = results["points"]
+    assert first["contenders"]["onehot"]["status"] == "measured"  # nothing to predict from
+    skipped = second["contenders"]["onehot"]
+    assert skipped["status"] == "skipped" and skipped["reason"].startswith("estimated")
 
 
-def test_slope_is_the_log_log_fit():
-    points = [
-        report.Point("vocab", v, Shape(1, 1, 1, v), "onehot", median_s=3e-6 * v)
-        for v in (10, 100, 1000)
-    ]
-    assert report.slope(points) == pytest.approx(1.0)
-    assert report.slope(points[:1]) is None
+def test_the_median_interval_brackets_the_median():
+    estimate = timing.median_interval([float(v) for v in range(1, 101)])
+    assert estimate.median == 50.5
+    assert estimate.low < 50.5 < estimate.high
+    # 95% distribution-free interval of a median of 100: ranks 40 and 61 (1-based)
+    assert (estimate.low, estimate.high) == (40.0, 61.0)
+    assert timing.median_interval([3.0]).half_width == 0
 
 
-def test_check_prints_every_method(capsys):
-    argv = [
-        "check",
-        "--batch-size",
-        "2",
-        "--seq-len",
-        "8",
-        "--vocab-size",
-        "300",
-        "--hidden-size",
-        "16",
-        "--budget",
-        "0.01",
-    ]
-    assert cli.main(argv) == 0
+def test_paired_ratios_cancel_a_shared_slowdown():
+    timings = timing.Timings(
+        {"a": [1.0, 2.0, 4.0, 1.0, 2.0, 4.0, 8.0], "b": [2.0, 4.0, 8.0, 2.0, 4.0, 8.0, 16.0]}
+    )
+    ratio = timings.ratio("b", "a")
+    assert ratio.median == ratio.low == ratio.high == 2.0
+    assert not ratio.includes(1.0)
+
+
+def test_interleave_stops_at_the_target():
+    calls = {"fast": lambda: None, "also": lambda: sum(range(10))}
+    timings = timing.interleave(calls, budget=5.0, target=0.5, sample_seconds=1e-4)
+    assert timings.rounds >= 7
+    assert set(timings.samples) == {"fast", "also"}
+
+
+def test_check_prints_every_method_with_an_interval(capsys):
+    argv = ["check", "--batch-size", "2", "--seq-len", "8", "--vocab-size", "300"]
+    assert cli.main([*argv, "--hidden-size", "16", "--budget", "0.05"]) == 0
     out = capsys.readouterr().out
     for method in kernels.METHODS:
         assert f"\n{method} " in out
-    assert "copy" in out
+    assert "copy" in out and "95% CI" in out and "KiB" in out
 
 
-def test_choose_prints_a_method_and_why(capsys):
-    assert (
-        cli.main(
-            [
-                "choose",
-                "--vocab-size",
-                "30522",
-                "--seq-len",
-                "128",
-                "--batch-size",
-                "8",
-                "--hidden-size",
-                "768",
-            ]
-        )
-        == 0
-    )
+def test_choose_prints_a_method_and_why(capsys, monkeypatch):
+    monkeypatch.delenv("EMBENCH_CALIBRATION", raising=False)
+    argv = ["choose", "--vocab-size", "30522", "--seq-len", "128", "--batch-size", "8"]
+    assert cli.main(argv) == 0
     first, why = capsys.readouterr().out.splitlines()[:2]
     assert first in kernels.METHODS
-    assert why.startswith("why: predicted")
+    assert why.startswith("why: predicted") and "set EMBENCH_CALIBRATION" in why
+
+
+def test_choose_with_a_broken_calibration_says_so_in_one_line(tmp_path, capsys, monkeypatch):
+    from kernels import auto
+
+    broken = tmp_path / "calibration.json"
+    broken.write_text("{not json")
+    monkeypatch.setenv("EMBENCH_CALIBRATION", str(broken))
+    auto.calibration.cache_clear()
+    try:
+        assert cli.main(["choose"]) == 2
+    finally:
+        auto.calibration.cache_clear()
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(broken) in err
+
+
+def test_help_shows_defaults_and_version(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["check", "--help"])
+    assert "(default: 2.0)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.main(["--version"])
+    assert kernels.__version__ in capsys.readouterr().out
+
+
+def _with_fused(results: dict, scale: float) -> dict:
+    """``results`` with fused's time and its ratio to the copy multiplied by ``scale``."""
+    changed = json.loads(json.dumps(results))
+    for point in changed["points"]:
+        ratio = point["ratios"].get("fused/copy")
+        if ratio:
+            ratio["median"] *= scale
+            ratio["ci95"] = [v * scale for v in ratio["ci95"]]
+    return changed
+
+
+def test_compare_same_run_is_the_same_and_a_slowdown_fails(tiny_report, tmp_path, capsys):
+    out, results = tiny_report
+    same = out / "results.json"
+    assert cli.main(["compare", str(same), str(same), "--fail-above", "0.1"]) == 0
+    rows = compare.compare(results, results)
+    assert rows and all(r["verdict"] == "same" and r["change"] == 1 for r in rows)
+    slower = tmp_path / "slower.json"
+    slower.write_text(json.dumps(_with_fused(results, 3.0)))
+    assert cli.main(["compare", str(same), str(slower), "--fail-above", "0.25"]) == 1
+    assert "fused" in capsys.readouterr().err
+
+
+def test_compare_refuses_other_files(tmp_path, capsys):
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"points": []}))
+    assert cli.main(["compare", str(old), str(old)]) == 2
+    assert "schema 2" in capsys.readouterr().err
 
 
 def test_bench_table_reports_unreadable_files(tmp_path, capsys):
@@ -148,9 +226,3 @@ def test_bench_table_reports_unreadable_files(tmp_path, capsys):
 def test_report_rejects_bad_sizes():
     with pytest.raises(SystemExit):
         cli.main(["report", "--vocab-sizes", "0,5"])
-
-
-def test_results_points_carry_shapes():
-    point = report.Point("seq", 4, Shape(1, 4, 2, 10), "fused", median_s=1.0)
-    assert point.as_json()["shape"]["seq"] == 4
-    assert np.isclose(point.as_json()["median_s"], 1.0)

@@ -12,13 +12,14 @@ import itertools
 import numpy as np
 
 from ..auto import MODEL, code_rows, features
+from ..dtypes import parse
 from ..registry import METHODS
 from .cases import Shape
 
 
 def work(method: str, shape: Shape) -> float:
     """What one call costs in the model's units, up to constants: for predicting skips."""
-    itemsize = np.dtype(shape.dtype).itemsize
+    itemsize = parse(shape.dtype).itemsize
     rows = code_rows(method, shape.vocab, shape.type_vocab, shape.max_positions)
     return float(shape.tokens * shape.hidden * itemsize * max(rows, 1))
 
@@ -40,26 +41,23 @@ def _nonnegative_least_squares(a: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def fit(points: list[dict], source: str, machine: dict) -> dict:
-    """Fit the model per method from ``results.json``-style points (relative error)."""
+    """Fit the model per method from results.json (schema 2) points, in relative error."""
     coefficients = {}
     for method in METHODS:
-        measured = [p for p in points if p["method"] == method and p["status"] == "measured"]
+        measured = [
+            (p["shape"], p["contenders"][method]["median_s"])
+            for p in points
+            if p["contenders"].get(method, {}).get("status") == "measured"
+        ]
         if not measured:
             continue
         rows = []
-        for p in measured:
-            shape = p["shape"]
+        for shape, _ in measured:
             r = code_rows(method, shape["vocab"], shape["type_vocab"], shape["max_positions"])
-            rows.append(
-                features(
-                    method,
-                    shape["batch"] * shape["seq"],
-                    shape["hidden"],
-                    np.dtype(shape["dtype"]).itemsize,
-                    r,
-                )
-            )
-        seconds = np.array([p["median_s"] for p in measured])
+            tokens = shape["batch"] * shape["seq"]
+            itemsize = parse(shape["dtype"]).itemsize
+            rows.append(features(method, tokens, shape["hidden"], itemsize, r))
+        seconds = np.array([median for _, median in measured])
         # Dividing each row by its time fits relative error: a 20 us call
         # matters as much as a 2 s one.
         a = np.array(rows) / seconds[:, None]

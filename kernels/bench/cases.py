@@ -63,6 +63,9 @@ QUICK_SEQ_LENS = (32, 128, 512)
 
 # One short sequence, as a server sees it: what a small call costs.
 SMALL_CALL = Shape(batch=1, seq=128, hidden=768, vocab=30522)
+# The report's small-call sweep (batch 1 at the base hidden size and vocabulary):
+# where per-call overheads decide, and where method="auto" must still be right.
+SMALL_SEQ_LENS = (8, 16, 32, 64, 128)
 
 # CI sizes (pytest-benchmark on every submission): small enough that all four
 # methods, one-hot paths included, finish in seconds on 2 cores.

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import os
 import sys
 
-import numpy as np
-
-from .. import embed
-from ..dtypes import FLOAT_DTYPES
+from .. import __version__
+from ..dtypes import FLOAT_DTYPES, parse
 from ..registry import METHODS
-from . import machine
+from . import contenders, machine, peers
 from .cases import BERT_BASE, Shape, make_inputs
-from .reference import Reference
-from .roofline import CopyReference
-from .timing import measure
+from .render import format_time
+from .timing import interleave
 
 DTYPE_NAMES = tuple(dtype.name for dtype in FLOAT_DTYPES)
 
@@ -46,48 +45,43 @@ def _methods(names: list[str] | None) -> list[str]:
     return list(names) if names else list(METHODS)
 
 
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 2**20:.1f} MiB" if nbytes >= 2**20 else f"{nbytes / 2**10:.0f} KiB"
+
+
 def check(arguments) -> int:
-    """Print every method's agreement with the reference and its median time."""
+    """Print every method's agreement with the reference and its median time with its CI."""
     shape = _shape(arguments)
     tables, input_ids, token_type_ids = make_inputs(shape)
-    reference = Reference(tables, input_ids, token_type_ids)
-    copy = CopyReference((shape.batch, shape.seq, shape.hidden), tables.dtype)
-    copy_time = measure(copy, budget=arguments.budget).median
-
+    built = contenders.build(
+        tables, (input_ids, token_type_ids), methods=_methods(arguments.methods)
+    )
+    timings = interleave(contenders.timed(built), budget=arguments.budget)
     print(
         f"embench check: {shape.name} (batch {shape.batch} x seq {shape.seq}, hidden "
-        f"{shape.hidden}, vocab {shape.vocab}, {shape.dtype})"
+        f"{shape.hidden}, vocab {shape.vocab}, {shape.dtype}); {timings.rounds} interleaved "
+        f"rounds in {timings.seconds:.1f} s"
     )
     print(" | ".join(f"{key}: {value}" for key, value in machine.describe().items()))
-    header = (
-        f"{'method':<8} {'max |diff|':>11} {'err/bound':>10} {'bitwise':>8} "
-        f"{'median':>11} {'repeats':>8} {'x copy':>8}  verdict"
-    )
+    header = f"{'contender':<20} {'median':>10} {'95% CI':>9} {'x copy [95% CI]':>22}  verdict"
     print(header)
     print("-" * len(header))
     failures = 0
-    for method in _methods(arguments.methods):
-        out = np.empty((shape.batch, shape.seq, shape.hidden), dtype=tables.dtype)
-
-        def call(method=method, out=out):
-            return embed(tables, input_ids, token_type_ids, method=method, out=out)
-
-        agreement = reference.compare(method, call())  # also the warm-up
-        timing = measure(call, budget=arguments.budget)
-        failures += not agreement.ok
+    for name, contender in built.items():
+        if contender.status != "measured":
+            failures += contender.status == "failed"
+            print(f"{name:<20} {contender.status.upper()}: {contender.reason}")
+            continue
+        estimate = timings.estimate(name)
+        ratio = timings.ratio(name, contenders.COPY)
+        verdict = "roofline" if name == contenders.COPY else "ok, agrees with the reference"
         print(
-            f"{method:<8} {agreement.max_abs_diff:>11.3g} {agreement.bound_ratio:>10.3f} "
-            f"{agreement.bitwise!s:>8} {timing.median * 1e3:>9.3f}ms {timing.repeats:>8} "
-            f"{timing.median / copy_time:>8.2f}  {'ok' if agreement.ok else 'DISAGREES'}"
+            f"{name:<20} {format_time(estimate.median):>10} {estimate.half_width:>+8.1%} "
+            f"{ratio.median:>7.2f} [{ratio.low:.2f}, {ratio.high:.2f}]  {verdict}"
         )
     print(
-        f"{'copy':<8} {'':>11} {'':>10} {'':>8} {copy_time * 1e3:>9.3f}ms "
-        f"{'':>8} {1.0:>8.2f}  memory roofline: a parallel copy of the output's "
-        f"{shape.output_nbytes / 2**20:.0f} MiB"
-    )
-    print(
-        "err/bound: max |y - exact| / (eps * (|a|+|b|+|c|)); <= 1 is within the "
-        "guaranteed bound. x copy: median time / the copy's median time."
+        f"copy: a parallel copy of the output's {_size(shape.output_nbytes)}, the memory "
+        "roofline. 95% CI: of the median, distribution-free; x copy: paired per-round ratio."
     )
     if failures:
         print(f"embench check: {failures} method(s) DISAGREE with the reference", file=sys.stderr)
@@ -132,6 +126,10 @@ def _ints(text: str) -> tuple[int, ...]:
     return values
 
 
+def _ints_or_none(text: str) -> tuple[int, ...]:
+    return () if text.strip().lower() == "none" else _ints(text)
+
+
 def report(arguments) -> int:
     """Sweep, check, time and write report.md, results.json, calibration.json and plots."""
     from pathlib import Path
@@ -143,6 +141,16 @@ def report(arguments) -> int:
         overrides["vocab_sizes"] = arguments.vocab_sizes
     if arguments.seq_lens:
         overrides["seq_lens"] = arguments.seq_lens
+    if arguments.small_seq_lens is not None:
+        overrides["small_seq_lens"] = arguments.small_seq_lens
+    if arguments.peers is not None:
+        missing = set(arguments.peers) - set(peers.available_peers())
+        if missing:
+            raise SystemExit(
+                f"embench report: --peers {sorted(missing)} not installed here; installed: "
+                f"{peers.available_peers()} (pip install 'bert-embedding-kernels[peers]')"
+            )
+        overrides["peers"] = tuple(arguments.peers)
     if arguments.methods:
         overrides["methods"] = tuple(arguments.methods)
     if arguments.tables:
@@ -161,16 +169,25 @@ def report(arguments) -> int:
         dtype=arguments.dtype,
     )
     settings = dataclasses.replace(settings, base=base)
+    if arguments.budget:
+        settings = dataclasses.replace(settings, budget=arguments.budget)
     results = report_module.run(settings)
     command = "embench " + " ".join(arguments.argv)
     directory = Path(arguments.out)
     written = report_module.write(results, directory, command)
     print(f"embench report: wrote {', '.join(str(directory / w) for w in written)}")
-    print("\n".join(f"  {line}" for line in report_module.recommendations(results)))
-    bad = results.disagreements
-    if bad:
+    summary = json.loads((directory / "results.json").read_text())
+    print("\n".join(f"  {r['text']}" for r in summary["recommendations"]))
+    failed = [
+        f"{name} at {p['sweep']} {p['size']}"
+        for p in summary["points"]
+        for name, c in p["contenders"].items()
+        if c["status"] == "failed"
+    ]
+    if failed:
         print(
-            f"embench report: {len(bad)} measurement(s) DISAGREE with the reference; "
+            f"embench report: {len(failed)} contender(s) FAILED their check against the "
+            f"reference and were not timed ({'; '.join(failed[:5])}); "
             f"see {directory / 'report.md'}",
             file=sys.stderr,
         )
@@ -183,29 +200,65 @@ def choose(arguments) -> int:
     from .. import auto
 
     shape = _shape(arguments)
-    itemsize = np.dtype(shape.dtype).itemsize
     shape_args = (
         shape.tokens,
         shape.hidden,
-        itemsize,
+        parse(shape.dtype).itemsize,
         shape.vocab,
         shape.type_vocab,
         shape.max_positions,
     )
-    predictions = {m: auto.predict(m, *shape_args) for m in auto.calibration()["coefficients"]}
+    try:
+        calibration = auto.calibration()
+    except RuntimeError as error:
+        print(f"embench choose: {error}", file=sys.stderr)
+        return 2
+    predictions = {
+        m: auto.predict(m, *shape_args) for m in calibration["coefficients"] if m in METHODS
+    }
     best = auto.choose(*shape_args)
     others = ", ".join(
-        f"{m} {predictions[m] * 1e3:.3g} ms"
+        f"{m} {format_time(predictions[m])}"
         for m in sorted(predictions, key=predictions.get)
         if m != best
     )
-    source = auto.calibration().get("machine", {}).get("cpu", "?")
+    source = calibration.get("machine", {}).get("cpu", "?")
+    own = os.environ.get("EMBENCH_CALIBRATION")
+    where = (
+        f"your calibration {own}"
+        if own
+        else "the shipped calibration; set EMBENCH_CALIBRATION=DIR/calibration.json "
+        "(written by embench report --out DIR) to use your own machine's"
+    )
     print(best)
     print(
-        f"why: predicted {predictions[best] * 1e3:.3g} ms per call vs {others} "
-        f"(cost model fitted by embench report on {source}; "
-        "set EMBENCH_CALIBRATION to use your own run's calibration.json)"
+        f"why: predicted {format_time(predictions[best])} per call vs {others} "
+        f"(cost model fitted by embench report on {source}; {where})"
     )
+    return 0
+
+
+def compare(arguments) -> int:
+    """Compare two results.json runs point by point, normalised by each run's copy."""
+    from . import compare as comparing
+
+    try:
+        a, b = comparing.load(arguments.a), comparing.load(arguments.b)
+    except comparing.ResultsError as error:
+        print(f"embench compare: {error}", file=sys.stderr)
+        return 2
+    rows = comparing.compare(a, b)
+    print(comparing.render(rows, arguments.a, arguments.b))
+    if arguments.fail_above is not None:
+        failing = comparing.failures(rows, arguments.fail_above)
+        if failing:
+            names = ", ".join(f"{r['contender']} at {r['sweep']} {r['size']}" for r in failing)
+            print(
+                f"embench compare: {len(failing)} got slower by more than "
+                f"{arguments.fail_above:.0%} (95% CI excluding 1): {names}",
+                file=sys.stderr,
+            )
+            return 1
     return 0
 
 
@@ -214,14 +267,18 @@ def build_parser() -> argparse.ArgumentParser:
         prog="embench",
         description="BERT summed-embedding implementations: check and time them here.",
     )
+    parser.add_argument("--version", action="version", version=f"embench {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
+    defaults = {"formatter_class": argparse.ArgumentDefaultsHelpFormatter}
     check_parser = commands.add_parser(
-        "check", help="every method's agreement with the reference, and its median time"
+        "check",
+        help="every method's agreement with the reference, and its median time",
+        **defaults,
     )
     _shape_arguments(check_parser, BERT_BASE)
     check_parser.add_argument("--methods", nargs="+", choices=METHODS)
     check_parser.add_argument(
-        "--budget", type=float, default=2.0, help="seconds of timing per method (at least one call)"
+        "--budget", type=float, default=2.0, help="seconds of timing, all methods together"
     )
     check_parser.set_defaults(run=check)
 
@@ -232,21 +289,38 @@ def build_parser() -> argparse.ArgumentParser:
     table_parser.set_defaults(run=bench_table)
 
     perf_parser = commands.add_parser(
-        "perf", help="fused kernel vs its memory roofline and the peers (docs/PERFORMANCE.md)"
+        "perf",
+        help="fused kernel vs its memory roofline and the peers (docs/PERFORMANCE.md)",
+        **defaults,
     )
     perf_parser.add_argument("--rounds", type=int, default=30)
-    perf_parser.add_argument("--write", metavar="PATH", help="also write the Markdown here")
+    perf_parser.add_argument(
+        "--write", metavar="PATH", help="also write the Markdown to PATH (e.g. my-perf.md)"
+    )
     perf_parser.set_defaults(run=perf)
 
     report_parser = commands.add_parser(
-        "report", help="sweep vocab and seq len: check, time, fit, plot, recommend"
+        "report", help="sweep vocab and seq len: check, time, fit, plot, recommend", **defaults
     )
     report_parser.add_argument(
-        "--quick", action="store_true", help="small sweeps and budgets (about 20 s)"
+        "--quick", action="store_true", help="small sweeps and budgets (under 2 minutes)"
     )
+    report_parser.add_argument("--budget", type=float, help="seconds of timing per point")
     report_parser.add_argument("--out", default="report", help="directory to write into")
     report_parser.add_argument("--vocab-sizes", type=_ints, help="e.g. 1000,8000,30522")
     report_parser.add_argument("--seq-lens", type=_ints, help="e.g. 32,128,512")
+    report_parser.add_argument(
+        "--small-seq-lens",
+        type=_ints_or_none,
+        help="the batch-1 sweep, e.g. 8,32,128; 'none' to leave it out",
+    )
+    report_parser.add_argument(
+        "--peers",
+        nargs="*",
+        metavar="PEER",
+        help="outside implementations to time (default: every installed one; --quick "
+        "leaves out torch-compile); give none to time only ours",
+    )
     report_parser.add_argument("--batch-size", type=int)
     report_parser.add_argument("--hidden-size", type=int)
     report_parser.add_argument(
@@ -264,10 +338,24 @@ def build_parser() -> argparse.ArgumentParser:
     report_parser.set_defaults(run=report)
 
     choose_parser = commands.add_parser(
-        "choose", help="the method to use for one shape, and one line of why"
+        "choose", help="the method to use for one shape, and one line of why", **defaults
     )
     _shape_arguments(choose_parser, BERT_BASE)
     choose_parser.set_defaults(run=choose)
+
+    compare_parser = commands.add_parser(
+        "compare",
+        help="two results.json runs, point by point, normalised by each run's copy roofline",
+    )
+    compare_parser.add_argument("a", help="the baseline results.json")
+    compare_parser.add_argument("b", help="the results.json to judge")
+    compare_parser.add_argument(
+        "--fail-above",
+        type=float,
+        metavar="R",
+        help="exit 1 if a contender got slower by more than R (0.25 = 25%%), CI excluding 1",
+    )
+    compare_parser.set_defaults(run=compare)
     return parser
 
 

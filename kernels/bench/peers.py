@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..registry import BITWISE, Implementation
+from ..registry import BITWISE, BOUNDED, Implementation
 from ..tables import EmbeddingTables
 
 Peer = Callable[[np.ndarray, np.ndarray], object]
@@ -193,14 +193,7 @@ def onnxruntime_embed_layer_norm(tables: EmbeddingTables, *, embedding_sum: bool
     to int32 inside the call (the op takes nothing else), a cost onnxruntime
     users with int64 ids pay too.
     """
-    import onnxruntime
-
-    model = embed_layer_norm_model(tables, embedding_sum=embedding_sum)
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3  # errors only: no warnings about unused initializers
-    session = onnxruntime.InferenceSession(
-        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
+    session = _onnxruntime_session(embed_layer_norm_model(tables, embedding_sum=embedding_sum))
     names = ["output", "embedding_sum"] if embedding_sum else ["output"]
 
     def onnxruntime_embedlayernorm(input_ids, token_type_ids):
@@ -215,6 +208,84 @@ def onnxruntime_embed_layer_norm(tables: EmbeddingTables, *, embedding_sum: bool
 
 
 # name -> (modules it needs; factory)
+def onnxruntime_gather_add_model(tables: EmbeddingTables):
+    """An ONNX model of BERT's sum as exporters write it: three Gather nodes and two Adds.
+
+    Inputs ``input_ids`` and ``segment_ids`` (int64, batch x seq); positions
+    ``0 .. seq-1`` are built in the graph (Shape, Gather, Range); the tables
+    are initializers.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    if tables.dtype != np.float32:
+        raise TypeError(f"tables have dtype {tables.dtype}; this graph is built in float32.")
+    h = helper
+    nodes = [
+        h.make_node("Shape", ["input_ids"], ["shape"]),
+        h.make_node("Gather", ["shape", "one"], ["seq"], axis=0),
+        h.make_node("Range", ["zero", "seq", "one"], ["positions"]),
+        h.make_node("Gather", ["word_embedding", "input_ids"], ["token_rows"]),
+        h.make_node("Gather", ["segment_embedding", "segment_ids"], ["segment_rows"]),
+        h.make_node("Gather", ["position_embedding", "positions"], ["position_rows"]),
+        h.make_node("Add", ["token_rows", "segment_rows"], ["partial"]),
+        h.make_node("Add", ["partial", "position_rows"], ["output"]),
+    ]
+    constants = {
+        "word_embedding": np.asarray(tables.token),
+        "segment_embedding": np.asarray(tables.segment),
+        "position_embedding": np.asarray(tables.position),
+        "zero": np.array(0, np.int64),
+        "one": np.array(1, np.int64),
+    }
+    graph = h.make_graph(
+        nodes,
+        "bert_embedding_sum",
+        [
+            h.make_tensor_value_info(n, TensorProto.INT64, ["batch", "seq"])
+            for n in ("input_ids", "segment_ids")
+        ],
+        [
+            h.make_tensor_value_info(
+                "output", TensorProto.FLOAT, ["batch", "seq", tables.hidden_size]
+            )
+        ],
+        initializer=[numpy_helper.from_array(a, n) for n, a in constants.items()],
+    )
+    return h.make_model(
+        graph,
+        opset_imports=[h.make_opsetid("", 17)],
+        producer_name="bert-embedding-kernels",
+        ir_version=min(onnx.IR_VERSION, 9),
+    )
+
+
+def _onnxruntime_session(model):
+    """A CPU session that does not spin after each run (fair to whoever runs next)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # errors only: no warnings about unused initializers
+    # onnxruntime's pool spins after a run by default; interleaved with other
+    # contenders on a few cores the spinning steals their CPU (measured on 2
+    # cores: ORT/fused+LN 0.82x with spinning, 1.05x without; DESIGN.md).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return onnxruntime.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+
+
+def onnxruntime_gather_add(tables: EmbeddingTables) -> Peer:
+    """onnxruntime running the Gather+Add graph; allocates its output."""
+    session = _onnxruntime_session(onnxruntime_gather_add_model(tables))
+
+    def onnxruntime_gather_add(input_ids, token_type_ids):
+        feeds = {"input_ids": input_ids, "segment_ids": token_type_ids}
+        return session.run(["output"], feeds)[0]
+
+    return onnxruntime_gather_add
+
+
 def _peer(name, summary, requires, *, forward=None, forward_norm=None, agreement=BITWISE):
     return Implementation(
         name=name,
@@ -235,7 +306,20 @@ PEERS: dict[str, Implementation] = {
     for peer in (
         _peer("numpy-indexing", "numpy, no out=", (), forward=_numpy_indexing),
         _peer("torch-eager", "three F.embedding and two adds", ("torch",), forward=_torch_eager),
-        _peer("torch-compile", "torch.compile of torch-eager", ("torch",), forward=_torch_compile),
+        _peer(
+            "torch-compile",
+            "torch.compile of torch-eager",
+            ("torch",),
+            forward=_torch_compile,
+            agreement=BOUNDED,  # a compiler may fuse and reorder the adds
+        ),
+        _peer(
+            "onnxruntime",
+            "onnxruntime running a Gather+Add graph (int64 ids)",
+            ("onnx", "onnxruntime"),
+            forward=onnxruntime_gather_add,
+            agreement=BOUNDED,
+        ),
     )
 }
 # Peers that return LayerNorm(sum): compare with embed(..., layer_norm=True).

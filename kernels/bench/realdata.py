@@ -25,7 +25,6 @@ from other starting lines.
 from __future__ import annotations
 
 import os
-import timeit
 from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
@@ -35,6 +34,7 @@ import numpy as np
 from .. import embed
 from ..tables import EmbeddingTables
 from .roofline import CopyReference
+from .timing import interleave
 
 MINILM = "minilm"
 CORPUS_FILE = Path(__file__).with_name("data") / "corpus.txt"
@@ -246,49 +246,43 @@ def compare_ids(
     """Time ``methods`` on real ids and on uniform ids of the same shape, interleaved.
 
     Only the token ids differ between the two: same tables, same token types,
-    same default positions, same preallocated output. Each round calls every
-    (method, ids) pair once and the copy roofline once, so drift on a shared
-    machine hits all alike; figures are medians over rounds.
+    same default positions, same preallocated output. The one timing engine
+    interleaves every (method, ids) pair and the copy roofline round by round;
+    ``uniform / real`` is the median of paired per-round ratios with its 95% CI.
 
     Returns
     -------
     dict
         ``{"shape": (batch, seq), "copy_s": float, "rows": [{"method",
-        "uniform_s", "real_s", "uniform_over_real"}], "real": stats,
+        "uniform_s", "real_s", "uniform_over_real", "uniform_over_real_ci95"}], "real": stats,
         "uniform": stats}`` with stats from :func:`id_statistics`.
     """
     batch, seq = real_ids.shape
     uniform = uniform_ids(tables, batch, seq)
     out = np.empty((batch, seq, tables.hidden_size), dtype=tables.dtype)
-    copy = CopyReference(out.shape, tables.dtype)
-    calls = {"copy": copy}
+    calls = {"copy": CopyReference(out.shape, tables.dtype)}
     for method in methods:
         for label, ids in (("uniform", uniform), ("real", real_ids)):
-            calls[(method, label)] = lambda m=method, i=ids: embed(
+            calls[f"{method} {label}"] = lambda m=method, i=ids: embed(
                 tables, i, token_type_ids, method=m, out=out
             )
-    for call in calls.values():  # warm-up: compile this specialisation, fault pages in
-        call()
-    one_round = sum(timeit.timeit(call, number=1) for call in calls.values())
-    rounds = int(np.clip(budget / max(one_round, 1e-9), 5, 200))
-    seconds = {name: [] for name in calls}
-    for _ in range(rounds):
-        for name, call in calls.items():
-            seconds[name].append(timeit.timeit(call, number=1))
-    median = {name: float(np.median(values)) for name, values in seconds.items()}
-    rows = [
-        {
-            "method": method,
-            "uniform_s": median[(method, "uniform")],
-            "real_s": median[(method, "real")],
-            "uniform_over_real": median[(method, "uniform")] / median[(method, "real")],
-        }
-        for method in methods
-    ]
+    timings = interleave(calls, budget=budget)
+    rows = []
+    for method in methods:
+        ratio = timings.ratio(f"{method} uniform", f"{method} real")
+        rows.append(
+            {
+                "method": method,
+                "uniform_s": timings.estimate(f"{method} uniform").median,
+                "real_s": timings.estimate(f"{method} real").median,
+                "uniform_over_real": ratio.median,
+                "uniform_over_real_ci95": [ratio.low, ratio.high],
+            }
+        )
     return {
         "shape": (batch, seq),
-        "rounds": rounds,
-        "copy_s": median["copy"],
+        "rounds": timings.rounds,
+        "copy_s": timings.estimate("copy").median,
         "rows": rows,
         "real": id_statistics(real_ids, tables),
         "uniform": id_statistics(uniform, tables),
@@ -349,6 +343,6 @@ def report_comparisons(settings) -> list[dict]:
         tables, input_ids, token_type_ids = real_inputs(
             settings.tables, batch, seq, settings.base.dtype
         )
-        comparison = compare_ids(tables, input_ids, token_type_ids, budget=2 * settings.budget)
+        comparison = compare_ids(tables, input_ids, token_type_ids, budget=settings.budget)
         comparisons.append(comparison)
     return comparisons

@@ -184,6 +184,17 @@ class Reference:
         self.exact, magnitude = exact_embed(*arguments)
         # One rounding into the output dtype (ml_dtypes' finfo knows bfloat16 too).
         self.bound = float(ml_dtypes.finfo(tables.dtype).eps) * magnitude
+        self.tables = tables
+        self._layer_norm = None
+
+    def layer_norm(self) -> np.ndarray:
+        """The naive float64 LayerNorm of the naive sum (computed on first use)."""
+        if self._layer_norm is None:
+            t = self.tables
+            weight, bias = (v.astype(np.float64) for v in (t.norm_weight, t.norm_bias))
+            sums = self.naive.astype(np.float64)
+            self._layer_norm = naive_layer_norm(sums, weight, bias, t.norm_eps)
+        return self._layer_norm
 
     def compare(self, method: str, y: np.ndarray) -> Agreement:
         if y.size == 0:

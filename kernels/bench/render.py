@@ -1,89 +1,24 @@
-"""Presenting measured results: the report's Markdown, its recommendation and its plots.
+"""Presenting results.json (schema 2): the report's Markdown and its plots.
 
-Nothing here measures: every function takes :class:`kernels.bench.report.Results`
-(plain data) or the real-id comparison rows and returns text or writes PNGs.
+Nothing here measures: every function takes the results as plain data and
+returns text or writes PNGs. Times are medians with their 95% intervals
+(``1.23 ms +-2%``); a median whose interval is wider than +-10% is marked
+``~`` (unstable: rerun on a quieter machine); a contender that disagreed with
+the reference is marked FAILED and was never timed.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import SimpleNamespace
 
-import numpy as np
-
-from ..registry import REGISTRY
 from .realdata import checkpoint_dir, corpus_lines, line_lengths
+from .verdict import SWEEP_LABELS, expected_slope, unstable
 
-if TYPE_CHECKING:  # report imports this module to write its results
-    from .report import Point, Results
-
-
-# Expected log-log slopes, shown next to the fitted ones: the one-hot paths do
-# tokens x rows x hidden multiply-adds (rows = vocab + types + positions); the
-# gathers touch tokens x hidden values whatever the vocabulary.
-def expected_slope(sweep: str, method: str) -> float:
-    """The registry's expected growth of ``method`` over ``sweep``."""
-    record = REGISTRY[method]
-    return record.vocab_growth if sweep == "vocab" else record.token_growth
+PEER_STYLE = "--"  # dashed lines: outside implementations
 
 
-SLOPE_NOTE = {
-    "vocab": "one-hot paths ~1 (cost grows with the vocabulary), gathers ~0 (flat)",
-    "seq": "all ~1 (cost grows with the tokens); the one-hot paths a little more, since "
-    "the position table grows with the longest sequence",
-}
-
-
-def slope(points: list[Point]) -> float | None:
-    """The log-log slope of time against the swept size (None below two points)."""
-    if len(points) < 2:
-        return None
-    x = np.log([p.size for p in points])
-    y = np.log([p.median_s for p in points])
-    return float(np.polyfit(x, y, 1)[0])
-
-
-def _fastest_by_size(results: Results, sweep: str) -> list[tuple[int, str, float, str, float]]:
-    """Per swept size: (size, fastest, its time, runner-up, runner-up / fastest)."""
-    rows = []
-    sizes = sorted({p.size for p in results.points if p.sweep == sweep})
-    for size in sizes:
-        timed = sorted(
-            (p.median_s, p.method)
-            for p in results.points
-            if p.sweep == sweep and p.size == size and p.status == "measured"
-        )
-        if not timed:
-            continue
-        best_s, best = timed[0]
-        runner_s, runner = timed[1] if len(timed) > 1 else (math.nan, "-")
-        rows.append((size, best, best_s, runner, runner_s / best_s))
-    return rows
-
-
-def recommendations(results: Results) -> list[str]:
-    """Plain-words advice: consecutive sizes with the same winner form one regime."""
-    advice = []
-    for sweep, label in (("vocab", "vocabulary"), ("seq", "sequence length")):
-        regimes: list[list] = []
-        for size, best, _, runner, ratio in _fastest_by_size(results, sweep):
-            if regimes and regimes[-1][2] == best:
-                regimes[-1][1] = size
-                regimes[-1][3].append(ratio)
-                regimes[-1][4].add(runner)
-            else:
-                regimes.append([size, size, best, [ratio], {runner}])
-        for first, last, best, ratios, runners in regimes:
-            span = f"{first}" if first == last else f"{first} to {last}"
-            advice.append(
-                f"{label} {span}: use **{best}**; the next best ({', '.join(sorted(runners))}) "
-                f"is {min(ratios):.1f}x to {max(ratios):.1f}x slower."
-            )
-    return advice
-
-
-def _format_time(seconds: float | None) -> str:
+def format_time(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     if seconds >= 1:
@@ -93,126 +28,190 @@ def _format_time(seconds: float | None) -> str:
     return f"{seconds * 1e6:.1f} us"
 
 
-def _sweep_table(results: Results, sweep: str) -> list[str]:
-    methods = results.settings.methods
-    label = "vocab size" if sweep == "vocab" else "seq len"
+def _cell(entry: dict | None) -> str:
+    if entry is None:
+        return "-"
+    if entry["status"] == "skipped":
+        return "skipped"
+    if entry["status"] == "failed":
+        return "**FAILED**"
+    low, high = entry["ci95_s"]
+    half = (high - low) / 2 / entry["median_s"]
+    mark = " ~" if unstable(entry) else ""
+    return f"{format_time(entry['median_s'])} +-{half:.0%}{mark}"
+
+
+def _names(points: list[dict]) -> list[str]:
+    names: list[str] = []
+    for point in points:
+        names += [n for n in point["contenders"] if n not in names]
+    return names
+
+
+def _sweep_table(results: dict, sweep: str) -> list[str]:
+    points = sorted((p for p in results["points"] if p["sweep"] == sweep), key=lambda p: p["size"])
+    names = _names(points)
+    label = {"vocab": "vocab size", "seq": "seq len", "small": "seq len (batch 1)"}[sweep]
     lines = [
-        f"| {label} | " + " | ".join(methods) + " | copy (roofline) | fused / roofline |",
-        "|---:|" + "---:|" * (len(methods) + 2),
+        f"| {label} | " + " | ".join(names) + " | fused / copy |",
+        "|---:|" + "---:|" * (len(names) + 1),
     ]
-    for size in sorted({p.size for p in results.points if p.sweep == sweep}):
-        cells, copy_s, fused_s = [], None, None
-        for method in methods:
-            point = next(
-                p
-                for p in results.points
-                if p.sweep == sweep and p.size == size and p.method == method
-            )
-            copy_s = point.copy_s
-            if point.status == "skipped":
-                cells.append(f"skipped (estimated {point.estimated_s:.1f} s)")
-                continue
-            mark = "" if point.agrees else " **DISAGREES**"
-            cells.append(_format_time(point.median_s) + mark)
-            if method == "fused":
-                fused_s = point.median_s
-        fraction = f"{copy_s / fused_s:.2f}" if fused_s and copy_s else "-"
-        lines.append(
-            f"| {size} | " + " | ".join(cells) + f" | {_format_time(copy_s)} | {fraction} |"
-        )
+    for point in points:
+        cells = [_cell(point["contenders"].get(name)) for name in names]
+        ratio = point["ratios"].get("fused/copy")
+        fraction = "-"
+        if ratio:
+            low, high = ratio["ci95"]
+            fraction = f"{ratio['median']:.2f} [{low:.2f}, {high:.2f}]"
+        lines.append(f"| {point['size']} | " + " | ".join(cells) + f" | {fraction} |")
     return lines
 
 
-def render_markdown(results: Results, command: str, plots: list[str]) -> str:
-    s = results.settings
-    base = s.base
+def _problems(results: dict) -> list[str]:
+    lines = []
+    for point in results["points"]:
+        for name, entry in point["contenders"].items():
+            if entry["status"] != "measured" and entry.get("reason"):
+                where = f"{point['sweep']} {point['size']}"
+                lines.append(f"- {name} at {where}: {entry['status']}: {entry['reason']}")
+    return lines
+
+
+def render_markdown(results: dict, plots: list[str]) -> str:
+    settings = results["settings"]
+    base = settings["base"]
+    measured = [
+        entry
+        for point in results["points"]
+        for entry in point["contenders"].values()
+        if entry["status"] == "measured"
+    ]
+    noisy = sum(unstable(e) for e in measured)
+    widths = sorted((e["ci95_s"][1] - e["ci95_s"][0]) / 2 / e["median_s"] for e in measured)
     lines = [
         "# Which BERT embedding implementation to use: measured here",
         "",
-        f"Generated by `{command}`.",
+        f"Generated by `{results['command']}`.",
         "",
         "## Machine and settings",
         "",
+        *[f"- {key}: {value}" for key, value in results["machine"].items()],
+        f"- base shape: batch {base['batch']} x seq {base['seq']}, hidden {base['hidden']}, "
+        f"vocab {base['vocab']}, {base['dtype']}, {base['type_vocab']} token types",
+        f"- sweeps: vocab {list(settings['vocab_sizes'])} at seq {base['seq']}; seq "
+        f"{list(settings['seq_lens'])}; batch 1 at seq {list(settings['small_seq_lens'])}",
+        "- timing: one engine (kernels/bench/timing.py): warm-up, samples of at least 1 ms "
+        "(calibrated loops), contenders interleaved round by round in rotating order until "
+        f"every median's 95% interval is within +-3% or {settings['budget']} s per point are "
+        f"spent; calls predicted above {settings['skip_above']} s are skipped",
+        f"- how noisy this run was: median interval +-{widths[len(widths) // 2]:.1%}, widest "
+        f"+-{widths[-1]:.1%}; {noisy} of {len(measured)} medians unstable (wider than +-10%, "
+        "marked ~)"
+        if widths
+        else "- nothing was measured",
     ]
-    lines += [f"- {key}: {value}" for key, value in results.machine.items()]
-    lines += [
-        f"- base shape: batch {base.batch} x seq {base.seq}, hidden {base.hidden}, vocab "
-        f"{base.vocab}, {base.dtype}, {base.type_vocab} token types",
-        f"- vocab sweep at seq {base.seq}: {', '.join(map(str, s.vocab_sizes)) or 'none'}",
-        f"- seq-length sweep at vocab {base.vocab} (position table max(512, seq) rows): "
-        f"{', '.join(map(str, s.seq_lens))}",
-        f"- timing: warm-up call, then median of repeats within {s.budget} s per method and "
-        f"point; a call predicted above {s.skip_above} s is skipped",
-    ]
-    if s.tables:
-        lines += describe_source(s)
+    if settings.get("tables"):
+        lines += describe_source(settings)
+    lines += ["", "## Recommendation", ""]
+    lines += [f"- {r['text']}" for r in results["recommendations"]]
     lines += [
         "",
-        "## Recommendation",
+        "Groups compare like with like: `methods` are ours writing into `out=`; `sum` and "
+        "`layernorm` are the implementations a user picks between, each allocating its "
+        "output. Ratios are medians of per-round ratios with their 95% intervals; an "
+        "interval that includes 1 is a tie.",
         "",
-    ]
-    lines += [f"- {line}" for line in recommendations(results)]
-    lines += [
-        "",
-        '`method="auto"` in `kernels.embed` applies the cost model fitted from these '
-        "measurements (see calibration.json).",
+        *_auto_lines(results),
         "",
         "## Agreement with the reference",
         "",
     ]
-    bad = results.disagreements
-    if bad:
-        lines.append(f"**{len(bad)} measurement(s) DISAGREE with the reference:**")
-        lines += [
-            f"- {p.method} at {p.shape.name}: max |diff| {p.max_abs_diff:.3g}, "
-            f"error/bound {p.bound_ratio:.3g}"
-            for p in bad
-        ]
-    else:
-        checked = sum(p.agrees is not None for p in results.points)
-        lines.append(
-            f"All {checked} measured method/shape pairs agree with the reference "
-            "within the guaranteed bound (gather and fused bit for bit)."
-        )
-    for sweep, title in (("vocab", "Time vs vocabulary size"), ("seq", "Time vs sequence length")):
-        if not any(p.sweep == sweep for p in results.points):
-            continue  # no vocab sweep on a checkpoint's fixed tables
-        lines += ["", f"## {title}", ""]
-        lines += _sweep_table(results, sweep)
+    problems = _problems(results)
+    failed = [p for p in problems if ": failed:" in p]
+    checked = sum(1 for e in measured if e.get("agrees"))
+    lines.append(
+        f"{checked} measured contender/shape pairs agree with the naive reference (our "
+        "bit-identical methods bit for bit, the others within the stated bound, LayerNorm "
+        "within 1e-4 of a float64 LayerNorm); nothing is timed before it agrees."
+    )
+    if failed:
+        lines += ["", f"**{len(failed)} FAILED** (not timed):", *failed]
+    skipped = [p for p in problems if ": skipped:" in p]
+    if skipped:
+        lines += ["", "Skipped:", *skipped]
+    for sweep, title in (
+        ("vocab", "Time vs vocabulary size"),
+        ("seq", "Time vs sequence length"),
+        ("small", "Small calls (batch 1)"),
+    ):
+        if not any(p["sweep"] == sweep for p in results["points"]):
+            continue
+        lines += ["", f"## {title}", "", *_sweep_table(results, sweep)]
         plot = f"time_vs_{sweep}.png"
         if plot in plots:
             lines += ["", f"![{title}]({plot})"]
-    lines += [
-        "",
-        "## Scaling exponents (log-log slope of time)",
-        "",
-        "| method | vs vocab (expected) | vs seq len (expected) |",
-        "|---|---:|---:|",
-    ]
-    for method in s.methods:
-        cells = []
-        for sweep in ("vocab", "seq"):
-            fitted = slope(results.measured(sweep, method))
-            shown = "-" if fitted is None else f"{fitted:.2f}"
-            cells.append(f"{shown} ({expected_slope(sweep, method):.0f})")
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        f"Expected vs vocab: {SLOPE_NOTE['vocab']}. Expected vs seq len: "
-        f"{SLOPE_NOTE['seq']}. Small shapes flatten the gathers' slope: fixed per-call "
-        "costs dominate there.",
-        "",
-        "**Roofline**: a parallel copy of the output's bytes (`copy`), timed at every "
-        "point. No forward pass can beat it; `fused / roofline` is the fraction of it "
-        "the fused kernel reaches (1.0 = at the memory limit).",
-    ]
-    if results.id_comparison:
-        lines += ["", *render_comparison(results.id_comparison, s.tables)]
+    lines += ["", *_slope_lines(results), "", *_roofline_note()]
+    if results.get("id_comparison"):
+        lines += ["", *render_comparison(results["id_comparison"], settings["tables"])]
     return "\n".join(lines) + "\n"
 
 
-def plot(results: Results, directory: Path) -> list[str]:
-    """Write the two log-log plots; returns their file names (none without matplotlib)."""
+def _auto_lines(results: dict) -> list[str]:
+    auto = results.get("auto")
+    if not auto or not auto["points"]:
+        return []
+    total = len(auto["points"])
+    lines = [
+        f'`method="auto"` (the cost model fitted from this run, calibration.json) picks a '
+        f"method within {auto['tolerance']:.0%} of the fastest measured, or tied with it, at "
+        f"{total - auto['misses']} of {total} points."
+    ]
+    for row in auto["points"]:
+        if not row["ok"]:
+            lines.append(
+                f"- miss at {row['sweep']} {row['size']}: auto picks {row['auto']}, "
+                f"{row['auto_over_fastest']:.2f}x the fastest ({row['fastest']})"
+            )
+    return lines
+
+
+def _slope_lines(results: dict) -> list[str]:
+    slopes = results.get("slopes", {})
+    names = sorted({n for sweep in slopes.values() for n in sweep})
+    lines = [
+        "## Scaling exponents (log-log slope of time)",
+        "",
+        "| contender | vs vocab (expected) | vs seq len (expected) |",
+        "|---|---:|---:|",
+    ]
+    for name in names:
+        cells = []
+        for sweep in ("vocab", "seq"):
+            fitted = slopes.get(sweep, {}).get(name)
+            expected = expected_slope(sweep, name)
+            shown = "-" if fitted is None else f"{fitted:.2f}"
+            cells.append(shown + ("" if expected is None else f" ({expected:.0f})"))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Expected (our methods, from the registry): the one-hot paths grow with the "
+        "vocabulary (~1), the gathers stay flat (~0); everything grows with the tokens "
+        "(~1). Small shapes flatten the slopes: fixed per-call costs dominate there.",
+    ]
+    return lines
+
+
+def _roofline_note() -> list[str]:
+    return [
+        "**Roofline**: `copy` is a parallel copy of the output's bytes, timed in the same "
+        "rounds as everything else. No forward pass can move fewer bytes; `fused / copy` is "
+        "the fused kernel's time over the copy's (1.00 = at the memory limit), with the 95% "
+        "interval of the paired per-round ratio.",
+    ]
+
+
+def plot(results: dict, directory: Path) -> list[str]:
+    """One log-log plot per sweep with 95% intervals as error bars (none without matplotlib)."""
     try:
         import matplotlib
 
@@ -221,34 +220,53 @@ def plot(results: Results, directory: Path) -> list[str]:
     except ImportError:
         return []
     written = []
-    for sweep, xlabel in (("vocab", "vocabulary size"), ("seq", "sequence length")):
-        if not any(p.sweep == sweep for p in results.points):
-            continue
-        figure, axes = plt.subplots(figsize=(7.5, 5))
-        for method in results.settings.methods:
-            points = results.measured(sweep, method)
-            if points:
-                axes.plot(
-                    [p.size for p in points], [p.median_s for p in points], marker="o", label=method
-                )
-        copies = sorted({(p.size, p.copy_s) for p in results.points if p.sweep == sweep})
-        axes.plot(
-            [c[0] for c in copies], [c[1] for c in copies], "k--", label="copy (memory roofline)"
+    for sweep, label in SWEEP_LABELS.items():
+        points = sorted(
+            (p for p in results["points"] if p["sweep"] == sweep), key=lambda p: p["size"]
         )
+        if len(points) < 2:
+            continue
+        figure, axes = plt.subplots(figsize=(8, 5.5))
+        for name in _names(points):
+            measured = [
+                (p["size"], p["contenders"][name])
+                for p in points
+                if p["contenders"].get(name, {}).get("status") == "measured"
+            ]
+            if not measured:
+                continue
+            sizes = [size for size, _ in measured]
+            medians = [e["median_s"] for _, e in measured]
+            errors = [
+                [m - e["ci95_s"][0] for m, (_, e) in zip(medians, measured, strict=True)],
+                [e["ci95_s"][1] - m for m, (_, e) in zip(medians, measured, strict=True)],
+            ]
+            origin = measured[0][1]["origin"]
+            style = {"peer": PEER_STYLE, "roofline": ":"}.get(origin, "-")
+            color = "black" if origin == "roofline" else None
+            axes.errorbar(
+                sizes,
+                medians,
+                yerr=errors,
+                fmt=style,
+                marker="o",
+                markersize=3,
+                capsize=2,
+                label=name,
+                color=color,
+            )
+            for size, entry in measured:
+                if unstable(entry):
+                    axes.annotate("~", (size, entry["median_s"]), color="red")
         axes.set_xscale("log")
         axes.set_yscale("log")
-        axes.set_xlabel(xlabel)
-        axes.set_ylabel("median time per call (s)")
-        base = results.settings.base
-        fixed = f"seq {base.seq}" if sweep == "vocab" else f"vocab {base.vocab}"
-        axes.set_title(
-            f"BERT summed embeddings: time vs {xlabel}\n"
-            f"batch {base.batch}, {fixed}, hidden {base.hidden}, {base.dtype}"
-        )
+        axes.set_xlabel(label)
+        axes.set_ylabel("median time per call (s), 95% CI")
+        axes.set_title(f"{label}: ours solid, outside libraries dashed, copy dotted; ~ unstable")
+        axes.legend(fontsize=7, ncol=2)
         axes.grid(True, which="both", alpha=0.3)
-        axes.legend()
-        figure.tight_layout()
         name = f"time_vs_{sweep}.png"
+        figure.tight_layout()
         figure.savefig(directory / name, dpi=110)
         plt.close(figure)
         written.append(name)
@@ -264,7 +282,7 @@ def render_comparison(comparisons: list[dict], source: str) -> list[str]:
         "checkpoint's own tokenizer (segment 1 for the second half). `uniform` draws the "
         "token ids uniformly from the whole vocabulary instead; tables, token types, "
         "positions and output are the same. `uniform / real` above 1 means real text "
-        "is faster. Medians of interleaved rounds, one run.",
+        "is faster, with its 95% CI from paired rounds. Medians of interleaved rounds, one run.",
         "",
         "| batch x seq | method | uniform ids | real ids | uniform / real | copy (roofline) |",
         "|---|---|---:|---:|---:|---:|",
@@ -272,10 +290,11 @@ def render_comparison(comparisons: list[dict], source: str) -> list[str]:
     for comparison in comparisons:
         batch, seq = comparison["shape"]
         for row in comparison["rows"]:
+            low, high = row["uniform_over_real_ci95"]
             lines.append(
-                f"| {batch} x {seq} | {row['method']} | {row['uniform_s'] * 1e3:.3f} ms | "
-                f"{row['real_s'] * 1e3:.3f} ms | {row['uniform_over_real']:.2f} | "
-                f"{comparison['copy_s'] * 1e3:.3f} ms |"
+                f"| {batch} x {seq} | {row['method']} | {format_time(row['uniform_s'])} | "
+                f"{format_time(row['real_s'])} | {row['uniform_over_real']:.2f} "
+                f"[{low:.2f}, {high:.2f}] | {format_time(comparison['copy_s'])} |"
             )
     lines += [
         "",
@@ -318,16 +337,16 @@ def render_comparison(comparisons: list[dict], source: str) -> list[str]:
 # differ most (uniform ids touch ~12,600 distinct rows there, real text ~2,300).
 
 
-def describe_source(settings) -> list[str]:
+def describe_source(settings: dict) -> list[str]:
     """Report lines that say which checkpoint ran and what changes with it."""
-    base = settings.base
-    where = checkpoint_dir(settings.tables)
+    base = SimpleNamespace(**settings["base"])
+    where = checkpoint_dir(settings["tables"])
     tokens = sum(line_lengths(where))
     return [
-        f"- tables: checkpoint `{settings.tables}` ({where}): vocab {base.vocab}, hidden "
+        f"- tables: checkpoint `{settings['tables']}` ({where}): vocab {base.vocab}, hidden "
         f"{base.hidden}, {base.max_positions} positions, {base.type_vocab} token types, "
         "with its embedding LayerNorm",
-        f"- token ids: real text, `kernels/data/corpus.txt` ({len(corpus_lines())} lines, "
+        f"- token ids: real text, `kernels/bench/data/corpus.txt` ({len(corpus_lines())} lines, "
         f"{tokens} tokens) as sentence pairs `[CLS] A [SEP] B [SEP]` (segment 1 for B), "
         "tokenized with the checkpoint's own tokenizer.json, truncated/padded to each "
         "seq len; batches longer than the corpus reuse it from other lines",

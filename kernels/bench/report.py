@@ -1,31 +1,31 @@
-"""``embench report``: sweep, check, time, fit, plot, recommend.
+"""``embench report``: sweep, check, time, fit; the results as plain data (results.json schema 2).
 
-For each point of a vocabulary sweep and a sequence-length sweep it checks
-every method against the reference, times it (warm-up, then the median of
-repeats within a time budget) beside the copy roofline, and skips a method
-whose predicted time for one call exceeds the skip limit (predicted from its
-time at the previous point, scaled by the work its cost model says it does).
-It writes ``report.md``, ``results.json``, ``calibration.json`` (the rule
-``method="auto"`` uses) and two log-log PNG plots.
+At each point of three sweeps (vocabulary size, sequence length, and small
+single-sequence calls) every contender of :mod:`kernels.bench.contenders` is
+checked against the naive reference and then timed by the one engine
+(:func:`kernels.bench.timing.interleave`): interleaved rounds until every median
+is known within +-3% or the point's budget is spent. A contender predicted to
+take longer than ``skip_above`` per call (its time at the previous point of the
+sweep scaled by the work its cost model counts) is skipped and says so.
+
+:func:`write` stores ``results.json`` (docs/RESULTS.md documents the schema),
+``calibration.json`` (the cost model behind ``method="auto"``, fitted here),
+``report.md`` and plots (:mod:`kernels.bench.render`).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import numpy as np
-
-from .. import embed
 from ..registry import METHODS
-from . import calibrate, cases, machine
+from . import calibrate, cases, contenders, machine, peers, verdict
 from .cases import Shape, make_inputs
 from .progress import Progress
-from .reference import Reference
-from .render import plot, recommendations, render_markdown, slope
-from .roofline import CopyReference
-from .timing import measure
+from .timing import interleave
+
+SCHEMA = 2
 
 
 @dataclass(frozen=True)
@@ -33,146 +33,151 @@ class Settings:
     base: Shape
     vocab_sizes: tuple[int, ...]
     seq_lens: tuple[int, ...]
+    small_seq_lens: tuple[int, ...]  # batch 1: what a server sees per request
     methods: tuple[str, ...]
-    budget: float  # seconds of timing per method and point
+    peers: tuple[str, ...]  # outside implementations timed beside ours (installed ones)
+    layer_norm: bool  # also the normalising contenders (fused+LN and the LayerNorm peers)
+    budget: float  # seconds of timing per point, all contenders together
     skip_above: float  # a call predicted to take longer than this is skipped
     # A checkpoint ("minilm" or a path): its tables and real token ids instead of
-    # random tables and uniform ids; no vocab sweep (see kernels.realdata).
+    # random tables and uniform ids; no vocab sweep (see kernels.bench.realdata).
     tables: str | None = None
 
     @classmethod
     def defaults(cls, quick: bool, **overrides) -> Settings:
+        installed = tuple(peers.available_peers())
         if quick:
-            sizes = (cases.QUICK_BASE, cases.QUICK_VOCAB_SIZES, cases.QUICK_SEQ_LENS)
-            settings = cls(*sizes, METHODS, budget=0.1, skip_above=0.5)
+            # torch.compile compiles anew for every shape (tens of seconds each):
+            # only the full report can afford it.
+            settings = cls(
+                cases.QUICK_BASE,
+                cases.QUICK_VOCAB_SIZES,
+                cases.QUICK_SEQ_LENS,
+                cases.SMALL_SEQ_LENS[::2],
+                METHODS,
+                tuple(p for p in installed if p != "torch-compile"),
+                layer_norm=True,
+                budget=2.5,
+                skip_above=0.25,
+            )
         else:
-            sizes = (cases.SWEEP_BASE, cases.VOCAB_SIZES, cases.SEQ_LENS)
-            settings = cls(*sizes, METHODS, budget=0.5, skip_above=2.5)
+            settings = cls(
+                cases.SWEEP_BASE,
+                cases.VOCAB_SIZES,
+                cases.SEQ_LENS,
+                cases.SMALL_SEQ_LENS,
+                METHODS,
+                installed,
+                layer_norm=True,
+                budget=6.0,
+                skip_above=1.5,
+            )
         return replace(settings, **overrides)
 
-
-@dataclass
-class Point:
-    """One method at one shape of one sweep."""
-
-    sweep: str
-    size: int  # the swept value: vocab size or sequence length
-    shape: Shape
-    method: str
-    status: str = "measured"  # or "skipped"
-    median_s: float | None = None
-    repeats: int = 0
-    estimated_s: float | None = None
-    copy_s: float | None = None
-    max_abs_diff: float | None = None
-    bound_ratio: float | None = None
-    bitwise: bool | None = None
-    agrees: bool | None = None
-
     def as_json(self) -> dict:
-        data = asdict(self)
-        data["shape"] = asdict(self.shape)
-        return data
-
-
-@dataclass
-class Results:
-    settings: Settings
-    machine: dict
-    points: list[Point] = field(default_factory=list)
-    id_comparison: list[dict] = field(default_factory=list)  # with --tables: real vs uniform
-
-    def measured(self, sweep: str, method: str) -> list[Point]:
-        return [
-            p
-            for p in self.points
-            if p.sweep == sweep and p.method == method and p.status == "measured"
-        ]
-
-    @property
-    def disagreements(self) -> list[Point]:
-        return [p for p in self.points if p.agrees is False]
+        return {**asdict(self), "base": asdict(self.base)}
 
 
 def sweep_shapes(settings: Settings) -> list[tuple[str, int, Shape]]:
     shapes = [("vocab", v, settings.base.with_vocab(v)) for v in settings.vocab_sizes]
     shapes += [("seq", s, settings.base.with_seq(s)) for s in settings.seq_lens]
+    small = replace(settings.base, batch=1)
+    shapes += [("small", s, small.with_seq(s)) for s in settings.small_seq_lens]
     return shapes
 
 
-def _measure_point(sweep, size, shape, settings, previous, results, bar, inputs=make_inputs):
+def _skipper(shape: Shape, settings: Settings, previous: dict):
+    """``skip(name)``: why a contender is not timed at ``shape`` ('' to time it)."""
+
+    def skip(name: str) -> str:
+        if name not in previous or name not in METHODS:
+            return ""
+        last_shape, last_seconds = previous[name]
+        estimate = last_seconds * calibrate.work(name, shape) / calibrate.work(name, last_shape)
+        if estimate > settings.skip_above:
+            return f"estimated {estimate:.2g} s per call, above the {settings.skip_above} s limit"
+        return ""
+
+    return skip
+
+
+def measure_point(sweep, size, shape, settings, previous, inputs=make_inputs) -> dict:
+    """Check and time every contender at one shape; the point as results.json holds it."""
     tables, input_ids, token_type_ids = inputs(shape)
-    reference = None
-    out = np.empty((shape.batch, shape.seq, shape.hidden), dtype=tables.dtype)
-    copy = CopyReference(out.shape, tables.dtype)
-    copy_s = measure(copy, budget=settings.budget / 4).median
-    for method in settings.methods:
-        point = Point(sweep, size, shape, method, copy_s=copy_s)
-        results.points.append(point)
-        if method in previous:
-            last_shape, last_seconds = previous[method]
-            scale = calibrate.work(method, shape) / calibrate.work(method, last_shape)
-            point.estimated_s = last_seconds * scale
-            if point.estimated_s > settings.skip_above:
-                point.status = "skipped"
-                bar.update(f"{sweep} {size} {method} skipped")
-                continue
+    built = contenders.build(
+        tables,
+        (input_ids, token_type_ids),
+        methods=settings.methods,
+        peer_names=settings.peers,
+        layer_norm=settings.layer_norm,
+        skip=_skipper(shape, settings, previous),
+    )
+    timings = interleave(contenders.timed(built), budget=settings.budget)
+    point = {"sweep": sweep, "size": size, "shape": asdict(shape), "contenders": {}}
+    for name, contender in built.items():
+        entry = {
+            "status": contender.status,
+            "kind": contender.kind,
+            "origin": contender.origin,
+            "allocates": contender.allocates,
+            "agrees": contender.agrees,
+        }
+        if contender.status == "measured":
+            estimate = timings.estimate(name)
+            entry |= {
+                "median_s": estimate.median,
+                "ci95_s": [estimate.low, estimate.high],
+                "rounds": estimate.count,
+                "calls_per_sample": timings.calls_per_sample[name],
+            }
+            previous[name] = (shape, estimate.median)
+        else:
+            entry["reason"] = contender.reason
+        point["contenders"][name] = entry
+    point["ratios"] = verdict.point_ratios(point, timings)
+    return point
 
-        def call(method=method):
-            return embed(tables, input_ids, token_type_ids, method=method, out=out)
 
-        call()  # warm-up: compile this exact specialisation, fault pages in
-        if reference is None:
-            reference = Reference(tables, input_ids, token_type_ids)
-        agreement = reference.compare(method, out)
-        timing = measure(call, budget=settings.budget)
-        point.median_s, point.repeats = timing.median, timing.repeats
-        point.max_abs_diff, point.bound_ratio = agreement.max_abs_diff, agreement.bound_ratio
-        point.bitwise, point.agrees = agreement.bitwise, agreement.ok
-        previous[method] = (shape, timing.median)
-        bar.update(f"{sweep} {size} {method} {timing.median * 1e3:.2f} ms")
-
-
-def run(settings: Settings) -> Results:
-    """Measure every method at every point of both sweeps."""
+def run(settings: Settings) -> dict:
+    """Measure every point of every sweep; results.json (schema 2) as a dict."""
     inputs = make_inputs
     if settings.tables:
         from . import realdata
 
         settings, inputs = realdata.report_settings(settings)
-    results = Results(settings, machine.describe())
     shapes = sweep_shapes(settings)
-    with Progress(len(shapes) * len(settings.methods), "embench report") as bar:
-        previous_by_sweep: dict[str, dict] = {"vocab": {}, "seq": {}}
+    points = []
+    with Progress(len(shapes), "embench report") as bar:
+        previous_by_sweep: dict[str, dict] = {}
         for sweep, size, shape in shapes:
-            previous = previous_by_sweep[sweep]
-            _measure_point(sweep, size, shape, settings, previous, results, bar, inputs)
+            previous = previous_by_sweep.setdefault(sweep, {})
+            points.append(measure_point(sweep, size, shape, settings, previous, inputs))
+            bar.update(f"{sweep} {size}")
+    results = {
+        "schema": SCHEMA,
+        "machine": machine.describe(),  # after the kernels ran: the threading layer is known
+        "settings": settings.as_json(),
+        "points": points,
+    }
     if settings.tables:
-        results.id_comparison = realdata.report_comparisons(settings)
-    results.machine = machine.describe()  # now the threading layer has started
+        from . import realdata
+
+        results["id_comparison"] = realdata.report_comparisons(settings)
     return results
 
 
-def write(results: Results, directory: Path, command: str) -> list[str]:
-    """Write report.md, results.json, calibration.json and the plots into ``directory``."""
+def write(results: dict, directory: Path, command: str) -> list[str]:
+    """Write results.json, calibration.json, report.md and the plots into ``directory``."""
+    from . import render  # matplotlib and Markdown: only when writing
+
     directory.mkdir(parents=True, exist_ok=True)
-    plots = plot(results, directory)
-    (directory / "report.md").write_text(render_markdown(results, command, plots))
-    data = {
-        "command": command,
-        "machine": results.machine,
-        "settings": {**asdict(results.settings), "base": asdict(results.settings.base)},
-        "points": [p.as_json() for p in results.points],
-        "slopes": {
-            sweep: {m: slope(results.measured(sweep, m)) for m in results.settings.methods}
-            for sweep in ("vocab", "seq")
-        },
-        "recommendations": recommendations(results),
-        "id_comparison": results.id_comparison,
-    }
-    (directory / "results.json").write_text(json.dumps(data, indent=2) + "\n")
-    calibration = calibrate.fit(
-        [p.as_json() for p in results.points], source=command, machine=results.machine
-    )
+    results = {**results, "command": command}
+    calibration = calibrate.fit(results["points"], source=command, machine=results["machine"])
+    results["recommendations"] = verdict.recommendations(results)
+    results["slopes"] = verdict.slopes(results)
+    results["auto"] = verdict.auto_agreement(results, calibration)
+    (directory / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (directory / "calibration.json").write_text(json.dumps(calibration, indent=2) + "\n")
+    plots = render.plot(results, directory)
+    (directory / "report.md").write_text(render.render_markdown(results, plots))
     return ["report.md", "results.json", "calibration.json", *plots]

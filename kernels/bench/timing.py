@@ -1,43 +1,156 @@
-"""Median-of-repeats timing with a time budget, shared by the CLI and the report."""
+"""The one timing engine: interleaved rounds, calibrated samples, medians with 95% intervals.
+
+Every measurement in ``embench`` (report, perf, check, the calibration of
+``method="auto"``) and the backward script goes through :func:`interleave`:
+
+- every contender is called once first (warm-up: JIT compilation, page faults);
+- each contender's *sample* is a loop of ``n`` calls timed together, ``n``
+  calibrated so that a sample lasts at least ``sample_seconds`` (1 ms): a timer
+  read costs tens of nanoseconds and a 5 us call is otherwise all noise;
+- one *round* takes one sample of every contender, in an order rotated every
+  round, so a noisy neighbour or a frequency change hits them all alike;
+- rounds go on until every contender's median has a 95% interval within
+  ``target`` (3%) of it, or the time budget is spent (after ``min_rounds``).
+
+The interval of a median is distribution-free: the order statistics whose ranks
+bracket the median with 95% probability under the binomial(n, 1/2) law. A ratio
+"A / B" is the median of the per-round ratios ``A_i / B_i`` (paired: both
+sampled in the same round) with the same kind of interval, so a slow round
+slows both sides and cancels.
+"""
 
 from __future__ import annotations
 
-import statistics
+import math
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+Z95 = 1.959963984540054  # two-sided 95% normal quantile
+
+# A point whose interval stays wider than this is marked unstable in tables and plots.
+UNSTABLE = 0.10
 
 
 @dataclass(frozen=True)
-class Timing:
-    """Wall-clock seconds of each repeat of one call, and their median."""
+class Estimate:
+    """A median with its 95% interval."""
 
-    seconds: tuple[float, ...]
+    median: float
+    low: float
+    high: float
+    count: int
 
     @property
-    def median(self) -> float:
-        return statistics.median(self.seconds)
+    def half_width(self) -> float:
+        """The interval's half width relative to the median (0.03 is +-3%)."""
+        return (self.high - self.low) / 2 / self.median if self.median else math.inf
 
     @property
-    def repeats(self) -> int:
-        return len(self.seconds)
+    def unstable(self) -> bool:
+        return self.half_width > UNSTABLE
+
+    def includes(self, value: float) -> bool:
+        return self.low <= value <= self.high
 
 
-def measure(call, *, min_repeats: int = 3, max_repeats: int = 50, budget: float = 1.0) -> Timing:
-    """Time ``call()`` until ``budget`` seconds are spent or ``max_repeats`` reached.
+def median_interval(values: list[float]) -> Estimate:
+    """The median of ``values`` and the order statistics that bracket it with 95% probability.
 
-    The caller warms ``call`` up first (JIT compilation, page faults); here every
-    call counts. At least one repeat is always made and at least ``min_repeats``
-    while they fit in the budget.
+    With ``n`` values the 1-based ranks are ``floor(n/2 - 1.96 sqrt(n)/2)`` and
+    ``ceil(1 + n/2 + 1.96 sqrt(n)/2)`` (the normal approximation of binomial(n,
+    1/2); ranks 40 and 61 of 100, as the tables give); below 6 values no interval
+    reaches 95%, so it spans all of them.
     """
-    seconds: list[float] = []
-    while len(seconds) < max_repeats:
-        spent = sum(seconds)
-        if spent >= budget and len(seconds) >= 1:
-            enough = len(seconds) >= min_repeats
-            next_would_overrun = spent + seconds[-1] > 2 * budget
-            if enough or next_would_overrun:
-                break
+    ordered = sorted(values)
+    n = len(ordered)
+    if n == 0:
+        raise ValueError("no values to estimate a median from")
+    middle = n // 2
+    median = ordered[middle] if n % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+    spread = Z95 * math.sqrt(n) / 2
+    low = max(0, math.floor(n / 2 - spread) - 1)
+    high = min(n - 1, math.ceil(1 + n / 2 + spread) - 1)
+    return Estimate(median, ordered[low], ordered[high], n)
+
+
+@dataclass
+class Timings:
+    """Per-call seconds of every contender, one sample per round."""
+
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    calls_per_sample: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0  # wall time the measurement took
+
+    @property
+    def rounds(self) -> int:
+        return min((len(s) for s in self.samples.values()), default=0)
+
+    def estimate(self, name: str) -> Estimate:
+        return median_interval(self.samples[name])
+
+    def ratio(self, numerator: str, denominator: str) -> Estimate:
+        """``numerator / denominator`` from paired rounds, with its 95% interval."""
+        pairs = zip(self.samples[numerator], self.samples[denominator], strict=False)
+        return median_interval([a / b for a, b in pairs])
+
+
+def _calibrate(call: Callable[[], object], sample_seconds: float) -> int:
+    """How many calls one sample needs to last at least ``sample_seconds``."""
+    calls = 1
+    while True:
         start = time.perf_counter()
+        for _ in range(calls):
+            call()
+        elapsed = time.perf_counter() - start
+        if elapsed >= sample_seconds or calls >= 1 << 20:
+            return calls
+        calls = max(calls * 2, math.ceil(calls * sample_seconds / max(elapsed, 1e-9)))
+
+
+def interleave(
+    calls: dict[str, Callable[[], object]],
+    *,
+    budget: float = 2.0,
+    target: float = 0.03,
+    min_rounds: int = 7,
+    max_rounds: int = 400,
+    sample_seconds: float = 1e-3,
+    progress: Callable[[int], None] | None = None,
+) -> Timings:
+    """Time every call in interleaved rounds until each median is known within ``target``.
+
+    Parameters
+    ----------
+    calls : dict of name -> zero-argument callable
+        Already checked for correctness by the caller; each is called once more
+        here as its warm-up.
+    budget : float
+        Seconds for the whole measurement; rounds stop when it is spent (at
+        least ``min_rounds`` are always taken, so a slow contender may overrun).
+    target : float
+        Stop once every contender's 95% interval is within +-target of its median.
+    """
+    started = time.perf_counter()
+    for call in calls.values():
         call()
-        seconds.append(time.perf_counter() - start)
-    return Timing(tuple(seconds))
+    timings = Timings({name: [] for name in calls})
+    timings.calls_per_sample = {n: _calibrate(c, sample_seconds) for n, c in calls.items()}
+    names = list(calls)
+    for round_number in range(max_rounds):
+        shift = round_number % len(names)
+        for name in names[shift:] + names[:shift]:
+            call, count = calls[name], timings.calls_per_sample[name]
+            start = time.perf_counter()
+            for _ in range(count):
+                call()
+            timings.samples[name].append((time.perf_counter() - start) / count)
+        if progress is not None:
+            progress(round_number + 1)
+        if round_number + 1 < min_rounds:
+            continue
+        precise = all(timings.estimate(n).half_width <= target for n in names)
+        if precise or time.perf_counter() - started > budget:
+            break
+    timings.seconds = time.perf_counter() - started
+    return timings

@@ -1,0 +1,65 @@
+"""The public API with device tables: kernels.embed / embed_backward dispatch to the GPU kernels.
+
+Runs under numba's CUDA simulator (tests/cuda/conftest.py) on small shapes; the
+results equal the CPU's (the sum and the backward bit for bit).
+"""
+
+import numpy as np
+import pytest
+
+import kernels
+
+
+@pytest.fixture(scope="module")
+def host():
+    return kernels.EmbeddingTables.random(40, 9, max_positions=12, seed=3)
+
+
+@pytest.fixture(scope="module")
+def device(host):
+    return host.to_device()
+
+
+IDS = np.array([[1, 5, 7], [39, 0, 2]])
+TYPES = np.array([[0, 1, 1], [1, 0, 0]])
+
+
+def test_to_device_and_back(host, device):
+    assert device.device == "cuda" and host.device == "cpu"
+    back = device.to_host()
+    assert isinstance(back, kernels.EmbeddingTables)
+    np.testing.assert_array_equal(back.token, host.token)
+    assert back.norm_eps == host.norm_eps
+
+
+def test_embed_with_device_tables_equals_the_cpu(host, device):
+    expected = kernels.embed(host, IDS, TYPES)
+    got = kernels.embed(device, IDS, TYPES)
+    assert hasattr(got, "copy_to_host")  # a device array comes back
+    np.testing.assert_array_equal(got.copy_to_host(), expected)
+    normed = kernels.embed(device, IDS, TYPES, layer_norm=True).copy_to_host()
+    np.testing.assert_allclose(normed, kernels.embed(host, IDS, TYPES, layer_norm=True), atol=1e-5)
+
+
+def test_embed_backward_with_device_tables_equals_the_cpu(host, device):
+    grad = np.random.default_rng(0).standard_normal((2, 3, 9)).astype(np.float32)
+    expected = kernels.embed_backward(host, grad, IDS, TYPES, padding_idx=5)
+    got = kernels.embed_backward(device, grad, IDS, TYPES, padding_idx=5)
+    for g, e in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(g.copy_to_host(), e)
+
+
+@pytest.mark.parametrize("method", ["onehot", "concat", "gather"])
+def test_methods_without_a_cuda_kernel_name_method_and_device(device, method):
+    with pytest.raises(ValueError, match=rf"method is '{method}', which has no CUDA"):
+        kernels.embed(device, IDS, method=method)
+
+
+def test_out_of_range_ids_raise_the_cpu_message(host, device):
+    bad = IDS.copy()
+    bad[1, 2] = 40
+    with pytest.raises(IndexError) as on_cpu:
+        kernels.embed(host, bad)
+    with pytest.raises(IndexError) as on_gpu:
+        kernels.embed(device, bad)
+    assert str(on_gpu.value) == str(on_cpu.value)

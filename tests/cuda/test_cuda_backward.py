@@ -1,0 +1,125 @@
+"""The deterministic backward kernel: bitwise equal to a naive token-order sum."""
+
+import numpy as np
+import pytest
+from cuda_naive import gradients, tables
+
+kc = pytest.importorskip("kernels.cuda")
+cuda = kc.cuda
+
+
+def setup(dtype=np.float32, hidden=33, vocab=50, positions=16, seed=0):
+    token, segment, position, _, _ = tables(vocab, hidden, positions, dtype=dtype, seed=seed)
+    shapes = [token.shape, segment.shape, position.shape]
+    return kc.DeviceTables(token, segment, position), shapes
+
+
+def grad(shape, hidden, dtype=np.float32, seed=0):
+    return np.random.default_rng(seed).standard_normal((*shape, hidden)).astype(dtype)
+
+
+def host(grads):
+    return [g.copy_to_host() for g in grads]
+
+
+def assert_bitwise(result, expected):
+    for name, got, want in zip(("token", "segment", "position"), result, expected, strict=True):
+        np.testing.assert_array_equal(got, want, err_msg=f"{name} gradient")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_repeated_ids_and_padding_are_bitwise_the_token_order_sum(dtype):
+    device, shapes = setup(dtype)
+    rng = np.random.default_rng(1)
+    input_ids = rng.integers(0, 6, (3, 9))  # few distinct ids: every row repeats
+    input_ids[0, :5] = 4  # the padding row, used several times
+    types = rng.integers(0, 2, (3, 9))
+    g = grad((3, 9), 33, dtype, seed=2)
+    result = host(kc.embed_backward(device, g, input_ids, types, padding_idx=4))
+    expected = gradients(shapes, g, input_ids, types, np.arange(9)[None], 4, dtype)
+    assert not result[0][4].any()
+    assert_bitwise(result, expected)
+
+
+def test_a_row_used_by_most_tokens_exercises_the_unrolled_chain():
+    # 25 of 27 tokens read token row 7: a chain longer than several unroll groups, with a tail.
+    device, shapes = setup()
+    input_ids = np.full((3, 9), 7)
+    input_ids[1, 3], input_ids[2, 8] = 0, 49
+    g = grad((3, 9), 33, seed=3) * np.float32(1e3)  # large terms: the order shows in the bits
+    result = host(kc.embed_backward(device, g, input_ids))
+    assert_bitwise(
+        result,
+        gradients(
+            shapes, g, input_ids, np.zeros((1, 9), int), np.arange(9)[None], None, np.float32
+        ),
+    )
+
+
+def test_per_sequence_types_and_positions():
+    device, shapes = setup()
+    rng = np.random.default_rng(4)
+    input_ids, types, positions = (
+        rng.integers(0, 50, (2, 8)),
+        rng.integers(0, 2, (2, 8)),
+        rng.integers(0, 16, (2, 8)),
+    )
+    g = grad((2, 8), 33, seed=5)
+    result = host(kc.embed_backward(device, g, input_ids, types, positions))
+    assert_bitwise(result, gradients(shapes, g, input_ids, types, positions, None, np.float32))
+
+
+@pytest.mark.parametrize("hidden", [1, 17])
+def test_batch_of_one_at_narrow_widths(hidden):
+    device, shapes = setup(hidden=hidden)
+    input_ids = np.array([[3, 3, 9, 3, 0]])
+    g = grad((1, 5), hidden, seed=6)
+    result = host(kc.embed_backward(device, g, input_ids, padding_idx=0))
+    assert_bitwise(
+        result,
+        gradients(shapes, g, input_ids, np.zeros((1, 5), int), np.arange(5)[None], 0, np.float32),
+    )
+
+
+def test_grad_output_and_ids_as_device_arrays():
+    device, shapes = setup()
+    rng = np.random.default_rng(7)
+    input_ids, types = (
+        rng.integers(0, 50, (2, 6)).astype(np.int32),
+        rng.integers(0, 2, (2, 6)).astype(np.int32),
+    )
+    g = grad((2, 6), 33, seed=8)
+    result = kc.embed_backward(
+        device, cuda.to_device(g), cuda.to_device(input_ids), cuda.to_device(types)
+    )
+    assert [tuple(r.shape) for r in result] == [(50, 33), (2, 33), (16, 33)]
+    assert_bitwise(
+        host(result), gradients(shapes, g, input_ids, types, np.arange(6)[None], None, np.float32)
+    )
+
+
+def test_empty_batch_gives_zero_gradients():
+    device, shapes = setup()
+    result = host(
+        kc.embed_backward(device, np.empty((0, 4, 33), np.float32), np.empty((0, 4), np.int64))
+    )
+    assert_bitwise(result, [np.zeros(shape, np.float32) for shape in shapes])
+
+
+def test_bad_grad_output_and_padding_idx_are_refused_with_the_cpu_messages():
+    device, _ = setup()
+    input_ids = np.zeros((2, 3), np.int64)
+    with pytest.raises(
+        TypeError, match=r"grad_output has dtype float64; it must have the tables' dtype float32"
+    ):
+        kc.embed_backward(device, np.zeros((2, 3, 33)), input_ids)
+    with pytest.raises(
+        ValueError, match=r"grad_output has shape \(2, 3, 32\); it must have shape \(2, 3, 33\)"
+    ):
+        kc.embed_backward(device, np.zeros((2, 3, 32), np.float32), input_ids)
+    with pytest.raises(
+        ValueError, match=r"padding_idx is 50, out of range: it must satisfy 0 <= padding_idx < 50"
+    ):
+        kc.embed_backward(device, np.zeros((2, 3, 33), np.float32), input_ids, padding_idx=50)
+    with pytest.raises(TypeError, match="padding_idx is float"):
+        kc.embed_backward(device, np.zeros((2, 3, 33), np.float32), input_ids, padding_idx=1.0)

@@ -1,0 +1,67 @@
+"""Loading kernels.cuda: lazy, the numpy shim, a clear error without CUDA, the device tables."""
+
+import os
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+
+kc = pytest.importorskip("kernels.cuda")
+
+
+def run_python(code, **env):
+    environment = {**os.environ, **env}
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=environment
+    )
+
+
+def test_numpy_shim_restores_row_stack_only_where_missing():
+    old = types.SimpleNamespace(vstack=np.vstack)
+    assert kc._patch_numpy(old) is True
+    assert old.row_stack is np.vstack
+    own = object()
+    current = types.SimpleNamespace(vstack=np.vstack, row_stack=own)
+    assert kc._patch_numpy(current) is False
+    assert current.row_stack is own
+
+
+def test_import_kernels_does_not_load_cuda():
+    code = "import sys, kernels; print('kernels.cuda' in sys.modules, 'numba.cuda' in sys.modules)"
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "False"]
+
+
+def test_without_gpu_or_simulator_the_import_says_what_to_do():
+    result = run_python("import kernels.cuda", NUMBA_ENABLE_CUDASIM="0")
+    if result.returncode == 0:
+        pytest.skip("a GPU is present: the import succeeds")
+    assert "ImportError: kernels.cuda needs a CUDA GPU" in result.stderr
+    assert "NUMBA_ENABLE_CUDASIM=1" in result.stderr
+
+
+def test_device_tables_round_trip_through_embedding_tables():
+    import kernels
+
+    tables = kernels.EmbeddingTables.random(vocab_size=20, hidden_size=5, max_positions=8, seed=3)
+    device = kc.DeviceTables.from_tables(tables)
+    assert (device.vocab_size, device.type_vocab_size, device.max_positions) == (20, 2, 8)
+    assert (device.hidden_size, device.dtype) == (5, np.float32)
+    back = device.to_host()
+    for name in ("token", "segment", "position", "norm_weight", "norm_bias"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(tables, name))
+    assert back.norm_eps == tables.norm_eps
+
+
+def test_device_tables_refuse_what_the_kernels_cannot_take():
+    with pytest.raises(TypeError, match="token has dtype int64"):
+        kc.DeviceTables(np.zeros((2, 3), np.int64), np.zeros((2, 3)), np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="2-D of one width"):
+        kc.DeviceTables(np.zeros((2, 3)), np.zeros((2, 4)), np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="together"):
+        kc.DeviceTables(
+            np.zeros((2, 3)), np.zeros((2, 3)), np.zeros((2, 3)), norm_weight=np.ones(3)
+        )
