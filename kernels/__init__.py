@@ -9,7 +9,10 @@ The core (this package without :mod:`kernels.bench`) computes; ``kernels.bench``
 measures and presents, and the core never imports it.
 """
 
-from . import _threading  # noqa: F401  (first: picks numba's threading layer before any kernel)
+from . import (
+    _threading,  # noqa: F401  (first: picks numba's threading layer before any kernel)
+    pool,
+)
 from .api import METHOD_FUNCTIONS, embed, embed_backward
 from .gradients import EmbeddingGradients
 from .methods.onehot import DEFAULT_MEMORY_BUDGET
@@ -27,6 +30,7 @@ __all__ = [
     "EmbeddingTables",
     "embed",
     "embed_backward",
+    "pool",
     *METHOD_FUNCTIONS,
 ]
 __version__ = "0.1.0"

@@ -13,6 +13,7 @@ from .dtypes import accumulator
 from .gradients import EmbeddingGradients
 from .methods.layernorm import layer_norm as numpy_layer_norm
 from .methods.onehot import DEFAULT_MEMORY_BUDGET
+from .pool import OUTPUTS
 from .registry import BACKWARD_METHODS, METHODS, REGISTRY, implementation
 from .tables import EmbeddingTables
 from .validate import (
@@ -120,11 +121,11 @@ def embed(
     record = implementation(method)
     options = {"memory_budget": memory_budget} if record.budgeted else {}
     shape = (*batch.shape, tables.hidden_size)
-    result = np.empty(shape, dtype=out_dtype) if batch.out is None else batch.out
+    result = OUTPUTS.empty(shape, out_dtype) if batch.out is None else batch.out
     if not layer_norm:
         return record.forward(tables, batch, result, **options)
     if record.forward_norm is not None:
-        sums = np.empty(shape, dtype=out_dtype) if return_sum else result
+        sums = OUTPUTS.empty(shape, out_dtype) if return_sum else result
         record.forward_norm(tables, batch, sums, result)
         return (result, sums) if return_sum else result
     # Sum, then LayerNorm in numpy. A 16-bit output must not round the sum before
