@@ -17,6 +17,7 @@ from .pool import OUTPUTS
 from .registry import BACKWARD_METHODS, METHODS, REGISTRY, implementation
 from .tables import EmbeddingTables
 from .validate import (
+    check_accumulate_into,
     check_grad_dtype,
     check_grad_output,
     check_memory_budget,
@@ -150,6 +151,7 @@ def embed_backward(
     padding_idx: int | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     grad_dtype=None,
+    accumulate_into=None,
 ) -> EmbeddingGradients:
     """Gradients of ``embed``'s output with respect to the three tables.
 
@@ -182,12 +184,20 @@ def embed_backward(
         in that accumulation dtype (float32 for 16-bit tables, as mixed-precision
         training keeps its gradients). ``grad_dtype=tables.dtype`` rounds each
         accumulated gradient once to the 16-bit format.
+    accumulate_into : EmbeddingGradients or tuple of three arrays, optional
+        Add the gradients into these arrays (shaped like the tables, of the
+        accumulation dtype, C-contiguous, writable) instead of returning new
+        ones, as torch accumulates into ``.grad``: a training loop then pays no
+        fresh-page cost. ``fused`` adds into them in its single pass (each
+        element still in token order, after the value already there); the other
+        methods add a fresh result. The ``padding_idx`` row is left as it was.
 
     Returns
     -------
     EmbeddingGradients
         A named tuple ``(token, segment, position)`` of new C-contiguous arrays
-        shaped like the tables, of ``grad_dtype``.
+        shaped like the tables, of ``grad_dtype``; with ``accumulate_into``, those
+        arrays, the gradients added into them.
 
     Raises
     ------
@@ -222,6 +232,14 @@ def embed_backward(
     grad_dtype = check_grad_dtype(tables, grad_dtype)
     record = implementation(method)
     options = {"memory_budget": memory_budget} if record.budgeted else {}
+    if accumulate_into is not None:
+        into = check_accumulate_into(tables, accumulate_into, grad.dtype, [("grad_output", grad)])
+        if record.accumulates:
+            return record.backward(tables, batch, grad, padding_idx, into=into, **options)
+        fresh = record.backward(tables, batch, grad, padding_idx, **options)
+        for target, gradient in zip(into, fresh, strict=True):
+            np.add(target, gradient, out=target)
+        return into
     gradients = record.backward(tables, batch, grad, padding_idx, **options)
     if grad_dtype == grad.dtype:
         return gradients

@@ -42,6 +42,9 @@ class Implementation:
     backward: Callable | None = None
     forward_norm: Callable | None = None
     budgeted: bool = False  # extra memory bounded by memory_budget (chunked)
+    # backward(..., into=gradients) adds into the caller's arrays itself (else the
+    # API adds a fresh result into them).
+    accumulates: bool = False
     agreement: str = BITWISE
     # Expected log-log slope of time against the vocabulary size and the tokens.
     vocab_growth: float = 0.0
@@ -101,6 +104,7 @@ REGISTRY: dict[str, Implementation] = {
             forward=_by_dtype(fused.fused_sum, fused_half.fused_sum_half),
             forward_norm=_by_dtype(fused.fused_sum_norm, fused_half.fused_sum_norm_half),
             backward=fused_backward.fused_backward,
+            accumulates=True,
             devices=("cpu", "cuda"),
         ),
     )

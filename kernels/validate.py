@@ -95,6 +95,42 @@ def check_out_dtype(tables: EmbeddingTables, out_dtype) -> np.dtype:
     return dtype
 
 
+def check_accumulate_into(tables: EmbeddingTables, into, dtype: np.dtype, inputs) -> tuple:
+    """Three writable, C-contiguous arrays shaped like the tables, of the accumulation dtype."""
+    from .gradients import EmbeddingGradients  # gradients imports tables, as this module does
+
+    parts = tuple(into) if isinstance(into, (tuple, list)) else None
+    if parts is None or len(parts) != 3:
+        raise TypeError(
+            f"accumulate_into is {type(into).__name__}; it must be an EmbeddingGradients "
+            "(or a tuple) of three arrays: token, segment and position gradients."
+        )
+    checked = []
+    for name, array, table in zip(
+        EmbeddingGradients._fields,
+        parts,
+        (tables.token, tables.segment, tables.position),
+        strict=True,
+    ):
+        label = f"accumulate_into.{name}"
+        if not isinstance(array, np.ndarray):
+            array = as_numpy(label, array)  # a torch .grad tensor: a view of its memory
+        if array.dtype != dtype or array.shape != table.shape:
+            raise TypeError(
+                f"{label} is {array.dtype} {array.shape}; it must be {dtype} {table.shape} "
+                "(the table's shape, the dtype gradients accumulate in)."
+            )
+        if not (array.flags.writeable and array.flags.c_contiguous):
+            raise ValueError(f"{label} must be writable and C-contiguous.")
+        fields = EmbeddingGradients._fields[: len(checked)]  # the ones checked so far
+        named = [(f"accumulate_into.{f}", a) for f, a in zip(fields, checked, strict=True)]
+        for other_name, other in [*named, *inputs]:
+            if isinstance(other, np.ndarray) and np.may_share_memory(array, other):
+                raise ValueError(f"{label} overlaps {other_name}; pass separate arrays.")
+        checked.append(array)
+    return EmbeddingGradients(*checked)
+
+
 def check_memory_budget(memory_budget) -> int:
     if isinstance(memory_budget, bool) or not isinstance(memory_budget, (int, np.integer)):
         raise TypeError(f"memory_budget is {type(memory_budget).__name__}; it must be an int.")

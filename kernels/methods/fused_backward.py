@@ -142,9 +142,13 @@ def column_block(hidden: int, itemsize: int, threads: int) -> int:
     return line * -(-lines // max(1, threads))
 
 
-def fused_backward(tables, batch, grad, padding_idx):
-    """One parallel numba pass over ``g`` adding into all three tables; see the module doc."""
-    grads = zeros_like_tables(tables, grad.dtype)
+def fused_backward(tables, batch, grad, padding_idx, into=None):
+    """One parallel numba pass over ``g`` adding into all three tables; see the module doc.
+
+    ``into``: gradients (validated) to add into, as torch adds into ``.grad``;
+    a training loop then faults in no fresh pages. By default, zeroed new ones.
+    """
+    grads = zeros_like_tables(tables, grad.dtype) if into is None else into
     if batch.num_tokens == 0:
         return grads
     flat = grad.reshape(batch.num_tokens, tables.hidden_size)
@@ -155,6 +159,7 @@ def fused_backward(tables, batch, grad, padding_idx):
         threads = numba.get_num_threads()
         kernel = _scatter_add_columns_parallel
         block = column_block(tables.hidden_size, grad.dtype.itemsize, threads)
+    if into is None and kernel is _scatter_add_columns_parallel:  # fresh, lazily zeroed pages
         _fault_in_rows(
             input_ids,
             -1 if padding_idx is None else padding_idx,
