@@ -104,14 +104,11 @@ def bench_table(arguments) -> int:
 def perf(arguments) -> int:
     """Measure the fused kernel against the roofline and the peers; print or write Markdown."""
     from . import perf as performance
-    from .progress import Progress
 
-    with Progress(arguments.rounds, "embench perf: BERT-base rounds") as bar:
-        medians = performance.bert_base_medians(arguments.rounds, progress=bar.update)
-    small = performance.small_call_seconds()
-    first = performance.first_call_seconds()
-    command = "embench perf" + (f" --write {arguments.write}" if arguments.write else "")
-    text = performance.render(medians, small, first, command, arguments.rounds)
+    print("embench perf: checking and timing at BERT-base (about a minute)", file=sys.stderr)
+    measured = performance.measure(arguments.budget, include_compile=not arguments.no_compile)
+    command = "embench " + " ".join(arguments.argv)
+    text = performance.render(*measured, command)
     if arguments.write:
         with open(arguments.write, "w") as handle:
             handle.write(text)
@@ -293,7 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="fused kernel vs its memory roofline and the peers (docs/PERFORMANCE.md)",
         **defaults,
     )
-    perf_parser.add_argument("--rounds", type=int, default=30)
+    perf_parser.add_argument(
+        "--budget", type=float, default=30.0, help="seconds of forward rounds (backward: half)"
+    )
+    perf_parser.add_argument(
+        "--no-compile", action="store_true", help="leave torch.compile out (it compiles ~20 s)"
+    )
     perf_parser.add_argument(
         "--write", metavar="PATH", help="also write the Markdown to PATH (e.g. my-perf.md)"
     )

@@ -384,3 +384,51 @@ def make_peer(name: str, tables: EmbeddingTables) -> Peer:
 def as_numpy(result) -> np.ndarray:
     """A peer's output as a numpy array (torch tensors share their memory)."""
     return result.numpy() if hasattr(result, "numpy") else np.asarray(result)
+
+
+def onnxruntime_embed_layer_norm_bound(tables: EmbeddingTables, input_ids, token_type_ids):
+    """EmbedLayerNormalization through IOBinding: inputs bound once, output into a fixed buffer.
+
+    What an onnxruntime user does to avoid allocating per call (the peer of
+    ``embed(..., out=)``). Returns a zero-argument call that returns the bound
+    output array.
+    """
+    session = _onnxruntime_session(embed_layer_norm_model(tables))
+    ids = np.ascontiguousarray(input_ids, dtype=np.int32)
+    types = np.ascontiguousarray(token_type_ids, dtype=np.int32)
+    out = np.empty((*ids.shape, tables.hidden_size), np.float32)
+    binding = session.io_binding()
+    binding.bind_cpu_input("input_ids", ids)  # the arrays must outlive the binding: they do
+    binding.bind_cpu_input("segment_ids", types)
+    binding.bind_output("output", "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
+
+    def onnxruntime_embedlayernorm_bound():
+        session.run_with_iobinding(binding)
+        return out
+
+    return onnxruntime_embedlayernorm_bound
+
+
+def torch_embedding_backward(tables: EmbeddingTables, grad, input_ids, token_type_ids):
+    """torch's CPU kernel behind ``nn.Embedding``'s backward, once per table; None without torch.
+
+    ``torch.ops.aten.embedding_dense_backward`` for the token, segment and
+    default position ids: what torch runs for BERT's three embeddings.
+    """
+    if _missing(("torch",)):
+        return None
+    import torch
+
+    grad_t = torch.from_numpy(grad)
+    batch, seq = input_ids.shape
+    ids = [
+        (torch.from_numpy(input_ids), tables.vocab_size),
+        (torch.from_numpy(token_type_ids), tables.type_vocab_size),
+        (torch.arange(seq).expand(batch, seq).contiguous(), tables.max_positions),
+    ]
+    backward = torch.ops.aten.embedding_dense_backward
+
+    def torch_embedding_dense_backward():
+        return tuple(backward(grad_t, i, n, -1, False).numpy() for i, n in ids)
+
+    return torch_embedding_dense_backward

@@ -1,8 +1,9 @@
-"""``embench perf``: the fused kernel against its roofline and the peers, as docs/PERFORMANCE.md.
+"""``embench perf``: the fused kernels against their roofline and the peers at BERT-base.
 
-All ratios come from one process and one run: the calls are timed in
-interleaved rounds (every call once per round), so drift on a shared machine
-hits them alike; each figure is a median over rounds.
+Every figure is a ratio of medians from paired, interleaved rounds of the one
+timing engine (:mod:`kernels.bench.timing`), with its 95% interval, checked
+against its target (issue 16). Each contender is checked against the naive
+reference (or, for gradients, against numpy's scatter-add) before it is timed.
 """
 
 from __future__ import annotations
@@ -10,90 +11,204 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import timeit
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .. import embed
-from . import machine
-from .cases import BERT_BASE, SMALL_CALL, make_inputs
-from .peers import as_numpy, available_peers, make_peer
+from .. import embed, embed_backward
+from ..gradients import EmbeddingGradients
+from . import contenders, machine, peers
+from .cases import BERT_BASE, SMALL_CALL, make_inputs, zipf_ids
 from .roofline import CopyReference
-
-TARGETS = {
-    "fused (out=) / copy roofline": (">=", 0.85),
-    "numpy-indexing / fused": (">=", 10.0),
-    "torch-eager / fused": (">=", 10.0),
-    "torch-compile / fused": (">=", 3.0),
-    "small call, median us": ("<=", 20.0),
-    # BERT's embedding layer ends in a LayerNorm: fused with it in-kernel against
-    # onnxruntime's fused op, and against the sum alone (what normalising costs).
-    "onnxruntime-embedlayernorm / fused+LN": (">=", 2.0),
-    "fused+LN (out=) / fused (out=)": ("<=", 1.2),
-}
-# The layer-norm calls are checked against embed(..., method="gather",
-# layer_norm=True) before timing. Statistics differ in summation order and
-# precision (float64 here, float32 in torch and onnxruntime): with unit
-# LayerNorm weight and |normalised values| below ~6, 1e-4 is far above their
-# rounding (~1e-6 measured) and far below any real bug.
-LAYER_NORM_CHECK_ATOL = 1e-4
+from .timing import Estimate, Timings, interleave
 
 
-def _interleaved_medians(calls: dict, rounds: int, progress=None) -> dict[str, float]:
-    seconds: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(rounds):
-        for name, call in calls.items():
-            seconds[name].append(timeit.timeit(call, number=1))
-        if progress:
-            progress()
-    return {name: float(np.median(values)) for name, values in seconds.items()}
+@dataclass(frozen=True)
+class Figure:
+    """One ratio (numerator / denominator) with its target."""
+
+    name: str
+    numerator: str
+    denominator: str
+    target: str  # ">= 6" or "<= 1.15"; "" for none
+    note: str
+    invert: bool = False  # report denominator / numerator (a fraction of the roofline)
 
 
-def bert_base_medians(rounds: int = 30, progress=None) -> dict[str, float]:
-    """Median seconds of the fused kernel (with and without LayerNorm), the copy
-    roofline and every installed peer (plain-sum and layer-norm ones)."""
-    tables, input_ids, token_type_ids = make_inputs(BERT_BASE)
-    out = np.empty((BERT_BASE.batch, BERT_BASE.seq, BERT_BASE.hidden), tables.dtype)
-    expected = embed(tables, input_ids, token_type_ids, method="gather")
-    expected_norm = embed(tables, input_ids, token_type_ids, method="gather", layer_norm=True)
+FORWARD_FIGURES = (
+    Figure(
+        "fused (out=) / copy",
+        "fused (out=)",
+        "copy",
+        ">= 0.90",
+        "fraction of a parallel copy of the output's bytes (copy / fused)",
+        invert=True,
+    ),
+    Figure(
+        "fused (out=) / non-temporal copy",
+        "fused (out=)",
+        "copy (non-temporal)",
+        "",
+        "fraction of a copy whose stores skip the read-for-ownership",
+        invert=True,
+    ),
+    Figure(
+        "fused allocating / fused (out=)",
+        "fused",
+        "fused (out=)",
+        "<= 1.15",
+        "an allocating call in a loop (output pool) against writing into out=",
+    ),
+    Figure("numpy-indexing / fused", "numpy-indexing", "fused", ">= 6", "both allocate"),
+    Figure("torch-eager / fused", "torch-eager", "fused", ">= 10", "both allocate"),
+    Figure("torch-compile / fused", "torch-compile", "fused", ">= 3", "both allocate"),
+    Figure("onnxruntime Gather+Add / fused", "onnxruntime", "fused", "", "both allocate"),
+    Figure(
+        "onnxruntime EmbedLayerNorm / fused+LN",
+        "onnxruntime-embedlayernorm",
+        "fused+LN",
+        ">= 2",
+        "both allocate",
+    ),
+    Figure(
+        "onnxruntime EmbedLayerNorm, IOBinding / fused+LN (out=)",
+        "onnxruntime-embedlayernorm (bound)",
+        "fused+LN (out=)",
+        ">= 2",
+        "both into preallocated outputs",
+    ),
+    Figure(
+        "torch-eager-layernorm / fused+LN", "torch-eager-layernorm", "fused+LN", "", "both allocate"
+    ),
+    Figure(
+        "fused+LN (out=) / fused (out=)",
+        "fused+LN (out=)",
+        "fused (out=)",
+        "<= 1.1",
+        "what the in-kernel LayerNorm costs",
+    ),
+    Figure(
+        "fused float32 / fused bfloat16 (both out=)",
+        "fused (out=)",
+        "fused bf16 (out=)",
+        ">= 1.7",
+        "what half-precision tables gain",
+    ),
+)
+BACKWARD_FIGURES = (
+    Figure(
+        "torch backward / fused backward",
+        "torch embedding_dense_backward",
+        "fused",
+        ">= 3",
+        "Zipf ids, all three tables, both return new gradients",
+    ),
+    Figure(
+        "torch backward / fused backward into .grad",
+        "torch embedding_dense_backward",
+        "fused (accumulate_into)",
+        ">= 3",
+        "fused adds into caller-owned gradients",
+    ),
+)
+
+
+def _met(target: str, value: float) -> str:
+    if not target:
+        return ""
+    op, bound = target.split()
+    met = value >= float(bound) if op == ">=" else value <= float(bound)
+    return f"{target}: {'met' if met else 'MISSED'}"
+
+
+def _checked(name: str, call, expected: np.ndarray, atol: float = 0.0):
+    result = peers.as_numpy(call())
+    difference = float(np.max(np.abs(result.astype(np.float64) - expected), initial=0.0))
+    if difference > atol:
+        raise AssertionError(f"{name} differs from the reference by {difference:.3g}; not timed")
+    return call
+
+
+def forward_calls(include_compile: bool = True) -> dict:
+    """Every BERT-base forward contender, each checked against its reference."""
+    tables, ids, types = make_inputs(BERT_BASE)
+    shape = (BERT_BASE.batch, BERT_BASE.seq, BERT_BASE.hidden)
+    expected = embed(tables, ids, types, method="gather")  # itself bit-tested against a loop
+    normed = embed(tables, ids, types, method="gather", layer_norm=True)
+    out, out_norm = np.empty(shape, np.float32), np.empty(shape, np.float32)
+    half = make_inputs(replace(BERT_BASE, dtype="bfloat16"))[0]
+    out_half = np.empty(shape, half.dtype)
     calls = {
-        "copy": CopyReference(out.shape, tables.dtype),
-        "fused (out=)": lambda: embed(tables, input_ids, token_type_ids, out=out),
-        "fused": lambda: embed(tables, input_ids, token_type_ids),
-        "gather (out=)": lambda: embed(tables, input_ids, token_type_ids, method="gather", out=out),
-        "fused+LN (out=)": lambda: embed(
-            tables, input_ids, token_type_ids, out=out, layer_norm=True
-        ),
-        "fused+LN": lambda: embed(tables, input_ids, token_type_ids, layer_norm=True),
+        "copy": CopyReference(shape, np.float32),
+        "copy (non-temporal)": CopyReference(shape, np.float32, nontemporal=True),
+        "fused (out=)": lambda: embed(tables, ids, types, out=out),
+        "fused": lambda: embed(tables, ids, types),
+        "fused+LN (out=)": lambda: embed(tables, ids, types, out=out_norm, layer_norm=True),
+        "fused+LN": lambda: embed(tables, ids, types, layer_norm=True),
+        "fused bf16 (out=)": lambda: embed(half, ids, types, out=out_half),
     }
-    normalised = {"fused+LN (out=)", "fused+LN"}
-    for name in available_peers():
-        peer = make_peer(name, tables)
-        calls[name] = lambda peer=peer: peer(input_ids, token_type_ids)
-    for name in available_peers(layer_norm=True):
-        peer = make_peer(name, tables)
-        calls[name] = lambda peer=peer: peer(input_ids, token_type_ids)
-        normalised.add(name)
-    for name, call in calls.items():  # warm up: compile, fault pages in, check
-        result = as_numpy(call())
-        if name == "copy":
+    wanted = [p for p in peers.available_peers() if include_compile or p != "torch-compile"]
+    for name in wanted:
+        peer = peers.make_peer(name, tables)
+        calls[name] = lambda peer=peer: peer(ids, types)
+    for name in peers.available_peers(layer_norm=True):
+        peer = peers.make_peer(name, tables)
+        calls[name] = lambda peer=peer: peer(ids, types)
+    if "onnxruntime-embedlayernorm" in calls:
+        bound = peers.onnxruntime_embed_layer_norm_bound(tables, ids, types)
+        calls["onnxruntime-embedlayernorm (bound)"] = bound
+    for name, call in calls.items():
+        if name.startswith("copy"):
             continue
-        if name in normalised:
-            if not np.allclose(result, expected_norm, rtol=0, atol=LAYER_NORM_CHECK_ATOL):
-                raise AssertionError(f"{name} disagrees with gather + LayerNorm; not timing it")
-        elif not np.array_equal(result, expected):
-            raise AssertionError(f"{name} disagrees with gather; refusing to time it")
-    return _interleaved_medians(calls, rounds, progress)
+        if "bf16" in name:
+            _checked(name, call, contenders_reference_half(half, ids, types))
+        elif "LN" in name or "layernorm" in name:
+            _checked(name, call, normed.astype(np.float64), contenders.LAYER_NORM_ATOL)
+        else:
+            _checked(name, call, expected.astype(np.float64), 1e-6 if "compile" in name else 0)
+    return calls
 
 
-def small_call_seconds(calls: int = 5000) -> float:
-    """Median latency of one public-API call at batch 1 x seq 128, ``out=`` given."""
-    tables, input_ids, _ = make_inputs(SMALL_CALL)
-    out = np.empty((1, SMALL_CALL.seq, SMALL_CALL.hidden), tables.dtype)
-    embed(tables, input_ids, out=out)
-    return float(
-        np.median(timeit.repeat(lambda: embed(tables, input_ids, out=out), number=1, repeat=calls))
+def contenders_reference_half(tables, ids, types) -> np.ndarray:
+    """bfloat16 tables: widen, add in float32, round once (what every method promises)."""
+    wide = [t.astype(np.float32) for t in (tables.token, tables.segment, tables.position)]
+    total = (wide[0][ids] + wide[1][types]) + wide[2][np.arange(ids.shape[1])]
+    return total.astype(tables.dtype).astype(np.float64)
+
+
+def backward_calls() -> dict:
+    """fused backward (new and accumulated gradients) and torch's, Zipf ids, checked."""
+    tables, _, types = make_inputs(BERT_BASE)
+    ids = zipf_ids(BERT_BASE.vocab, (BERT_BASE.batch, BERT_BASE.seq), seed=0)
+    shape = (BERT_BASE.batch, BERT_BASE.seq, BERT_BASE.hidden)
+    grad = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    into = EmbeddingGradients(
+        *(np.zeros(t.shape, np.float32) for t in (tables.token, tables.segment, tables.position))
     )
+    calls = {
+        "fused": lambda: embed_backward(tables, grad, ids, types),
+        "fused (accumulate_into)": lambda: embed_backward(
+            tables, grad, ids, types, accumulate_into=into
+        ),
+    }
+    expected = embed_backward(tables, grad, ids, types, method="gather").token
+    if not np.array_equal(calls["fused"]().token, expected):
+        raise AssertionError("fused backward differs from np.add.at; not timed")
+    torch_call = peers.torch_embedding_backward(tables, grad, ids, types)
+    if torch_call is not None:
+        torch_token = torch_call()[0]
+        if not np.allclose(torch_token, expected, rtol=1e-5, atol=1e-4):
+            raise AssertionError("torch's embedding_dense_backward differs; not timed")
+        calls["torch embedding_dense_backward"] = torch_call
+    return calls
+
+
+def small_call() -> Estimate:
+    """One public-API call at batch 1 x seq 128 x hidden 768 into ``out=``, validation included."""
+    tables, ids, _ = make_inputs(SMALL_CALL)
+    out = np.empty((1, SMALL_CALL.seq, SMALL_CALL.hidden), tables.dtype)
+    calls = {"small": lambda: embed(tables, ids, out=out)}
+    return interleave(calls, budget=3.0, target=0.01).estimate("small")
 
 
 _FIRST_CALL = textwrap.dedent("""
@@ -120,98 +235,77 @@ def first_call_seconds() -> tuple[float, float]:
     return imported, first
 
 
-def _verdict(name: str, value: float) -> str:
-    if name not in TARGETS:
-        return ""
-    op, target = TARGETS[name]
-    met = value >= target if op == ">=" else value <= target
-    return f"{op} {target:g}: {'met' if met else 'MISSED'}"
+def _rows(timings: Timings, figures) -> list[str]:
+    lines = []
+    for figure in figures:
+        if figure.numerator not in timings.samples or figure.denominator not in timings.samples:
+            lines.append(f"| {figure.name} | not measured (not installed) | {figure.target} | |")
+            continue
+        ratio = timings.ratio(figure.numerator, figure.denominator)
+        value, low, high = ratio.median, ratio.low, ratio.high
+        if figure.invert:
+            value, low, high = 1 / value, 1 / high, 1 / low
+        unstable = " ~" if ratio.unstable else ""
+        lines.append(
+            f"| {figure.name} | {value:.2f} [{low:.2f}, {high:.2f}]{unstable} | "
+            f"{_met(figure.target, value)} | {figure.note} |"
+        )
+    return lines
 
 
-def render(
-    medians: dict[str, float], small: float, first: tuple[float, float], command: str, rounds: int
-) -> str:
-    fused, fused_out, copy = medians["fused"], medians["fused (out=)"], medians["copy"]
-    figures = [
-        (
-            "fused (out=) / copy roofline",
-            copy / fused_out,
-            "fraction of a parallel copy of the output's bytes",
-        )
-    ]
-    for name in ("numpy-indexing", "torch-eager", "torch-compile"):
-        if name in medians:
-            figures.append(
-                (
-                    f"{name} / fused",
-                    medians[name] / fused,
-                    "how many times slower than fused (both allocate the output)",
-                )
-            )
-    if "fused+LN" in medians:
-        for name in ("onnxruntime-embedlayernorm", "torch-eager-layernorm"):
-            if name in medians:
-                figures.append(
-                    (
-                        f"{name} / fused+LN",
-                        medians[name] / medians["fused+LN"],
-                        "how many times slower than fused with in-kernel LayerNorm (both "
-                        "allocate the output)",
-                    )
-                )
-        figures.append(
-            (
-                "fused+LN (out=) / fused (out=)",
-                medians["fused+LN (out=)"] / fused_out,
-                "what the in-kernel LayerNorm costs over the sum alone (both write into "
-                "a preallocated array)",
-            )
-        )
+def _medians(timings: Timings) -> list[str]:
+    lines = []
+    for name in timings.samples:
+        e = timings.estimate(name)
+        lines.append(f"| {name} | {e.median * 1e3:.3f} ms | +-{e.half_width:.1%} |")
+    return lines
+
+
+def render(forward: Timings, backward: Timings, small: Estimate, first, command: str) -> str:
+    small_us = small.median * 1e6
     lines = [
-        "# Performance: the fused kernel, its roofline and the peers",
+        "# Performance: the fused kernels, their roofline and the peers",
         "",
         f"Generated by `{command}`; do not edit by hand.",
         "",
         "Machine: " + "; ".join(f"{k}: {v}" for k, v in machine.describe().items()) + ".",
         "",
-        f"BERT-base shape: batch {BERT_BASE.batch} x seq {BERT_BASE.seq}, hidden "
-        f"{BERT_BASE.hidden}, vocab {BERT_BASE.vocab}, float32, uniform random ids, both "
-        f"token types. Medians of {rounds} interleaved rounds in one process.",
+        f"BERT-base: batch {BERT_BASE.batch} x seq {BERT_BASE.seq}, hidden {BERT_BASE.hidden}, "
+        f"vocab {BERT_BASE.vocab}, float32 (and bfloat16 where named), uniform random ids for "
+        "the forward pass, Zipf ids for the backward. One timing engine: warm-up, samples of "
+        "at least 1 ms, contenders interleaved round by round in rotating order, medians with "
+        f"95% intervals; {forward.rounds} forward rounds in {forward.seconds:.0f} s, "
+        f"{backward.rounds} backward rounds in {backward.seconds:.0f} s. Ratios are medians of "
+        "per-round ratios with their 95% intervals (~: wider than +-10%).",
         "",
-        "| call | median |",
-        "|---|---:|",
-    ]
-    lines += [f"| {name} | {seconds * 1e3:.3f} ms |" for name, seconds in medians.items()]
-    lines += ["", "| figure | measured | target | note |", "|---|---:|---|---|"]
-    lines += [
-        f"| {name} | {value:.2f} | {_verdict(name, value)} | {note} |"
-        for name, value, note in figures
-    ]
-    small_us = small * 1e6
-    lines.append(
-        f"| small call, median us | {small_us:.1f} | "
-        f"{_verdict('small call, median us', small_us)} | batch 1 x seq 128 x hidden "
-        "768 through `kernels.embed(..., out=out)`, validation included |"
-    )
-    lines.append(
-        f"| first call in a fresh process, s | {first[1]:.3f} | well under 1 s | "
-        f"numba cache warm; `import kernels` itself took {first[0]:.3f} s |"
-    )
-    lines += [
+        "| figure | measured [95% CI] | target | note |",
+        "|---|---:|---|---|",
+        *_rows(forward, FORWARD_FIGURES),
+        *_rows(backward, BACKWARD_FIGURES),
+        f"| small call, median us | {small_us:.1f} [{small.low * 1e6:.1f}, "
+        f"{small.high * 1e6:.1f}] | {_met('<= 15', small_us)} | batch 1 x seq 128 x hidden 768 "
+        "through `kernels.embed(..., out=out)`, validation included |",
+        f"| first call in a fresh process, s | {first[1]:.3f} | | numba cache warm; "
+        f"`import kernels` itself took {first[0]:.3f} s |",
+        "",
+        "| call | median | 95% CI |",
+        "|---|---:|---:|",
+        *_medians(forward),
+        *_medians(backward),
         "",
         "**The roofline.** Any forward pass must write every output row and read as many "
         "bytes of table rows, so it cannot beat copying an array of the output's size once. "
-        "`copy` is that copy, run in parallel by numba into a preallocated array. "
-        "`fused (out=)` writes into a preallocated array too; `fused` and the peers allocate "
-        "their output, which on Linux adds page faults for fresh memory.",
-        "",
-        "**LayerNorm.** BERT's embedding layer ends in LayerNorm(sum). `fused+LN` is "
-        "`kernels.embed(..., layer_norm=True)`: the kernel normalises each row while it is "
-        "still in L1 (statistics in float64, two passes over the cached row), so it reads "
-        "and writes the same bytes as the sum alone. `onnxruntime-embedlayernorm` is "
-        "onnxruntime's fused `com.microsoft.EmbedLayerNormalization` op (CPU provider, "
-        "default threads, int32 ids converted inside the call); `torch-eager-layernorm` is "
-        "three `F.embedding` calls, two adds and `F.layer_norm`. Each is checked against "
-        f"gather + numpy LayerNorm within {LAYER_NORM_CHECK_ATOL:g} before it is timed.",
+        "`copy` is that copy, run in parallel by numba into a preallocated array; `copy "
+        "(non-temporal)` stores with streaming stores that skip reading each output line "
+        "first, the physical limit of writing. `fused (out=)` writes into a preallocated "
+        "array; `fused` and the peers allocate their output (ours from the output pool, "
+        "kernels.pool). Every contender was checked against the reference before timing.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def measure(rounds_budget: float, include_compile: bool = True, progress=None) -> str:
+    """Everything ``embench perf`` reports; the Markdown."""
+    forward = interleave(forward_calls(include_compile), budget=rounds_budget, progress=progress)
+    backward = interleave(backward_calls(), budget=rounds_budget / 2)
+    return forward, backward, small_call(), first_call_seconds()
