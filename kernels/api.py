@@ -22,6 +22,7 @@ from .validate import (
     check_grad_output,
     check_memory_budget,
     check_method,
+    check_method_dtype,
     check_norm_options,
     check_out_dtype,
     check_padding_idx,
@@ -120,6 +121,7 @@ def embed(
             tables.max_positions,
         )
     record = implementation(method)
+    check_method_dtype(method, record.dtypes, tables)
     options = {"memory_budget": memory_budget} if record.budgeted else {}
     shape = (*batch.shape, tables.hidden_size)
     result = OUTPUTS.empty(shape, out_dtype) if batch.out is None else batch.out
@@ -231,6 +233,7 @@ def embed_backward(
     padding_idx = check_padding_idx(padding_idx, tables.vocab_size)
     grad_dtype = check_grad_dtype(tables, grad_dtype)
     record = implementation(method)
+    check_method_dtype(method, record.dtypes, tables)
     options = {"memory_budget": memory_budget} if record.budgeted else {}
     if accumulate_into is not None:
         into = check_accumulate_into(tables, accumulate_into, grad.dtype, [("grad_output", grad)])

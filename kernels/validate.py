@@ -131,6 +131,15 @@ def check_accumulate_into(tables: EmbeddingTables, into, dtype: np.dtype, inputs
     return EmbeddingGradients(*checked)
 
 
+def check_method_dtype(method: str, dtypes: tuple[str, ...], tables: EmbeddingTables) -> None:
+    """The method takes tables of this dtype (its registry record lists the ones it does)."""
+    if tables.dtype.name not in dtypes:
+        raise TypeError(
+            f"method {method!r} does not take {tables.dtype} tables; it takes "
+            f"{', '.join(dtypes)}. Convert the tables or choose another method."
+        )
+
+
 def check_memory_budget(memory_budget) -> int:
     if isinstance(memory_budget, bool) or not isinstance(memory_budget, (int, np.integer)):
         raise TypeError(f"memory_budget is {type(memory_budget).__name__}; it must be an int.")
