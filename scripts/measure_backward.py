@@ -4,12 +4,12 @@
     .venv/bin/python scripts/measure_backward.py --alternatives  # plus the rejected designs
 
 BERT-base: batch 32 x seq 512, hidden 768, vocab 30522, float32, Zipf ids
-(exponent 1, ``kernels.backward.zipf_ids``), token types 0 then 1 for each half
-of a sequence, default positions. Every contender produces all three gradients.
-Each is checked against the naive reference first, warmed up, then timed in
-interleaved rounds (every contender once per round, in rotating order, so a
-noisy neighbour hits all of them alike); the table reports medians of one run
-in one process, and ratios of those medians.
+(exponent 1, ``kernels.bench.cases.zipf_ids``), token types 0 then 1 for each
+half of a sequence, default positions. Every contender produces all three
+gradients. Each is checked against the naive reference first, then timed by the
+one timing engine (``kernels.bench.timing.interleave``: interleaved rounds in
+rotating order, buffers re-zeroed untimed before a sample where a contender
+needs it); the table reports medians with 95% intervals and paired ratios.
 """
 
 from __future__ import annotations
@@ -18,9 +18,7 @@ import argparse
 import mmap
 import os
 import platform
-import statistics
 import sys
-import time
 
 import numpy as np
 from backward_alternatives import (  # beside this script
@@ -43,6 +41,7 @@ from kernels.bench import machine
 from kernels.bench.cases import BERT_BASE, zipf_ids
 from kernels.bench.reference import naive_embed_backward
 from kernels.bench.roofline import CopyReference
+from kernels.bench.timing import interleave
 
 POSITIONS, TYPES = BERT_BASE.max_positions, BERT_BASE.type_vocab
 
@@ -50,8 +49,6 @@ try:
     import torch
 except ImportError:
     torch = None
-
-PAUSE = 0.02  # seconds between timed calls
 
 
 def make_inputs(dtype=np.float32):
@@ -101,24 +98,6 @@ def check(name, gradients, reference, bitwise_reference, magnitudes, counts, bit
     return "bitwise" if bitwise else "within bound"
 
 
-def interleaved(contenders, repeats, before=None):
-    """Median seconds of each contender, timed in rotating order round by round."""
-    names = list(contenders)
-    seconds = {name: [] for name in names}
-    for round_ in range(repeats):
-        shift = round_ % len(names)
-        for name in names[shift:] + names[:shift]:
-            if before and name in before:
-                before[name]()
-            # Let the previous contender's thread pool (numba's TBB, torch's
-            # OpenMP) stop spinning, so it does not steal a core from this one.
-            time.sleep(PAUSE)
-            start = time.perf_counter()
-            contenders[name]()
-            seconds[name].append(time.perf_counter() - start)
-    return seconds
-
-
 def load_average() -> str:
     """The 1-, 5- and 15-minute load averages (Linux): is someone else using the cores?"""
     try:
@@ -130,7 +109,9 @@ def load_average() -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=21, help="timed rounds (default 21)")
+    parser.add_argument(
+        "--budget", type=float, default=60.0, help="seconds of interleaved rounds (default 60)"
+    )
     parser.add_argument("--alternatives", action="store_true", help="also time rejected designs")
     arguments = parser.parse_args(argv)
 
@@ -193,10 +174,10 @@ def main(argv=None) -> int:
         )
 
     load_before = load_average()
-    seconds = interleaved(contenders, arguments.repeats, before)
+    timings = interleave(contenders, budget=arguments.budget, setup=before)
     load_after = load_average()
-    median = {name: statistics.median(times) for name, times in seconds.items()}
-    fused = median["fused (kernels.embed_backward)"]
+    estimates = {name: timings.estimate(name) for name in contenders}
+    fused_name = "fused (kernels.embed_backward)"
 
     unique = len(np.unique(input_ids))
     top = np.bincount(input_ids.ravel()).max() / input_ids.size
@@ -211,22 +192,26 @@ def main(argv=None) -> int:
     described["platform"] += f" ({platform.release()})"
     print(" | ".join(f"{key}: {value}" for key, value in described.items()))
     print(
-        f"{arguments.repeats} interleaved rounds; times in ms; load average before "
-        f"{load_before}, after {load_after}\n"
+        f"{timings.rounds} interleaved rounds (kernels.bench.timing) in {timings.seconds:.0f} s; "
+        f"times in ms; load average before {load_before}, after {load_after}\n"
     )
-    print("| contender | median | min | max | median / fused | check |")
-    print("|---|---:|---:|---:|---:|---|")
-    for name, times in seconds.items():
+    print("| contender | median | 95% CI | / fused [95% CI] | check |")
+    print("|---|---:|---:|---:|---|")
+    for name, estimate in estimates.items():
+        ratio = timings.ratio(name, fused_name)
         print(
-            f"| {name} | {median[name] * 1e3:.2f} | {min(times) * 1e3:.2f} | "
-            f"{max(times) * 1e3:.2f} | {median[name] / fused:.2f}x | {checks[name]} |"
+            f"| {name} | {estimate.median * 1e3:.2f} | +-{estimate.half_width:.1%} | "
+            f"{ratio.median:.2f}x [{ratio.low:.2f}, {ratio.high:.2f}] | {checks[name]} |"
         )
     print()
-    gather = median["np.add.at x3 (method='gather')"] / fused
-    print(f"fused vs np.add.at: {gather:.1f}x faster (target >= 20x)")
+    gather = timings.ratio("np.add.at x3 (method='gather')", fused_name)
+    print(f"fused vs np.add.at: {gather.median:.1f}x faster [{gather.low:.1f}, {gather.high:.1f}]")
     if torch is not None:
-        speedup = median["torch embedding_dense_backward x3"] / fused
-        print(f"fused vs torch embedding_dense_backward: {speedup:.2f}x faster (target >= 3x)")
+        speedup = timings.ratio("torch embedding_dense_backward x3", fused_name)
+        print(
+            f"fused vs torch embedding_dense_backward: {speedup.median:.2f}x faster "
+            f"[{speedup.low:.2f}, {speedup.high:.2f}] (target >= 3x)"
+        )
     else:
         print("torch is not installed: pip install -e '.[peers]' to compare with it")
     return 0

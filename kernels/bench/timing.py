@@ -117,6 +117,7 @@ def interleave(
     max_rounds: int = 400,
     sample_seconds: float = 1e-3,
     progress: Callable[[int], None] | None = None,
+    setup: dict[str, Callable[[], object]] | None = None,
 ) -> Timings:
     """Time every call in interleaved rounds until each median is known within ``target``.
 
@@ -130,17 +131,27 @@ def interleave(
         least ``min_rounds`` are always taken, so a slow contender may overrun).
     target : float
         Stop once every contender's 95% interval is within +-target of its median.
+    setup : dict of name -> zero-argument callable, optional
+        Run before each of that contender's samples, untimed (e.g. re-zero the
+        buffers a call accumulates into); such a contender's sample is one call.
     """
+    setup = setup or {}
     started = time.perf_counter()
-    for call in calls.values():
+    for name, call in calls.items():
+        if name in setup:
+            setup[name]()
         call()
     timings = Timings({name: [] for name in calls})
-    timings.calls_per_sample = {n: _calibrate(c, sample_seconds) for n, c in calls.items()}
+    timings.calls_per_sample = {
+        n: 1 if n in setup else _calibrate(c, sample_seconds) for n, c in calls.items()
+    }
     names = list(calls)
     for round_number in range(max_rounds):
         shift = round_number % len(names)
         for name in names[shift:] + names[:shift]:
             call, count = calls[name], timings.calls_per_sample[name]
+            if name in setup:
+                setup[name]()
             start = time.perf_counter()
             for _ in range(count):
                 call()
