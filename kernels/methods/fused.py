@@ -17,6 +17,7 @@ import numpy as np
 from numba import prange
 
 from .._jit import parallel_kernel, reduction_helper, serial_kernel
+from .._streaming import VECTOR_BYTES, store_fence, stream32
 from ..tables import EmbeddingTables
 from ..validate import Batch, kernel_ids
 
@@ -30,6 +31,11 @@ BATCH_BLOCK = 64
 # 192 KiB 17.8 vs 20.5; 384 KiB 46 vs 29 (GNU OpenMP's pool wakes faster:
 # 96 KiB 8.1 vs 8.5).
 SERIAL_MAX_BYTES = 256 * 1024
+# Outputs at least this large are written with streaming stores (kernels/_streaming.py),
+# which skip reading each output line first: such an output does not stay in cache
+# anyway. Smaller ones, which the caller may read back from cache, are stored plainly.
+STREAM_MIN_BYTES = 16 * 2**20
+STREAMING = True  # measured choice, docs/FORWARD.md; off to compare
 
 
 def _sum_rows(token, segment, position, input_ids, token_type_ids, position_ids, out):
@@ -57,6 +63,44 @@ def _sum_rows(token, segment, position, input_ids, token_type_ids, position_ids,
 
 _sum_rows_parallel = parallel_kernel(_sum_rows)
 _sum_rows_serial = serial_kernel(_sum_rows)
+
+
+@parallel_kernel
+def _sum_rows_streaming(
+    token, segment, position, input_ids, token_type_ids, position_ids, head, lanes, flat_out
+):
+    """As :func:`_sum_rows`, into the flat output, with streaming stores.
+
+    Each row is summed into an L1-resident scratch row, then written: the first
+    ``head`` elements (up to the first 32-byte boundary) and the tail plainly,
+    the rest ``lanes`` at a time with 32-byte streaming stores. ``head`` is the
+    same for every row: a row's byte length is a multiple of 32 (the caller
+    checks). The values are those of :func:`_sum_rows`, bit for bit.
+    """
+    batch, seq = input_ids.shape
+    hidden = token.shape[1]
+    shared_types = token_type_ids.shape[0] == 1
+    shared_positions = position_ids.shape[0] == 1
+    batch_blocks = (batch + BATCH_BLOCK - 1) // BATCH_BLOCK
+    body_end = head + (hidden - head) // lanes * lanes
+    for block in prange(seq * batch_blocks):
+        s = block // batch_blocks
+        first = (block - s * batch_blocks) * BATCH_BLOCK
+        row = np.empty(hidden, token.dtype)
+        for b in range(first, min(first + BATCH_BLOCK, batch)):
+            token_row = token[input_ids[b, s]]
+            segment_row = segment[token_type_ids[0 if shared_types else b, s]]
+            position_row = position[position_ids[0 if shared_positions else b, s]]
+            for h in range(hidden):
+                row[h] = token_row[h] + segment_row[h] + position_row[h]
+            start = (b * seq + s) * hidden
+            for h in range(head):
+                flat_out[start + h] = row[h]
+            for h in range(head, body_end, lanes):
+                stream32(flat_out, start + h, row, h)
+            for h in range(body_end, hidden):
+                flat_out[start + h] = row[h]
+        store_fence()  # this block's streaming stores land before the kernel returns
 
 
 @reduction_helper
@@ -143,11 +187,29 @@ def _arguments(tables: EmbeddingTables, batch: Batch) -> tuple:
     )
 
 
+def _streaming_head(out: np.ndarray, hidden: int) -> int | None:
+    """Elements before the first 32-byte boundary of every row, or None: no streaming here."""
+    row_bytes = hidden * out.itemsize
+    if out.nbytes < STREAM_MIN_BYTES or row_bytes % VECTOR_BYTES or row_bytes < 2 * VECTOR_BYTES:
+        return None
+    misalignment = out.ctypes.data % VECTOR_BYTES
+    if misalignment % out.itemsize:
+        return None
+    return (VECTOR_BYTES - misalignment) % VECTOR_BYTES // out.itemsize
+
+
 def fused_sum(tables: EmbeddingTables, batch: Batch, out: np.ndarray) -> np.ndarray:
     """Compute the summed embeddings of ``batch`` into ``out`` with the numba kernel."""
-    if batch.num_tokens:
-        kernel = _sum_rows_serial if out.nbytes < SERIAL_MAX_BYTES else _sum_rows_parallel
-        kernel(*_arguments(tables, batch), out)
+    if not batch.num_tokens:
+        return out
+    head = _streaming_head(out, tables.hidden_size) if STREAMING else None
+    if head is not None:
+        lanes = VECTOR_BYTES // out.itemsize
+        _sum_rows_streaming(*_arguments(tables, batch), head, lanes, out.reshape(-1))
+    elif out.nbytes < SERIAL_MAX_BYTES:
+        _sum_rows_serial(*_arguments(tables, batch), out)
+    else:
+        _sum_rows_parallel(*_arguments(tables, batch), out)
     return out
 
 
