@@ -1,6 +1,7 @@
-"""Which numba threading layer the parallel kernels run on, decided at ``import kernels``.
+"""Which numba threading layer the parallel kernels run on, and how they are launched.
 
-The policy (measurements and rejected alternatives: docs/THREADING.md):
+The policy, applied at ``import kernels`` (measurements and rejected alternatives:
+docs/THREADING.md):
 
 - **TBB, found in the installed environment.** TBB is the one numba layer that is
   both thread-safe (eight Python threads may call a ``parallel=True`` kernel at
@@ -24,17 +25,28 @@ The policy (measurements and rejected alternatives: docs/THREADING.md):
   ``NUMBA_THREADING_LAYER_PRIORITY``, or a layer already started before
   ``import kernels`` are left alone; TBB is still made loadable, so asking for
   ``tbb`` or ``safe`` works in a virtual environment too.
-- **Fallback: numba's default** (OpenMP where it exists, else workqueue) when no
-  usable TBB is installed (platforms without a ``tbb`` wheel). It is not started
-  early, since a started GNU OpenMP layer breaks every fork child, even one whose
-  parent never ran a kernel; a forked child that inherits a started OpenMP layer
-  gets a warning naming the fix instead of dying silently.
+- **Without a usable TBB: numba's default, made safe.** numba picks OpenMP where
+  it exists, else workqueue. The layer is left to start lazily, since a started
+  GNU OpenMP layer breaks every fork child, even one whose parent never ran a
+  kernel. Every parallel kernel is launched through :func:`launch`
+  (``kernels._jit.parallel_kernel`` puts each one behind it), which
+
+  * takes a process-wide lock around the launch on a layer that is not
+    thread-safe (workqueue, or before numba has started a layer), so threads wait
+    for each other instead of aborting the interpreter;
+  * runs the serial compile of the same kernel in a process forked after its
+    parent started a layer that is not fork-safe (GNU OpenMP), with one
+    ``RuntimeWarning`` per process naming the faster fix (``pip install tbb``);
+  * takes nothing while TBB or OpenMP runs (both thread-safe): the guard costs
+    one flag test per call there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
+import site
 import sys
 import sysconfig
 import threading
@@ -58,23 +70,53 @@ _TBB_LIBRARY = {"linux": "libtbb.so.12", "darwin": "libtbb.12.dylib", "win32": "
 _lock = threading.Lock()
 _state: dict[str, object] = {}
 
+# How parallel kernels are launched in this process (see launch).
+# ``launch_direct`` is what kernels._jit.ParallelKernel tests on every call: True
+# once a thread-safe layer runs in a process that may use it.
+DIRECT, LOCKED, SERIAL = "direct", "locked", "serial"
+launch_direct = False
+_launch_mode: str | None = None  # None: decided again at the next launch
+_launch_lock = threading.Lock()
+
 
 def _tbb_library_name() -> str | None:
     return _TBB_LIBRARY.get("linux" if sys.platform.startswith("linux") else sys.platform)
 
 
+def _tbb_prefixes() -> list[str]:
+    """Installation prefixes whose ``lib/`` may hold TBB, best first, without repeats."""
+    prefixes = [sysconfig.get_path("data"), sys.prefix]
+    # A conda environment: conda's tbb package has no Python metadata to follow.
+    prefixes.append(os.environ.get("CONDA_PREFIX", ""))
+    # pip install --user; an unusual site module must not break import kernels.
+    with contextlib.suppress(Exception):
+        prefixes.append(site.getuserbase())
+    unique: list[str] = []
+    for prefix in prefixes:
+        if prefix and prefix not in unique:
+            unique.append(prefix)
+    return unique
+
+
 def _tbb_candidates(name: str):
-    """Paths where an installed ``tbb`` distribution may have put ``name``, best first."""
+    """Paths where an installed TBB may have put ``name``, best first.
+
+    The ``tbb`` distribution's own file list comes first: its RECORD names the
+    library relative to the ``site-packages`` it was installed into, which is
+    right for venv, ``--user`` and ``--prefix`` installs alike. Then the ``lib/``
+    of this interpreter's prefix, an active conda environment (``$CONDA_PREFIX``)
+    and the user base. ``pip install --target`` keeps only the wheel's Python
+    files and drops its ``lib/``, so nothing can be found after it.
+    """
     try:
         distribution = metadata.distribution("tbb")
     except metadata.PackageNotFoundError:
         distribution = None
     if distribution is not None:
-        # The wheel's own file list: right for venvs, --user and --prefix installs alike.
         for file in distribution.files or ():
             if file.name == name:
                 yield Path(distribution.locate_file(file))
-    for prefix in (sysconfig.get_path("data"), sys.prefix):
+    for prefix in _tbb_prefixes():
         for folder in ("lib", os.path.join("Library", "bin")):
             yield Path(prefix, folder, name)
 
@@ -115,8 +157,24 @@ def _load_tbb() -> tuple[ctypes.CDLL | None, str]:
     return None, "; ".join(failures)
 
 
+def _openmp_vendor() -> str:
+    try:
+        from numba.np.ufunc import omppool
+    except ImportError:
+        return "unknown"
+    return str(getattr(omppool, "openmp_vendor", "unknown"))
+
+
 def _is_fork_safe(layer: str) -> bool:
-    return layer in FORK_SAFE_LAYERS or (layer == "omp" and not sys.platform.startswith("linux"))
+    # numba's rule: OpenMP is fork-safe except GNU OpenMP (what numba's Linux wheels link).
+    if layer in FORK_SAFE_LAYERS:
+        return True
+    if layer != "omp":
+        return False
+    vendor = _openmp_vendor()
+    if vendor == "unknown":
+        return not sys.platform.startswith("linux")
+    return vendor != "GNU"
 
 
 def _tbbpool_imports() -> bool:
@@ -129,31 +187,95 @@ def _tbbpool_imports() -> bool:
     return True
 
 
-def _warn_forked_child_on_unsafe_layer() -> None:
-    # numba's GNU OpenMP layer stops only the direct children of the process that
-    # started it (its check is ``getppid() == pid that started the layer``), so
-    # warn in those and not again in their own children.
-    if _state.get("inherited_layer"):
-        return
-    layer = _started_layer()
-    _state["inherited_layer"] = layer
-    if layer is not None and not _is_fork_safe(layer):
-        warnings.warn(
-            f"kernels: this process was forked after its parent started numba's {layer!r} "
-            "threading layer (GNU OpenMP), which numba stops with SIGTERM in a forked child "
-            "at the first parallel kernel. Use the TBB layer (pip install tbb, leave "
-            "NUMBA_THREADING_LAYER unset) or start workers with "
-            "multiprocessing.get_context('spawn').",
-            RuntimeWarning,
-            stacklevel=1,
-        )
-
-
 def _started_layer() -> str | None:
     try:
         return numba.threading_layer()
     except ValueError:  # numba has not started a layer yet
         return None
+
+
+def launch(kernel, args: tuple):
+    """Run ``kernel`` (a ``kernels._jit.ParallelKernel``) on ``args`` as this process must.
+
+    The slow path of ``ParallelKernel.__call__``, never reached while
+    ``launch_direct`` is set: the serial twin in a child forked from a fork-unsafe
+    layer, the dispatcher under ``_launch_lock`` on a layer that is not
+    thread-safe (or before numba has chosen one), the dispatcher alone otherwise.
+    """
+    mode = _launch_mode or _decide()
+    if mode == SERIAL:
+        if not _state.get("serial_warned"):
+            _warn_serial_fallback()
+        return kernel.serial(*args)
+    if mode == DIRECT:
+        return kernel.dispatcher(*args)
+    with _launch_lock:
+        result = kernel.dispatcher(*args)
+    if _launch_mode is None:
+        _decide()  # that launch may have started the layer
+    return result
+
+
+def _decide() -> str:
+    """The launch mode for this process; LOCKED, not remembered, until a layer starts."""
+    global _launch_mode, launch_direct
+    if _state.get("forked_from"):
+        mode = SERIAL
+    else:
+        layer = _started_layer()
+        if layer is None:
+            # numba chooses at the first parallel launch: until then assume the worst.
+            return LOCKED
+        mode = DIRECT if layer in THREAD_SAFE_LAYERS else LOCKED
+    _launch_mode = mode
+    launch_direct = mode == DIRECT
+    return mode
+
+
+def launch_mode() -> str:
+    """How parallel kernels are launched in this process, and why."""
+    mode = _launch_mode or _decide()
+    layer = _started_layer()
+    if mode == SERIAL:
+        return (
+            f"serial: forked after the parent started {_state['forked_from']!r}, "
+            "which is not fork-safe"
+        )
+    if layer is None:
+        return "locked until numba starts a layer"
+    if mode == LOCKED:
+        return f"locked: the {layer!r} layer is not thread-safe"
+    return f"direct: the {layer!r} layer is thread-safe"
+
+
+def _after_fork_in_child() -> None:
+    global _launch_lock, _launch_mode, launch_direct
+    # A thread of the parent may have held the lock at the fork; it does not exist here.
+    _launch_lock = threading.Lock()
+    _state.pop("serial_warned", None)  # once per process
+    if _state.get("forked_from"):
+        return  # forked from a process that was itself such a child: still serial
+    layer = _started_layer()
+    if layer is not None and not _is_fork_safe(layer):
+        # numba would stop this process (SIGTERM) at its first parallel launch, and
+        # GNU OpenMP could not run one here anyway: the serial kernels run instead.
+        _state["forked_from"] = layer
+        _launch_mode = SERIAL
+        launch_direct = False
+
+
+def _warn_serial_fallback() -> None:
+    _state["serial_warned"] = True
+    warnings.warn(
+        f"kernels: this process was forked after its parent started numba's "
+        f"{_state['forked_from']!r} threading layer (GNU OpenMP), which cannot run in a "
+        "forked child, so its parallel kernels run serially here (correct, one core "
+        "each). For parallel kernels in forked workers install TBB (pip install tbb, "
+        "leave NUMBA_THREADING_LAYER unset) or start workers with "
+        "multiprocessing.get_context('spawn').",
+        RuntimeWarning,
+        stacklevel=4,  # the caller of the kernel
+    )
 
 
 def configure() -> str:
@@ -177,7 +299,8 @@ def configure() -> str:
         else:
             tbb_problem = None
         _state.update(
-            tbb=f"interface {tbb_version} from {source}" if tbb_problem is None else tbb_problem
+            tbb=f"interface {tbb_version} from {source}" if tbb_problem is None else tbb_problem,
+            tbb_usable=tbb_problem is None,
         )
 
         user_choice = str(numba.config.THREADING_LAYER).lower()
@@ -196,9 +319,10 @@ def configure() -> str:
             else:
                 _state["policy"] = "tbb: thread- and fork-safe"
         else:
-            _state["policy"] = "fallback: numba's default (no usable TBB)"
+            _state["policy"] = "fallback: numba's default, guarded (no usable TBB)"
         if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=_warn_forked_child_on_unsafe_layer)
+            os.register_at_fork(after_in_child=_after_fork_in_child)
+        _decide()
         return active_layer()
 
 
@@ -210,8 +334,14 @@ def active_layer() -> str:
     return f"not started (numba will choose: {numba.config.THREADING_LAYER})"
 
 
+def tbb_usable() -> bool:
+    """Whether a TBB that numba accepts was found and loaded (TBB may still not be the layer)."""
+    configure()
+    return bool(_state["tbb_usable"])
+
+
 def policy() -> dict[str, str]:
-    """How the layer was chosen, for :func:`kernels.machine.describe`."""
+    """How the layer was chosen and kernels are launched, for ``machine.describe``."""
     configure()
     layer = _started_layer()
     unknown = "unknown until numba starts a layer"
@@ -219,6 +349,7 @@ def policy() -> dict[str, str]:
         "threading policy": str(_state["policy"]),
         "layer thread-safe": unknown if layer is None else str(layer in THREAD_SAFE_LAYERS),
         "layer fork-safe": unknown if layer is None else str(_is_fork_safe(layer)),
+        "parallel launches": launch_mode(),
         "tbb": str(_state["tbb"]),
     }
 

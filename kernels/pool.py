@@ -21,6 +21,7 @@ Buffers are kept per size (a loop asks for the same shape again), and at most
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from collections import OrderedDict
@@ -123,5 +124,13 @@ class OutputPool:
                 del self._free[nbytes]
 
 
+    def _after_fork_in_child(self) -> None:
+        # A thread of the parent may have held the lock at the fork; it does not
+        # exist in the child, so the lock would never be released there.
+        self._lock = threading.Lock()
+
+
 OUTPUTS = OutputPool()
 configure = OUTPUTS.configure
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=OUTPUTS._after_fork_in_child)

@@ -5,6 +5,14 @@ this guards against do not raise: numba's workqueue layer aborts the interpreter
 when two threads enter a parallel kernel at once, and under GNU OpenMP numba
 stops every forked child that calls one, so a fork ``Pool`` waits forever.
 
+The battery (threads, fork pools, a spawn pool, a fork while threads run kernels)
+runs on whatever layer this environment gives: TBB where it is installed, else
+numba's default (GNU OpenMP on Linux). ``NUMBA_THREADING_LAYER`` set around
+pytest (``workqueue``, ``omp``) is handed to the battery's scenarios, which is how
+``.ci/threading-without-tbb`` runs it a second and third time without TBB; the
+scenarios that test the policy itself set their own. Assertions about TBB itself
+skip where no usable TBB is installed.
+
 The subprocesses share one empty numba cache (``NUMBA_CACHE_DIR``): the first one
 compiles the fused method's parallel kernel, so the fused calls below really run
 it (a cache entry written by its serial twin could stand in for it otherwise).
@@ -15,8 +23,8 @@ the threading layer itself is exercised in every thread and every child.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -24,12 +32,14 @@ import textwrap
 
 import pytest
 
-# The guarantee rests on the TBB layer, whose wheel pyproject.toml pins for Linux
-# x86_64 only; elsewhere kernels falls back to numba's default (docs/THREADING.md).
-pytestmark = pytest.mark.skipif(
-    not (sys.platform.startswith("linux") and platform.machine() == "x86_64"),
-    reason="the tbb wheel is pinned for Linux x86_64 only",
-)
+from kernels import _threading
+
+TBB = _threading.tbb_usable()
+NO_TBB = f"needs a usable TBB: {_threading.policy()['tbb']}"
+# The layer the battery runs on: the one asked for around pytest, else the policy's.
+BATTERY_LAYER = os.environ.get("NUMBA_THREADING_LAYER", "default").lower()
+CAN_FORK = "fork" in multiprocessing.get_all_start_methods()
+needs_fork = pytest.mark.skipif(not CAN_FORK, reason="no fork() on this platform")
 
 # Seconds per scenario. A cold cache compiles the kernels (about 5 s here); a
 # hang is what the limit catches, so it is generous for a loaded CI machine.
@@ -39,18 +49,68 @@ COMMON = """
 import json, multiprocessing, os, sys, threading, warnings
 import numpy as np
 import kernels
-import kernels.machine
 from kernels import _threading
-from kernels.equivalence import Reference
-from kernels.roofline import CopyReference
+try:  # kernels.bench since the package was split into core and bench
+    from kernels.bench.reference import Reference
+except ImportError:
+    from kernels.equivalence import Reference
+try:
+    from kernels.bench.roofline import CopyReference
+except ImportError:
+    from kernels.roofline import CopyReference
 
-# 8 x 64 x 128 float32 = 256 KiB, above fused.SERIAL_MAX_BYTES: the parallel kernel.
+# 8 x 64 x 128 float32 = 256 KiB, at the fused kernels' parallel threshold (and
+# above the backward one): the parallel kernels run.
 SHAPE = (8, 64, 128)
 TABLES = kernels.EmbeddingTables.random(1000, SHAPE[2], max_positions=64, seed=1)
 RNG = np.random.default_rng(2)
 IDS = RNG.integers(0, 1000, SHAPE[:2])
 TYPES = RNG.integers(0, 2, SHAPE[:2])
+GRAD = RNG.standard_normal(SHAPE).astype(np.float32)
 REFERENCE = Reference(TABLES, IDS, TYPES)
+
+
+def _layer_norm(x, weight, bias, eps):
+    x = x.astype(np.float64)
+    mean = x.mean(-1, keepdims=True)
+    variance = ((x - mean) ** 2).mean(-1, keepdims=True)
+    return (x - mean) / np.sqrt(variance + eps) * weight + bias
+
+
+def _backward_reference():
+    token = np.zeros(TABLES.token.shape)
+    segment = np.zeros(TABLES.segment.shape)
+    position = np.zeros(TABLES.position.shape)
+    flat = GRAD.reshape(-1, SHAPE[2]).astype(np.float64)
+    np.add.at(token, IDS.ravel(), flat)
+    np.add.at(segment, TYPES.ravel(), flat)
+    np.add.at(position, np.tile(np.arange(SHAPE[1]), SHAPE[0]), flat)
+    return token, segment, position
+
+
+NORMED = _layer_norm(REFERENCE.naive, TABLES.norm_weight, TABLES.norm_bias, TABLES.norm_eps)
+GRADS = _backward_reference()
+
+# Hostile tables: inf and NaN in rows the batch reads. Each method's answer is
+# computed once, by prepare(), in a process's main thread before any concurrency;
+# every concurrent call must return the same.
+_token, _position = TABLES.token.copy(), TABLES.position.copy()
+_token[IDS[0, 0], 3] = np.inf
+_position[5, 7] = np.nan
+HOSTILE = kernels.EmbeddingTables(token=_token, segment=TABLES.segment, position=_position)
+HOSTILE_EXPECTED = {}
+_prepared = threading.Lock()
+
+
+def prepare():
+    # Without the lock once done: a fork while another thread held it would leave
+    # the child waiting for ever.
+    if len(HOSTILE_EXPECTED) == len(kernels.METHODS):
+        return
+    with _prepared:
+        if not HOSTILE_EXPECTED:
+            answers = {m: kernels.embed(HOSTILE, IDS, TYPES, method=m) for m in kernels.METHODS}
+            HOSTILE_EXPECTED.update(answers)
 
 
 def check(method, preallocated):
@@ -59,13 +119,37 @@ def check(method, preallocated):
     agreement = REFERENCE.compare(method, y)
     assert agreement.ok, agreement
     copy = CopyReference(SHAPE, np.float32)  # runs the parallel copy once
-    assert np.all(copy.destination == 1)
+    assert np.array_equal(copy.destination, copy.source)
+
+
+def check_more(method):
+    # LayerNorm (the fused method's second parallel kernel).
+    y = kernels.embed(TABLES, IDS, TYPES, method=method, layer_norm=True)
+    np.testing.assert_allclose(y, NORMED, rtol=1e-4, atol=1e-4, err_msg=method)
+    # Backward (the fused method's two parallel kernels).
+    if method in kernels.BACKWARD_METHODS:
+        grads = kernels.embed_backward(TABLES, GRAD, IDS, TYPES, method=method)
+        for got, want in zip(grads, GRADS):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=method)
+    # Hostile input: refused by name before any kernel runs, or the same answer.
+    bad = IDS.copy()
+    bad[1, 2] = 1000
+    try:
+        kernels.embed(TABLES, bad, TYPES, method=method)
+    except (IndexError, ValueError) as error:
+        assert "input_ids" in str(error), error
+    else:
+        raise AssertionError(f"{method}: an out-of-range id was accepted")
+    y = kernels.embed(HOSTILE, IDS, TYPES, method=method)
+    np.testing.assert_array_equal(y, HOSTILE_EXPECTED[method], err_msg=method)
 
 
 def check_all(round=0):
+    prepare()
     for method in kernels.METHODS:
         check(method, preallocated=round % 2 == 1)
-    return os.getpid(), _threading.active_layer()
+        check_more(method)
+    return os.getpid(), _threading.active_layer(), _threading.launch_mode().split(":")[0]
 
 
 def run_threads(count=8, rounds=3):
@@ -88,16 +172,57 @@ def run_threads(count=8, rounds=3):
     assert not errors, errors
 
 
-def run_pool(context, workers=2, tasks=4):
+def threads_task(round):
+    # A pool task that itself calls every method from four threads at once.
+    run_threads(count=4, rounds=1)
+    return check_all(round)
+
+
+def run_pool(context, workers=2, tasks=4, task=check_all):
     with multiprocessing.get_context(context).Pool(workers) as pool:
-        results = pool.map_async(check_all, range(tasks)).get(timeout=120)
+        results = pool.map_async(task, range(tasks)).get(timeout=180)
     assert len(results) == tasks
-    return sorted({layer for _, layer in results})
+    return sorted({(layer, mode) for _, layer, mode in results})
+
+
+def in_background_threads(function, count=4):
+    # Threads that run the parallel kernels without pause while function() runs.
+    # Only those, into preallocated outputs: a fork while another thread is inside
+    # OpenBLAS (the onehot and concat methods' matmul) leaves the child stuck in
+    # OpenBLAS, and one while a thread holds the output pool's lock (allocating
+    # calls) would leave it waiting on that lock, whatever numba does.
+    stop = threading.Event()
+    errors = []
+
+    def work(index):
+        try:
+            while not stop.is_set():
+                check("fused", preallocated=True)
+        except BaseException as error:
+            errors.append(repr(error))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    try:
+        return function()
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        assert not errors, errors
 
 
 def report(**fields):
-    print("RESULT " + json.dumps({"layer": _threading.active_layer(), **fields}))
+    print("RESULT " + json.dumps({
+        "layer": _threading.active_layer(),
+        "mode": _threading.launch_mode().split(":")[0],
+        "fork_safe": _threading.policy()["layer fork-safe"],
+        **fields,
+    }))
 """
+
+SERIAL_WARNING = "pip install tbb"
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +230,12 @@ def numba_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("numba-cache")
 
 
-def run_scenario(tmp_path, numba_cache, body: str, **environment) -> dict:
-    """Run COMMON + body as a script in a fresh interpreter; return its RESULT line."""
+def run_scenario(tmp_path, numba_cache, body: str, layer: str | None = BATTERY_LAYER) -> dict:
+    """Run COMMON + body as a script in a fresh interpreter; return its RESULT line.
+
+    ``layer`` is the ``NUMBA_THREADING_LAYER`` it runs under ("default" or None:
+    unset, the policy's choice).
+    """
     script = tmp_path / "scenario.py"
     script.write_text(COMMON + "\nif __name__ == '__main__':\n" + textwrap.indent(body, "    "))
     env = {
@@ -114,7 +243,9 @@ def run_scenario(tmp_path, numba_cache, body: str, **environment) -> dict:
         for key, value in os.environ.items()
         if key not in ("NUMBA_THREADING_LAYER", "NUMBA_THREADING_LAYER_PRIORITY")
     }
-    env.update(NUMBA_CACHE_DIR=str(numba_cache), PYTHONFAULTHANDLER="1", **environment)
+    env.update(NUMBA_CACHE_DIR=str(numba_cache), PYTHONFAULTHANDLER="1")
+    if layer not in (None, "default"):
+        env["NUMBA_THREADING_LAYER"] = layer
     # A session of its own, so that a hung Pool's children are killed with it.
     process = subprocess.Popen(
         [sys.executable, str(script)],
@@ -142,78 +273,201 @@ def run_scenario(tmp_path, numba_cache, body: str, **environment) -> dict:
     return result
 
 
-def test_default_policy_is_the_tbb_layer(tmp_path, numba_cache):
-    result = run_scenario(
-        tmp_path,
-        numba_cache,
-        "report(policy=_threading.policy(), describe=kernels.machine.describe())\n",
+def check_battery_layer(result: dict) -> None:
+    """The battery ran on the layer asked for, or the policy's; never 'serial' itself."""
+    if BATTERY_LAYER in ("tbb", "omp", "workqueue"):
+        assert result["layer"] == BATTERY_LAYER
+    elif BATTERY_LAYER == "default" and TBB:
+        assert result["layer"] == "tbb", (
+            f"the TBB layer did not load though TBB is usable: {_threading.policy()}"
+        )
+    else:
+        assert result["layer"] in ("tbb", "omp", "workqueue")
+    thread_safe = result["layer"] in _threading.THREAD_SAFE_LAYERS
+    assert result["mode"] == ("direct" if thread_safe else "locked")
+
+
+def expected_children(result: dict) -> list[list[str]]:
+    """What forked children report: the parent's layer; serial where it is not fork-safe."""
+    if result["fork_safe"] == "True":
+        return [[result["layer"], result["mode"]]]
+    return [[result["layer"], "serial"]]
+
+
+def check_fork_warning(result: dict, children: list) -> None:
+    serial = any(mode == "serial" for _, mode in children)
+    # One warning per child process that ran serially; none where nothing did.
+    assert (SERIAL_WARNING in result["stderr"]) == serial, result["stderr"][-2000:]
+
+
+def test_default_policy(tmp_path, numba_cache):
+    body = (
+        "before = _threading.launch_mode()\n"
+        "check('fused', False)\n"
+        "report(before=before, policy=_threading.policy())\n"
     )
-    assert result["layer"] == "tbb", (
-        "the TBB layer did not load: is the tbb package (a dependency in pyproject.toml) "
-        f"installed? {result['policy']}"
-    )
-    assert result["policy"]["layer thread-safe"] == "True"
-    assert result["policy"]["layer fork-safe"] == "True"
+    result = run_scenario(tmp_path, numba_cache, body, layer=None)
+    if TBB:
+        assert result["layer"] == "tbb", (
+            "the TBB layer did not load: is the tbb package (a dependency in pyproject.toml) "
+            f"installed? {result['policy']}"
+        )
+        assert result["policy"]["layer thread-safe"] == "True"
+        assert result["policy"]["layer fork-safe"] == "True"
+        assert result["before"].startswith("direct")
+        assert result["mode"] == "direct"
+        assert "tbb" in result["policy"]["threading policy"]
+    else:
+        # numba's default, started by the first kernel, under the lock until then.
+        assert "no usable TBB" in result["policy"]["threading policy"]
+        assert result["before"].startswith("locked until")
+        assert result["layer"] in ("omp", "workqueue")
+        assert result["mode"] == ("direct" if result["layer"] == "omp" else "locked")
+
+
+@pytest.mark.skipif(not TBB, reason=NO_TBB)
+def test_describe_reports_the_tbb_layer(tmp_path, numba_cache):
+    body = """
+try:
+    from kernels.bench.machine import describe
+except ImportError:
+    from kernels.machine import describe
+report(describe=describe())
+"""
+    result = run_scenario(tmp_path, numba_cache, body, layer=None)
     assert result["describe"]["numba threading layer"] == "tbb"
     assert "tbb" in result["describe"]["threading policy"]
+    assert result["describe"]["parallel launches"].startswith("direct")
 
 
 def test_eight_threads_call_every_method_at_once(tmp_path, numba_cache):
-    result = run_scenario(tmp_path, numba_cache, "run_threads()\nreport()\n")
-    assert result["layer"] == "tbb"
+    result = run_scenario(tmp_path, numba_cache, "prepare()\nrun_threads()\nreport()\n")
+    check_battery_layer(result)
 
 
+@needs_fork
 @pytest.mark.parametrize("parent", ["main thread", "eight threads"])
 def test_fork_pool_after_the_parent_ran_every_method(tmp_path, numba_cache, parent):
     # The parent starts the layer and runs every method before it forks; in the
     # second case its own threads have used the layer too (as a threaded server
-    # that later forks workers would).
+    # that later forks workers would). Half the tasks run threads in the child.
     body = "check_all()\n"
     if parent == "eight threads":
         body += "run_threads(rounds=1)\n"
-    body += "report(children=run_pool('fork'))\n"
+    body += "report(children=run_pool('fork'), threaded=run_pool('fork', task=threads_task))\n"
     result = run_scenario(tmp_path, numba_cache, body)
-    assert result["children"] == ["tbb"]
+    check_battery_layer(result)
+    assert result["children"] == result["threaded"] == expected_children(result)
+    check_fork_warning(result, result["children"])
+
+
+BATTERY_ON_TBB = BATTERY_LAYER in ("tbb", "safe", "threadsafe") or (
+    BATTERY_LAYER == "default" and TBB
+)
+
+
+@needs_fork
+@pytest.mark.skipif(
+    BATTERY_ON_TBB,
+    reason="TBB cannot prepare a fork while another thread is inside a parallel kernel: "
+    "the child may hang in its first kernel (docs/THREADING.md, Caveats)",
+)
+def test_fork_pool_while_threads_run_kernels(tmp_path, numba_cache):
+    # Threads are inside kernels (and may hold the launch lock) when the parent
+    # forks: the children must neither inherit a held lock nor a broken layer.
+    body = "check_all()\nreport(children=in_background_threads(lambda: run_pool('fork')))\n"
+    result = run_scenario(tmp_path, numba_cache, body)
+    check_battery_layer(result)
+    assert result["children"] == expected_children(result)
 
 
 def test_spawn_pool_after_the_parent_ran_every_method(tmp_path, numba_cache):
     result = run_scenario(
         tmp_path, numba_cache, "check_all()\nreport(children=run_pool('spawn'))\n"
     )
+    check_battery_layer(result)
     # Spawned children import kernels afresh and apply the same policy.
-    assert result["children"] == ["tbb"]
+    assert result["children"] == [[result["layer"], result["mode"]]]
+    assert SERIAL_WARNING not in result["stderr"]
 
 
 def test_an_explicit_layer_choice_is_respected(tmp_path, numba_cache):
-    body = "before = _threading.active_layer()\ncheck('fused', False)\nreport(before=before)\n"
-    result = run_scenario(tmp_path, numba_cache, body, NUMBA_THREADING_LAYER="workqueue")
+    body = (
+        "before = _threading.active_layer()\n"
+        "mode = _threading.launch_mode()\n"
+        "check('fused', False)\n"
+        "report(before=before, mode_before=mode)\n"
+    )
+    result = run_scenario(tmp_path, numba_cache, body, layer="workqueue")
     assert result["before"].startswith("not started")
+    assert result["mode_before"].startswith("locked")
     assert result["layer"] == "workqueue"
+    assert result["mode"] == "locked"
 
 
+@pytest.mark.skipif(not TBB, reason=NO_TBB)
 def test_the_safe_layer_loads_in_a_virtual_environment(tmp_path, numba_cache):
     # numba's own name for "fork- and thread-safe": it needs TBB, which numba
     # cannot find in a virtual environment unless kernels has loaded it.
     body = "check('fused', False)\nreport()\n"
-    result = run_scenario(tmp_path, numba_cache, body, NUMBA_THREADING_LAYER="safe")
+    result = run_scenario(tmp_path, numba_cache, body, layer="safe")
     assert result["layer"] == "tbb"
+    assert result["mode"] == "direct"
 
 
-def test_a_child_forked_from_gnu_openmp_is_warned(tmp_path, numba_cache):
+@needs_fork
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="GNU OpenMP is Linux's")
+def test_a_child_forked_from_gnu_openmp_computes_serially(tmp_path, numba_cache):
+    # numba stops such a child with SIGTERM at its first parallel kernel; kernels
+    # runs the serial kernels there instead, warns once, and so do grandchildren.
     body = """
-check('fused', False)
+check_all()
+if _threading._openmp_vendor() != "GNU":
+    report(skipped="OpenMP is not GNU's: " + _threading._openmp_vendor())
+    sys.exit(0)
+
+
+def child(depth):
+    for round in range(3):
+        check_all(round)
+    run_threads(count=4, rounds=1)
+    assert _threading.launch_mode().startswith("serial"), _threading.launch_mode()
+    if depth:
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                child(depth - 1)
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, status
+
+
 pid = os.fork()
-if pid == 0:  # the child calls no kernel (numba would stop it): it only warns
-    os._exit(0)
-os.waitpid(pid, 0)
-report()
+if pid == 0:
+    code = 1
+    try:
+        child(depth=1)
+        code = 0
+    finally:
+        os._exit(code)
+_, status = os.waitpid(pid, 0)
+report(child=os.waitstatus_to_exitcode(status))
 """
-    result = run_scenario(tmp_path, numba_cache, body, NUMBA_THREADING_LAYER="omp")
+    result = run_scenario(tmp_path, numba_cache, body, layer="omp")
+    if "skipped" in result:
+        pytest.skip(result["skipped"])
     assert result["layer"] == "omp"
-    assert "GNU OpenMP" in result["stderr"] and "spawn" in result["stderr"]
+    assert result["mode"] == "direct"  # the parent keeps its parallel layer
+    assert result["child"] == 0, result["stderr"][-3000:]
+    # Once per process however many calls it made: in the child, and in the
+    # grandchild unless Python's own once-per-location registry, inherited from
+    # the child, holds it back.
+    assert result["stderr"].count(SERIAL_WARNING) in (1, 2), result["stderr"][-3000:]
+    assert "GNU OpenMP" in result["stderr"]
 
 
 def test_configure_is_idempotent():
-    from kernels import _threading
-
     assert _threading.configure() == _threading.configure() == _threading.active_layer()
