@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: report check test lint calibrate clean
+.PHONY: report check test lint calibrate clean mutants
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ test: $(BIN)/.installed
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# Plant each bug of scripts/mutants_list.py in a temporary copy; every one must fail its tests.
+mutants: $(BIN)/.installed
+	$(BIN)/python scripts/mutants.py
 
 # The shipped report and the cost model behind method="auto" (run on a quiet machine).
 calibrate: $(BIN)/.installed

@@ -123,7 +123,6 @@ class OutputPool:
             if not buffers:
                 del self._free[nbytes]
 
-
     def _after_fork_in_child(self) -> None:
         # A thread of the parent may have held the lock at the fork; it does not
         # exist in the child, so the lock would never be released there.

@@ -23,7 +23,8 @@ def _point(method, vocab, seq, seconds, batch=4, hidden=32):
         "type_vocab": 2,
         "dtype": "float32",
     }
-    return {"method": method, "status": "measured", "median_s": seconds, "shape": shape}
+    # results.json schema 2 (docs/RESULTS.md): one point per shape, its contenders by name.
+    return {"shape": shape, "contenders": {method: {"status": "measured", "median_s": seconds}}}
 
 
 def test_fit_recovers_known_coefficients():

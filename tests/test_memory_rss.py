@@ -18,9 +18,11 @@ import subprocess
 import sys
 import textwrap
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
+from rules import assert_forward_matches
 
 import kernels
 from kernels.bench.cases import BERT_BASE, make_inputs
@@ -31,13 +33,14 @@ BATCH, SEQ, VOCAB, HIDDEN = 16, 512, 30522, 768
 # runs, and the allocator's page rounding. Measured here at 1.5-3.3 MiB above
 # the budget (the numpy buffers themselves fit it: test_memory_budget.py).
 RUNTIME_SLACK = 8 * MIB
+TESTS = str(Path(__file__).resolve().parent)  # rules.py, for the value check
 
 MEASURE = """
 import json, sys
 import numpy as np
 import kernels
 
-method, budget = sys.argv[1], int(sys.argv[2])
+method, budget, tests = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 BATCH, SEQ, VOCAB, HIDDEN = {shape}
 rng = np.random.default_rng(0)
 
@@ -70,20 +73,26 @@ def peak_rss():
 tables = kernels.EmbeddingTables(table(VOCAB), table(2), table(SEQ))
 ids = rng.integers(0, VOCAB, (BATCH, SEQ))
 types = rng.integers(0, 2, (BATCH, SEQ))
-out = np.ones((BATCH, SEQ, HIDDEN), np.float32)  # preallocated and paged in
+out = np.full((BATCH, SEQ, HIDDEN), np.nan, np.float32)  # preallocated, paged in, poisoned
 # Warm up on 256 tokens: compiled kernels, BLAS threads, the concat method's
 # stacked table (built once per EmbeddingTables, not per call).
 kernels.embed(tables, ids[:1, :256], types[:1, :256], method=method, memory_budget=budget)
 before, peak_before = rss(), peak_rss()
 kernels.embed(tables, ids, types, method=method, out=out, memory_budget=budget)
 print(json.dumps({{"before": before, "peak_before": peak_before, "peak_after": peak_rss()}}))
+# Measured; now the values, against the naive reference (its memory comes after the peak):
+# at this size the one-hot paths run in several chunks of the budget.
+sys.path.insert(0, tests)
+from rules import assert_forward_matches
+
+assert_forward_matches(out, tables, method, ids, types)
 """
 
 
 def measure_rss(method: str, budget: int) -> dict:
     script = MEASURE.format(shape=(BATCH, SEQ, VOCAB, HIDDEN))
     completed = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script), method, str(budget)],
+        [sys.executable, "-c", textwrap.dedent(script), method, str(budget), TESTS],
         capture_output=True,
         text=True,
         timeout=300,
@@ -138,10 +147,20 @@ PYTHON_OVERHEAD = 64 * 1024
 def test_fused_allocates_nothing_but_its_output(id_dtype):
     tables, input_ids, token_type_ids = make_inputs(BERT_BASE)
     input_ids, token_type_ids = input_ids.astype(id_dtype), token_type_ids.astype(id_dtype)
-    out = np.empty((BERT_BASE.batch, BERT_BASE.seq, BERT_BASE.hidden), tables.dtype)
+    out = np.full((BERT_BASE.batch, BERT_BASE.seq, BERT_BASE.hidden), np.nan, tables.dtype)
 
     with_out = traced_peak(lambda: kernels.fused(tables, input_ids, token_type_ids, out=out))
     assert with_out <= PYTHON_OVERHEAD
+    assert_forward_matches(out, tables, "fused", input_ids, token_type_ids)
 
+    # Without out=, the output pool (kernels.pool) hands the warm-up call's buffer
+    # back to the timed call, which then allocates nothing; with the pool off it
+    # allocates exactly its output.
     without_out = traced_peak(lambda: kernels.fused(tables, input_ids, token_type_ids))
-    assert out.nbytes <= without_out <= out.nbytes + PYTHON_OVERHEAD
+    assert without_out <= PYTHON_OVERHEAD
+    kernels.pool.configure(enabled=False)
+    try:
+        unpooled = traced_peak(lambda: kernels.fused(tables, input_ids, token_type_ids))
+    finally:
+        kernels.pool.configure(enabled=True)
+    assert out.nbytes <= unpooled <= out.nbytes + PYTHON_OVERHEAD

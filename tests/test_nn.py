@@ -205,7 +205,7 @@ def test_tensors_that_require_grad_are_accepted():
     )
     ids = torch.randint(0, 50, (2, 3))
     grad = torch.ones(2, 3, 9, requires_grad=True)
-    out = torch.empty(2, 3, 9)
+    out = torch.full((2, 3, 9), float("nan"))  # poisoned: every element must be written
     kernels.embed(tables, ids, out=out)
     np.testing.assert_array_equal(out.numpy(), naive_embed(tables, ids.numpy()))
     gradients = kernels.embed_backward(tables, grad, ids)

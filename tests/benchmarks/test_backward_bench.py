@@ -5,8 +5,9 @@ skew as in natural language); its rows are the four methods and, where torch is
 installed, ``torch.ops.aten.embedding_dense_backward`` for the three tables.
 With ``--benchmark-disable`` (the default in pyproject.toml) each function runs
 once as a smoke test. Every benchmark checks its result against the naive
-reference after timing, so a benchmark can never time a wrong answer: ``fused``
-and ``gather`` bit for bit, the others within ``n * eps * sum(|g|)`` per element.
+float64 loop *before* anything is timed, with the rules pinned in tests/rules.py
+(the bit-identical methods bit for bit, the others within ``n * eps * sum(|g|)``
+per element), so a wrong answer fails the test and no timing of it reaches the JSON.
 
     pytest tests/benchmarks/test_backward_bench.py --benchmark-enable --benchmark-only
     pytest ... --bench-full    # the full sweeps instead of the CI sizes
@@ -16,16 +17,13 @@ from functools import lru_cache
 
 import numpy as np
 import pytest
+from poison import embed_backward as poisoned_backward
+from rules import gradient_bound, is_bitwise
 
 from kernels import BACKWARD_METHODS, EmbeddingGradients, embed_backward
 from kernels.bench import cases
 from kernels.bench.cases import zipf_ids
 from kernels.bench.reference import naive_embed_backward
-
-# Pinned here, not imported from the package: which methods must equal the naive
-# reference bit for bit is a rule the tests hold the code to (README, "Equivalence").
-BITWISE_METHODS = ("gather", "fused")
-
 
 try:
     import torch
@@ -84,8 +82,7 @@ def _assert_matches(gradients, shape, distribution, bitwise):
             np.testing.assert_array_equal(ours, getattr(same_dtype, name))
         else:
             # n terms summed in any order: within (n - 1) u sum|g| of the exact sum.
-            bound = getattr(counts, name)[:, None] * np.finfo(ours.dtype).eps
-            bound = bound * getattr(magnitudes, name)
+            bound = gradient_bound(getattr(counts, name), getattr(magnitudes, name), ours.dtype)
             assert np.all(np.abs(ours - getattr(reference, name)) <= bound), name
 
 
@@ -108,13 +105,15 @@ def test_backward(benchmark, method, backward_case):
     def backward():
         return embed_backward(tables, grad, input_ids, token_type_ids, method=method)
 
-    backward()  # compile the exact specialisation timed
+    # Compile the exact specialisation timed, and check the result before any timing
+    # (allocations poisoned: a row a one-hot path never writes is NaN).
+    gradients = poisoned_backward(tables, grad, input_ids, token_type_ids, method=method)
+    _assert_matches(gradients, shape, distribution, bitwise=is_bitwise(method))
     _group(benchmark, shape, distribution, method)
     if method in ("onehot", "concat"):  # up to seconds at the big shapes
-        gradients = benchmark.pedantic(backward, rounds=3, iterations=1)
+        benchmark.pedantic(backward, rounds=3, iterations=1)
     else:
-        gradients = benchmark(backward)
-    _assert_matches(gradients, shape, distribution, bitwise=method in BITWISE_METHODS)
+        benchmark(backward)
 
 
 def test_backward_torch(benchmark, backward_case):
@@ -138,9 +137,9 @@ def test_backward_torch(benchmark, backward_case):
             )
         )
 
-    backward()
-    _group(benchmark, shape, distribution, "torch")
-    gradients = benchmark(backward)
+    gradients = backward()  # warm up, and check before any timing
     _assert_matches(
         EmbeddingGradients(*(g.numpy() for g in gradients)), shape, distribution, bitwise=False
     )
+    _group(benchmark, shape, distribution, "torch")
+    benchmark(backward)

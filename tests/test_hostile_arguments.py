@@ -1,0 +1,272 @@
+"""Hostile arguments, named case by case: refused by name, or computed right.
+
+Ids of every non-integer dtype, ids outside every table, shapes that do not fit,
+either byte order; ``out`` arrays that overlap an input, have the wrong layout
+or are unaligned; bad ``past_length``, ``method`` and ``memory_budget``;
+malformed tables; and the regressions this battery found. The contract is
+:func:`hostile.check_contract`.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+from hostile import GOOD_TABLES, HIDDEN, IDS, TABLES, VOCAB, check_contract
+from rules import budgeted_methods
+
+import kernels
+
+BUDGETED = budgeted_methods()
+
+# -- dtypes and shapes for every id argument ----------------------------------------------
+
+ID_ARGUMENTS = {
+    "input_ids": IDS,
+    "token_type_ids": np.zeros_like(IDS),
+    "position_ids": np.array([0, 1, 2]),
+}
+NOT_INTEGERS = {
+    "float16": lambda a: a.astype(np.float16),
+    "float32 NaN": lambda a: np.full(a.shape, np.nan, np.float32),
+    "float64 inf": lambda a: np.full(a.shape, np.inf),
+    "complex": lambda a: a.astype(np.complex128),
+    "datetime64": lambda a: a.astype("datetime64[s]"),
+    "timedelta64": lambda a: a.astype("timedelta64[s]"),
+    "bytes": lambda a: a.astype("S2"),
+    "str": lambda a: a.astype("U2"),
+    "bool": lambda a: a > 0,
+    "object of ints": lambda a: a.astype(object),
+    "object with None": lambda a: np.where(a > 0, None, 0).astype(object),
+    "structured": lambda a: np.zeros(a.shape, dtype=[("id", np.int64)]),
+    "python ints beyond uint64": lambda a: np.full(a.shape, 2**64, dtype=object).tolist(),
+}
+
+
+@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("argument", ID_ARGUMENTS)
+@pytest.mark.parametrize("case", NOT_INTEGERS)
+def test_ids_that_are_not_integers(method, argument, case):
+    value = NOT_INTEGERS[case](ID_ARGUMENTS[argument])
+    with pytest.raises(TypeError, match=argument):
+        kernels.embed(TABLES, **{**{"input_ids": IDS}, argument: value}, method=method)
+
+
+EXTREMES = {
+    "int64 min": np.iinfo(np.int64).min,
+    "uint64 max": np.iinfo(np.uint64).max,
+    "-1": -1,
+    "int32 max": np.iinfo(np.int32).max,
+}
+
+
+@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("argument", ["token_type_ids", "position_ids"])
+@pytest.mark.parametrize("extreme", EXTREMES)
+def test_extreme_ids_outside_every_table(method, argument, extreme):
+    value = ID_ARGUMENTS[argument].copy()
+    dtype = np.uint64 if extreme == "uint64 max" else np.int64
+    value = value.astype(dtype)
+    value.flat[-1] = EXTREMES[extreme]
+    with pytest.raises(IndexError, match=rf"{argument}\[.*is {EXTREMES[extreme]}"):
+        kernels.embed(TABLES, IDS, **{argument: value}, method=method)
+
+
+@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("argument", ["token_type_ids", "position_ids"])
+@pytest.mark.parametrize("shape", [(), (1, 2, 3), (2, 3, 1), (4,), (2, 4)])
+def test_id_shapes_that_do_not_fit(method, argument, shape):
+    with pytest.raises(ValueError, match=rf"{argument} has shape"):
+        kernels.embed(TABLES, IDS, **{argument: np.zeros(shape, np.int64)}, method=method)
+
+
+@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("byte_order", [">", "<"])
+@pytest.mark.parametrize("dtype", ["i2", "i4", "i8", "u4", "u8"])
+def test_ids_in_either_byte_order(method, byte_order, dtype):
+    dtype = np.dtype(byte_order + dtype)
+    y = check_contract(
+        method,
+        "input_ids",
+        input_ids=IDS.astype(dtype),
+        token_type_ids=np.ones_like(IDS).astype(dtype),
+        position_ids=np.array([7, 0, 3], dtype),
+    )
+    assert y is not None
+    bad = IDS.astype(dtype)
+    bad[1, 2] = VOCAB
+    with pytest.raises(IndexError, match=r"input_ids\[1, 2\].*is 10"):
+        kernels.embed(TABLES, bad, method=method)
+
+
+# -- out: what test_errors.py does not reach ---------------------------------------------
+
+
+def writable_table_base():
+    """Tables built from caller-owned writable arrays, and those arrays."""
+    token = np.array(TABLES.token)
+    tables = kernels.EmbeddingTables(token, TABLES.segment, TABLES.position)
+    return tables, token
+
+
+@pytest.mark.parametrize("method", kernels.METHODS)
+def test_out_overlapping_a_table_through_its_writable_base(method):
+    # The table is a read-only view, but the caller still holds the writable array.
+    tables, token = writable_table_base()
+    out = token.reshape(-1)[: 2 * 3 * HIDDEN].reshape(2, 3, HIDDEN)
+    with pytest.raises(ValueError, match=r"out overlaps tables\.token"):
+        kernels.embed(tables, IDS, method=method, out=out)
+
+
+@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("argument", ["token_type_ids", "position_ids"])
+def test_out_overlapping_other_ids(method, argument):
+    out = np.zeros((2, 3, HIDDEN), np.float32)
+    ids = out.view(np.int32)[:, :, 0]  # zeros: valid ids living inside out
+    if argument == "position_ids":
+        ids = ids[0]
+    with pytest.raises(ValueError, match=f"out overlaps {argument}"):
+        kernels.embed(TABLES, IDS, **{argument: ids}, method=method, out=out)
+
+
+BAD_OUTS = {
+    "Fortran order": (lambda: np.zeros((2, 3, HIDDEN), np.float32, order="F"), ValueError),
+    "byte-swapped float32": (lambda: np.zeros((2, 3, HIDDEN), ">f4"), TypeError),
+    "int32": (lambda: np.zeros((2, 3, HIDDEN), np.int32), TypeError),
+    "0-d": (lambda: np.zeros((), np.float32), ValueError),
+    "numpy scalar": (lambda: np.float32(0), TypeError),
+    "matrix": (lambda: np.asmatrix(np.zeros((6, HIDDEN), np.float32)), ValueError),
+    "2-D": (lambda: np.zeros((6, HIDDEN), np.float32), ValueError),
+}
+
+
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("case", BAD_OUTS)
+def test_bad_out(method, case):
+    make, error = BAD_OUTS[case]
+    with pytest.raises(error, match="out"):
+        kernels.embed(TABLES, IDS, method=method, out=make())
+
+
+@pytest.mark.parametrize("method", kernels.METHODS)
+def test_unaligned_out_is_written_correctly(method):
+    raw = np.zeros(2 * 3 * HIDDEN * 4 + 1, np.uint8)
+    out = raw[1:].view(np.float32).reshape(2, 3, HIDDEN)
+    assert not out.flags.aligned
+    assert check_contract(method, "out", out=out) is out
+
+
+# -- past_length, method, memory_budget ---------------------------------------------------
+
+
+@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("value", [np.int64(-1), np.int8(-128), -(2**70), -(2**63)], ids=repr)
+def test_negative_past_length(method, value):
+    with pytest.raises(ValueError, match=r"past_length is -\d+; it must be >= 0"):
+        kernels.embed(TABLES, IDS, past_length=value, method=method)
+
+
+@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize(
+    "value", [None, "1", 1.5, np.float64(1.0), 1 + 0j, np.bool_(True), [1]], ids=repr
+)
+def test_past_length_that_is_not_an_int(method, value):
+    with pytest.raises(TypeError, match="past_length"):
+        kernels.embed(TABLES, IDS, past_length=value, method=method)
+
+
+@pytest.mark.parametrize("value", [None, 1, b"fused", "Fused", ""], ids=repr)
+def test_unknown_method(value):
+    with pytest.raises(ValueError, match="method"):
+        kernels.embed(TABLES, IDS, method=value)
+
+
+@pytest.mark.parametrize("method", BUDGETED)
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [(-1, ValueError), (0, ValueError), (None, TypeError), (True, TypeError), ("1e9", TypeError)],
+    ids=repr,
+)
+def test_bad_memory_budget(method, value, error):
+    with pytest.raises(error, match="memory_budget"):
+        kernels.embed(TABLES, IDS, method=method, memory_budget=value)
+
+
+@pytest.mark.parametrize("method", BUDGETED)
+def test_huge_memory_budget_is_one_chunk(method):
+    check_contract(method, "memory_budget", memory_budget=2**70)
+
+
+# -- malformed tables ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("case", "value", "error"),
+    [
+        ("None", None, TypeError),
+        ("str", "table", TypeError),
+        ("dict", {"w": 1}, TypeError),
+        ("complex", np.zeros((VOCAB, HIDDEN), np.complex64), TypeError),
+        ("bool", np.zeros((VOCAB, HIDDEN), bool), TypeError),
+        ("object floats", np.zeros((VOCAB, HIDDEN), object), TypeError),
+        ("int8", np.zeros((VOCAB, HIDDEN), np.int8), TypeError),
+        ("uint64", np.zeros((VOCAB, HIDDEN), np.uint64), TypeError),
+        ("longdouble", np.zeros((VOCAB, HIDDEN), np.longdouble), TypeError),
+        ("byte-swapped float32", np.zeros((VOCAB, HIDDEN), ">f4"), TypeError),
+        ("0-d", np.float32(1), ValueError),
+        ("1-D", np.zeros(HIDDEN, np.float32), ValueError),
+        ("empty 2-D", np.zeros((0, 0), np.float32), ValueError),
+    ],
+)
+@pytest.mark.parametrize("name", ["token", "segment", "position"])
+def test_malformed_table(name, case, value, error):
+    with pytest.raises(error, match=name):
+        kernels.EmbeddingTables(**{**GOOD_TABLES, name: value})
+
+
+# -- regressions: bugs this battery found (ragged lists, masked ids, unhashable method) ---
+
+
+@pytest.mark.parametrize("argument", ["input_ids", "token_type_ids", "position_ids"])
+def test_ragged_nested_lists_are_refused_by_name(argument):
+    value = [[1, 2], [3]] if argument != "position_ids" else [[0, 1, 2], [0]]
+    with pytest.raises(ValueError, match=argument):
+        kernels.embed(TABLES, **{"input_ids": IDS, argument: value}, method="fused")
+
+
+@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("dtype", [np.int8, np.uint16, np.int32, np.int64])
+def test_masked_ids_hiding_a_bad_id(method, dtype):
+    data = IDS.astype(dtype)
+    data[1, 1] = 200 if np.dtype(dtype).kind == "u" else -5
+    mask = np.zeros(data.shape, bool)
+    mask[1, 1] = True  # the bad id is hidden from min() and max()
+    # The kernels read the data, mask or not: masked ids are refused outright
+    # (min() and max() would skip the hidden bad id; int8 wrapped around silently).
+    with pytest.raises(TypeError, match="input_ids is a masked array"):
+        kernels.embed(TABLES, np.ma.array(data, mask=mask), method=method)
+
+
+@pytest.mark.parametrize("name", ["token", "segment", "position"])
+def test_ragged_table_rows_are_refused_by_name(name):
+    with pytest.raises(ValueError, match=name):
+        kernels.EmbeddingTables(**{**GOOD_TABLES, name: [[0.0] * HIDDEN, [0.0]]})
+
+
+def test_unhashable_method_is_refused_by_name():
+    with pytest.raises(ValueError, match="method"):
+        kernels.embed(TABLES, IDS, method=["fused"])
+
+
+# -- the bounds-checked run is live -------------------------------------------------------
+
+
+@pytest.mark.skipif(not numba.config.BOUNDSCHECK, reason="only under NUMBA_BOUNDSCHECK=1")
+def test_boundscheck_is_compiled_in():
+    # A stale cache entry compiled without bounds checks would be loaded silently
+    # (numba's cache key ignores the flag): an out-of-bounds write must raise here.
+    from kernels.bench.roofline import _copy_rows
+
+    with pytest.raises((IndexError, SystemError)):
+        _copy_rows(np.ones((64, 4), np.float32), np.empty((2, 4), np.float32))
