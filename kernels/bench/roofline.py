@@ -14,7 +14,7 @@ import numpy as np
 from numba import prange
 
 from .._jit import parallel_kernel
-from .._streaming import ALIGNMENT, LANES, stream8
+from .streaming import ALIGNMENT, LANES, stream32
 
 
 @parallel_kernel
@@ -34,7 +34,7 @@ def _stream_copy(source, destination):
     chunks = source.size // _CHUNK_FLOATS
     for chunk in prange(chunks):
         for i in range(chunk * _CHUNK_FLOATS, (chunk + 1) * _CHUNK_FLOATS, LANES):
-            stream8(destination, i, source, i)
+            stream32(destination, i, source, i)
     for i in range(chunks * _CHUNK_FLOATS, source.size):  # the tail, plainly
         destination[i] = source[i]
 
@@ -54,7 +54,7 @@ class CopyReference:
         The output's shape ``(batch, seq, hidden)``.
     dtype : numpy dtype
     nontemporal : bool, default False
-        Store with streaming stores (:mod:`kernels._streaming`), which skip the
+        Store with streaming stores (:mod:`kernels.bench.streaming`), which skip the
         read-for-ownership of each output line: the limit of writing, below the
         plain copy that every forward call is compared with.
     """

@@ -17,7 +17,6 @@ import numpy as np
 from numba import prange
 
 from .._jit import parallel_kernel, reduction_helper, serial_kernel
-from .._streaming import VECTOR_BYTES, store_fence, stream32
 from ..tables import EmbeddingTables
 from ..validate import Batch, kernel_ids
 
@@ -31,11 +30,6 @@ BATCH_BLOCK = 64
 # 192 KiB 17.8 vs 20.5; 384 KiB 46 vs 29 (GNU OpenMP's pool wakes faster:
 # 96 KiB 8.1 vs 8.5).
 SERIAL_MAX_BYTES = 256 * 1024
-# Outputs at least this large are written with streaming stores (kernels/_streaming.py),
-# which skip reading each output line first: such an output does not stay in cache
-# anyway. Smaller ones, which the caller may read back from cache, are stored plainly.
-STREAM_MIN_BYTES = 16 * 2**20
-STREAMING = True  # measured choice, docs/FORWARD.md; off to compare
 
 
 def _sum_rows(token, segment, position, input_ids, token_type_ids, position_ids, out):
@@ -52,55 +46,43 @@ def _sum_rows(token, segment, position, input_ids, token_type_ids, position_ids,
     for block in prange(seq * batch_blocks):
         s = block // batch_blocks
         first = (block - s * batch_blocks) * BATCH_BLOCK
-        for b in range(first, min(first + BATCH_BLOCK, batch)):
+        last = min(first + BATCH_BLOCK, batch)
+        b = first
+        # Four rows at once: four token rows, read from random places in the table,
+        # stream in together, so four misses are in flight where one was (0.66 ->
+        # 0.82 of the copy at BERT-base; two rows 0.76, eight 0.35: docs/FORWARD.md).
+        while b + 3 < last:
+            t0 = token[input_ids[b, s]]
+            t1 = token[input_ids[b + 1, s]]
+            t2 = token[input_ids[b + 2, s]]
+            t3 = token[input_ids[b + 3, s]]
+            g0 = segment[token_type_ids[0 if shared_types else b, s]]
+            g1 = segment[token_type_ids[0 if shared_types else b + 1, s]]
+            g2 = segment[token_type_ids[0 if shared_types else b + 2, s]]
+            g3 = segment[token_type_ids[0 if shared_types else b + 3, s]]
+            p0 = position[position_ids[0 if shared_positions else b, s]]
+            p1 = position[position_ids[0 if shared_positions else b + 1, s]]
+            p2 = position[position_ids[0 if shared_positions else b + 2, s]]
+            p3 = position[position_ids[0 if shared_positions else b + 3, s]]
+            o0, o1, o2, o3 = out[b, s], out[b + 1, s], out[b + 2, s], out[b + 3, s]
+            for h in range(hidden):
+                o0[h] = t0[h] + g0[h] + p0[h]
+                o1[h] = t1[h] + g1[h] + p1[h]
+                o2[h] = t2[h] + g2[h] + p2[h]
+                o3[h] = t3[h] + g3[h] + p3[h]
+            b += 4
+        while b < last:  # the last one to three rows of the block, one at a time
             token_row = token[input_ids[b, s]]
             segment_row = segment[token_type_ids[0 if shared_types else b, s]]
             position_row = position[position_ids[0 if shared_positions else b, s]]
             out_row = out[b, s]
             for h in range(hidden):
                 out_row[h] = token_row[h] + segment_row[h] + position_row[h]
+            b += 1
 
 
 _sum_rows_parallel = parallel_kernel(_sum_rows)
 _sum_rows_serial = serial_kernel(_sum_rows)
-
-
-@parallel_kernel
-def _sum_rows_streaming(
-    token, segment, position, input_ids, token_type_ids, position_ids, head, lanes, flat_out
-):
-    """As :func:`_sum_rows`, into the flat output, with streaming stores.
-
-    Each row is summed into an L1-resident scratch row, then written: the first
-    ``head`` elements (up to the first 32-byte boundary) and the tail plainly,
-    the rest ``lanes`` at a time with 32-byte streaming stores. ``head`` is the
-    same for every row: a row's byte length is a multiple of 32 (the caller
-    checks). The values are those of :func:`_sum_rows`, bit for bit.
-    """
-    batch, seq = input_ids.shape
-    hidden = token.shape[1]
-    shared_types = token_type_ids.shape[0] == 1
-    shared_positions = position_ids.shape[0] == 1
-    batch_blocks = (batch + BATCH_BLOCK - 1) // BATCH_BLOCK
-    body_end = head + (hidden - head) // lanes * lanes
-    for block in prange(seq * batch_blocks):
-        s = block // batch_blocks
-        first = (block - s * batch_blocks) * BATCH_BLOCK
-        row = np.empty(hidden, token.dtype)
-        for b in range(first, min(first + BATCH_BLOCK, batch)):
-            token_row = token[input_ids[b, s]]
-            segment_row = segment[token_type_ids[0 if shared_types else b, s]]
-            position_row = position[position_ids[0 if shared_positions else b, s]]
-            for h in range(hidden):
-                row[h] = token_row[h] + segment_row[h] + position_row[h]
-            start = (b * seq + s) * hidden
-            for h in range(head):
-                flat_out[start + h] = row[h]
-            for h in range(head, body_end, lanes):
-                stream32(flat_out, start + h, row, h)
-            for h in range(body_end, hidden):
-                flat_out[start + h] = row[h]
-        store_fence()  # this block's streaming stores land before the kernel returns
 
 
 @reduction_helper
@@ -121,6 +103,22 @@ def _mean_and_inverse_std(row, eps):
         deviation = row[h] - mean
         squares += deviation * deviation
     return mean, 1.0 / np.sqrt(squares / row.size + eps)
+
+
+@serial_kernel
+def _normalise(row, sum_row, keep_sum, weight, bias, eps):
+    """LayerNorm of ``row`` in place (its sum copied to ``sum_row`` first with ``keep_sum``)."""
+    hidden = row.shape[0]
+    if keep_sum:
+        for h in range(hidden):
+            sum_row[h] = row[h]
+    mean, inverse_std = _mean_and_inverse_std(row, eps)
+    for h in range(hidden):
+        # Centre and scale in float64 (no cancellation), then round to the
+        # tables' dtype by storing, so the affine step runs at the dtype's
+        # vector width (measured 1.91x -> 1.65x the plain sum's time).
+        row[h] = (row[h] - mean) * inverse_std
+        row[h] = row[h] * weight[h] + bias[h]
 
 
 def _sum_norm_rows(
@@ -152,24 +150,39 @@ def _sum_norm_rows(
     for block in prange(seq * batch_blocks):
         s = block // batch_blocks
         first = (block - s * batch_blocks) * BATCH_BLOCK
-        for b in range(first, min(first + BATCH_BLOCK, batch)):
+        last = min(first + BATCH_BLOCK, batch)
+        b = first
+        while b + 3 < last:  # four rows summed at once, as in _sum_rows, then normalised
+            t0 = token[input_ids[b, s]]
+            t1 = token[input_ids[b + 1, s]]
+            t2 = token[input_ids[b + 2, s]]
+            t3 = token[input_ids[b + 3, s]]
+            g0 = segment[token_type_ids[0 if shared_types else b, s]]
+            g1 = segment[token_type_ids[0 if shared_types else b + 1, s]]
+            g2 = segment[token_type_ids[0 if shared_types else b + 2, s]]
+            g3 = segment[token_type_ids[0 if shared_types else b + 3, s]]
+            p0 = position[position_ids[0 if shared_positions else b, s]]
+            p1 = position[position_ids[0 if shared_positions else b + 1, s]]
+            p2 = position[position_ids[0 if shared_positions else b + 2, s]]
+            p3 = position[position_ids[0 if shared_positions else b + 3, s]]
+            o0, o1, o2, o3 = out[b, s], out[b + 1, s], out[b + 2, s], out[b + 3, s]
+            for h in range(hidden):
+                o0[h] = t0[h] + g0[h] + p0[h]
+                o1[h] = t1[h] + g1[h] + p1[h]
+                o2[h] = t2[h] + g2[h] + p2[h]
+                o3[h] = t3[h] + g3[h] + p3[h]
+            for r in range(4):
+                _normalise(out[b + r, s], sums[b + r, s], keep_sum, weight, bias, eps)
+            b += 4
+        while b < last:
             token_row = token[input_ids[b, s]]
             segment_row = segment[token_type_ids[0 if shared_types else b, s]]
             position_row = position[position_ids[0 if shared_positions else b, s]]
             row = out[b, s]
             for h in range(hidden):
                 row[h] = token_row[h] + segment_row[h] + position_row[h]
-            if keep_sum:
-                sum_row = sums[b, s]
-                for h in range(hidden):
-                    sum_row[h] = row[h]
-            mean, inverse_std = _mean_and_inverse_std(row, eps)
-            for h in range(hidden):
-                # Centre and scale in float64 (no cancellation), then round to the
-                # tables' dtype by storing, so the affine step runs at the dtype's
-                # vector width (measured 1.91x -> 1.65x the plain sum's time).
-                row[h] = (row[h] - mean) * inverse_std
-                row[h] = row[h] * weight[h] + bias[h]
+            _normalise(row, sums[b, s], keep_sum, weight, bias, eps)
+            b += 1
 
 
 _sum_norm_rows_parallel = parallel_kernel(_sum_norm_rows)
@@ -187,29 +200,11 @@ def _arguments(tables: EmbeddingTables, batch: Batch) -> tuple:
     )
 
 
-def _streaming_head(out: np.ndarray, hidden: int) -> int | None:
-    """Elements before the first 32-byte boundary of every row, or None: no streaming here."""
-    row_bytes = hidden * out.itemsize
-    if out.nbytes < STREAM_MIN_BYTES or row_bytes % VECTOR_BYTES or row_bytes < 2 * VECTOR_BYTES:
-        return None
-    misalignment = out.ctypes.data % VECTOR_BYTES
-    if misalignment % out.itemsize:
-        return None
-    return (VECTOR_BYTES - misalignment) % VECTOR_BYTES // out.itemsize
-
-
 def fused_sum(tables: EmbeddingTables, batch: Batch, out: np.ndarray) -> np.ndarray:
     """Compute the summed embeddings of ``batch`` into ``out`` with the numba kernel."""
-    if not batch.num_tokens:
-        return out
-    head = _streaming_head(out, tables.hidden_size) if STREAMING else None
-    if head is not None:
-        lanes = VECTOR_BYTES // out.itemsize
-        _sum_rows_streaming(*_arguments(tables, batch), head, lanes, out.reshape(-1))
-    elif out.nbytes < SERIAL_MAX_BYTES:
-        _sum_rows_serial(*_arguments(tables, batch), out)
-    else:
-        _sum_rows_parallel(*_arguments(tables, batch), out)
+    if batch.num_tokens:
+        kernel = _sum_rows_serial if out.nbytes < SERIAL_MAX_BYTES else _sum_rows_parallel
+        kernel(*_arguments(tables, batch), out)
     return out
 
 
