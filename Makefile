@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: report check test lint calibrate clean mutants
+.PHONY: report check test lint calibrate clean mutants gate-baseline gate
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,5 +34,18 @@ calibrate: $(BIN)/.installed
 	$(BIN)/embench report --out docs/report
 	cp docs/report/calibration.json kernels/calibration.json
 
+# The regression gate (docs/RESULTS.md): BERT-base, gather and fused, the LayerNorm peers,
+# each run normalised by its own copy roofline. `make gate-baseline` on main, then
+# `make gate` on the change: fails if a contender got 20% slower (CI excluding 1).
+GATE = $(BIN)/embench report --quick --vocab-sizes 30522 --seq-lens 512 --small-seq-lens none \
+	--batch-size 32 --methods gather fused --peers --budget 4
+
+gate-baseline: $(BIN)/.installed
+	$(GATE) --out .gate/base
+
+gate: $(BIN)/.installed
+	$(GATE) --out .gate/change
+	$(BIN)/embench compare .gate/base/results.json .gate/change/results.json --fail-above 0.2
+
 clean:
-	rm -rf $(VENV) .asv .benchmarks .pytest_cache .hypothesis
+	rm -rf $(VENV) .asv .benchmarks .pytest_cache .hypothesis .gate

@@ -249,7 +249,9 @@ def compare(arguments) -> int:
     if arguments.fail_above is not None:
         failing = comparing.failures(rows, arguments.fail_above)
         if failing:
-            names = ", ".join(f"{r['contender']} at {r['sweep']} {r['size']}" for r in failing)
+            names = ", ".join(
+                f"{r['contender']} ({r['change']:.2f}x over {r['points']} points)" for r in failing
+            )
             print(
                 f"embench compare: {len(failing)} got slower by more than "
                 f"{arguments.fail_above:.0%} (95% CI excluding 1): {names}",
@@ -294,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--budget", type=float, default=30.0, help="seconds of forward rounds (backward: half)"
     )
     perf_parser.add_argument(
-        "--no-compile", action="store_true", help="leave torch.compile out (it compiles ~20 s)"
+        "--no-compile", action="store_true", help="leave torch.compile out (compiles for seconds)"
     )
     perf_parser.add_argument(
         "--write", metavar="PATH", help="also write the Markdown to PATH (e.g. my-perf.md)"
@@ -320,8 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--peers",
         nargs="*",
         metavar="PEER",
-        help="outside implementations to time (default: every installed one; --quick "
-        "leaves out torch-compile); give none to time only ours",
+        help="outside implementations to time (default: every installed one); give none "
+        "to time only ours",
     )
     report_parser.add_argument("--batch-size", type=int)
     report_parser.add_argument("--hidden-size", type=int)
@@ -355,7 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--fail-above",
         type=float,
         metavar="R",
-        help="exit 1 if a contender got slower by more than R (0.25 = 25%%), CI excluding 1",
+        help="exit 1 if a contender got slower by more than R (0.2 = 20%%) over its points "
+        "(geometric mean), with its 95%% CI excluding 1",
     )
     compare_parser.set_defaults(run=compare)
     return parser

@@ -8,6 +8,7 @@ reference (or, for gradients, against numpy's scatter-add) before it is timed.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -261,7 +262,7 @@ def _medians(timings: Timings) -> list[str]:
     return lines
 
 
-def render(forward: Timings, backward: Timings, small: Estimate, first, command: str) -> str:
+def render(forward: Timings, backward: Timings, small: Estimate, first, load, command: str) -> str:
     small_us = small.median * 1e6
     lines = [
         "# Performance: the fused kernels, their roofline and the peers",
@@ -276,7 +277,9 @@ def render(forward: Timings, backward: Timings, small: Estimate, first, command:
         "at least 1 ms, contenders interleaved round by round in rotating order, medians with "
         f"95% intervals; {forward.rounds} forward rounds in {forward.seconds:.0f} s, "
         f"{backward.rounds} backward rounds in {backward.seconds:.0f} s. Ratios are medians of "
-        "per-round ratios with their 95% intervals (~: wider than +-10%).",
+        "per-round ratios with their 95% intervals (~: wider than +-10%). How noisy: "
+        f"1-minute load average {load[0]:.2f} before and {load[1]:.2f} after the run (2 "
+        "cores; nothing else was running); the intervals below say the rest.",
         "",
         "| figure | measured [95% CI] | target | note |",
         "|---|---:|---|---|",
@@ -304,8 +307,11 @@ def render(forward: Timings, backward: Timings, small: Estimate, first, command:
     return "\n".join(lines) + "\n"
 
 
-def measure(rounds_budget: float, include_compile: bool = True, progress=None) -> str:
-    """Everything ``embench perf`` reports; the Markdown."""
+def measure(rounds_budget: float, include_compile: bool = True, progress=None) -> tuple:
+    """Everything ``embench perf`` reports, for :func:`render`."""
+    load = [os.getloadavg()[0]]
     forward = interleave(forward_calls(include_compile), budget=rounds_budget, progress=progress)
     backward = interleave(backward_calls(), budget=rounds_budget / 2)
-    return forward, backward, small_call(), first_call_seconds()
+    small = small_call()
+    load.append(os.getloadavg()[0])
+    return forward, backward, small, first_call_seconds(), load

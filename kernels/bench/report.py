@@ -47,15 +47,13 @@ class Settings:
     def defaults(cls, quick: bool, **overrides) -> Settings:
         installed = tuple(peers.available_peers())
         if quick:
-            # torch.compile compiles anew for every shape (tens of seconds each):
-            # only the full report can afford it.
             settings = cls(
                 cases.QUICK_BASE,
                 cases.QUICK_VOCAB_SIZES,
                 cases.QUICK_SEQ_LENS,
                 cases.SMALL_SEQ_LENS[::2],
                 METHODS,
-                tuple(p for p in installed if p != "torch-compile"),
+                installed,
                 layer_norm=True,
                 budget=2.5,
                 skip_above=0.25,
