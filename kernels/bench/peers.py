@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 import warnings
 from collections.abc import Callable
 
@@ -26,6 +27,14 @@ from ..registry import BITWISE, BOUNDED, Implementation
 from ..tables import EmbeddingTables
 
 Peer = Callable[[np.ndarray, np.ndarray], object]
+
+# Fair interleaving: torch's OpenMP threads spin after each call by default and,
+# interleaved on few cores, steal the next contender's CPU (measured: fused
+# backward 26 ms after torch calls against 11.4 ms with OMP_WAIT_POLICY=PASSIVE;
+# torch's own times did not change). Set before torch starts its pool, in the
+# bench only, and only where the user has not chosen; onnxruntime's spinning is
+# switched off per session below for the same reason.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _numpy_indexing(tables: EmbeddingTables) -> Peer:

@@ -303,6 +303,11 @@ def render(forward: Timings, backward: Timings, small: Estimate, first, load, co
         "first, the physical limit of writing. `fused (out=)` writes into a preallocated "
         "array; `fused` and the peers allocate their output (ours from the output pool, "
         "kernels.pool). Every contender was checked against the reference before timing.",
+        "",
+        "**Fairness.** torch runs with `OMP_WAIT_POLICY=PASSIVE` and onnxruntime with "
+        "`session.intra_op.allow_spinning=0`: spinning thread pools otherwise steal the CPU "
+        "of whichever contender runs next in the interleaved rounds (kernels/bench/peers.py "
+        "has the measurement). Their own times did not change.",
     ]
     return "\n".join(lines) + "\n"
 
