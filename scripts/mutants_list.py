@@ -174,7 +174,7 @@ MUTANTS = [
     # -- validation ------------------------------------------------------------------------
     {
         "name": "validate-range-off-by-one",
-        "file": "kernels/validate.py",
+        "file": "kernels/validate/__init__.py",
         "old": "if value < 0 or value >= size:",
         "new": "if value < 0 or value > size:",
         "tests": ["tests/test_errors.py"],
@@ -182,7 +182,7 @@ MUTANTS = [
     },
     {
         "name": "validate-token-types-shape",
-        "file": "kernels/validate.py",
+        "file": "kernels/validate/__init__.py",
         "old": "if token_type_ids.shape != input_ids.shape:",
         "new": "if token_type_ids.shape[-1:] != input_ids.shape[-1:]:",
         "tests": ["tests/test_errors.py"],
@@ -190,7 +190,7 @@ MUTANTS = [
     },
     {
         "name": "validate-positions-shape",
-        "file": "kernels/validate.py",
+        "file": "kernels/validate/__init__.py",
         "old": "if position_ids.shape not in allowed:",
         "new": "if position_ids.shape[-1:] != (seq,):",
         "tests": ["tests/test_errors.py"],

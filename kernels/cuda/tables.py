@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..tables import EmbeddingTables
 from ._runtime import as_device, cuda
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -106,8 +107,6 @@ class DeviceTables:
 
     def to_host(self):
         """The tables back in host memory: a :class:`kernels.EmbeddingTables`."""
-        from ..tables import EmbeddingTables  # the core never imports this package
-
         return EmbeddingTables(**self.host_arrays())
 
     def host_arrays(self) -> dict:

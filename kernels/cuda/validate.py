@@ -1,6 +1,6 @@
 """Argument checks for the CUDA kernels: shapes and dtypes on the host, id ranges on the device.
 
-The messages are the CPU's (kernels/validate.py), so a bad input reads the same
+The messages are the CPU's (kernels/validate/), so a bad input reads the same
 whichever device computes. Ids may already be in GPU memory, where numpy
 cannot look at them, so the range check is a kernel: every out-of-range id
 lowers a per-array "first bad flat index" with an integer atomic min (exact and
