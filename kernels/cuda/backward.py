@@ -35,6 +35,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..validate.backward import check_padding_idx
 from ._runtime import SIMULATOR, as_device, cuda
 from .tables import DeviceTables
 from .validate import DeviceBatch, prepare
@@ -204,22 +205,6 @@ def _segment_sums_kernel(dtype: np.dtype):
     return segment_sums
 
 
-def _check_padding_idx(padding_idx, vocab_size: int) -> int | None:
-    if padding_idx is None:
-        return None
-    if isinstance(padding_idx, bool) or not isinstance(padding_idx, (int, np.integer)):
-        raise TypeError(
-            f"padding_idx is {type(padding_idx).__name__}; it must be None or an int "
-            f"in [0, {vocab_size}) (a row of the token table)."
-        )
-    if not 0 <= padding_idx < vocab_size:
-        raise ValueError(
-            f"padding_idx is {padding_idx}, out of range: it must satisfy "
-            f"0 <= padding_idx < {vocab_size} (vocab_size)."
-        )
-    return int(padding_idx)
-
-
 def _device_grad(grad_output, shape: tuple, dtype: np.dtype, stream):
     grad = as_device(grad_output, "grad_output")
     if grad is None:
@@ -262,7 +247,7 @@ def fused_backward(
     """
     hidden, dtype = tables.hidden_size, tables.dtype
     grad = _device_grad(grad_output, (*batch.shape, hidden), dtype, stream)
-    padding = _check_padding_idx(padding_idx, tables.vocab_size)
+    padding = check_padding_idx(padding_idx, tables.vocab_size)  # the CPU's check and message
     vocab, types = tables.vocab_size, tables.type_vocab_size
     rows = vocab + types + tables.max_positions
     grads = cuda.device_array((rows, hidden), dtype, stream=stream)
