@@ -64,14 +64,14 @@ def test_auto_validates_like_every_method():
 
 
 def test_shipped_rule_is_within_10_percent_of_the_fastest_on_the_measured_points():
-    """On every point the shipped report measured, auto's pick is within 10% of the best."""
+    """On every point the shipped report measured, auto's pick is within 10% of the best.
+
+    Or tied with it: their 95% intervals overlap (results.json schema 2).
+    """
     results = json.loads(RESULTS.read_text())
-    by_point = {}
-    for p in results["points"]:
-        by_point.setdefault((p["sweep"], p["size"]), []).append(p)
-    assert by_point
-    for key, points in by_point.items():
-        shape = points[0]["shape"]
+    assert results["schema"] == 2 and results["points"]
+    for point in results["points"]:
+        shape = point["shape"]
         choice = auto.choose(
             shape["batch"] * shape["seq"],
             shape["hidden"],
@@ -80,6 +80,14 @@ def test_shipped_rule_is_within_10_percent_of_the_fastest_on_the_measured_points
             shape["type_vocab"],
             shape["max_positions"],
         )
-        measured = {p["method"]: p["median_s"] for p in points if p["status"] == "measured"}
-        assert choice in measured, (key, choice, "was skipped as too slow")
-        assert measured[choice] <= 1.1 * min(measured.values()), (key, choice, measured)
+        ours = {
+            name: entry
+            for name, entry in point["contenders"].items()
+            if name in kernels.METHODS and entry["status"] == "measured"
+        }
+        key = (point["sweep"], point["size"])
+        assert choice in ours, (key, choice, "was not measured there")
+        best = min(ours.values(), key=lambda entry: entry["median_s"])
+        chosen = ours[choice]
+        tied = chosen["ci95_s"][0] <= best["ci95_s"][1]
+        assert chosen["median_s"] <= 1.1 * best["median_s"] or tied, (key, choice)
