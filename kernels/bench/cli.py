@@ -103,6 +103,10 @@ def bench_table(arguments) -> int:
 
 def perf(arguments) -> int:
     """Measure the fused kernel against the roofline and the peers; print or write Markdown."""
+    if arguments.device == "cuda":
+        from . import gpu_perf  # imports numba.cuda: only when asked for
+
+        return gpu_perf.main(["--no-compile"] if arguments.no_compile else [])
     from . import perf as performance
 
     print("embench perf: checking and timing at BERT-base (about a minute)", file=sys.stderr)
@@ -294,6 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     perf_parser.add_argument(
         "--budget", type=float, default=30.0, help="seconds of forward rounds (backward: half)"
+    )
+    perf_parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="cuda: the numba-cuda kernels against a device copy and torch (docs/GPU.md)",
     )
     perf_parser.add_argument(
         "--no-compile", action="store_true", help="leave torch.compile out (compiles for seconds)"

@@ -1,8 +1,8 @@
 """Time the CUDA kernels on a GPU against a device-to-device copy and torch; print Markdown.
 
-    NUMBA_ENABLE_CUDASIM=0 python scripts/gpu_perf.py            # < 4 minutes on an H100
-    python scripts/gpu_perf.py --no-compile                      # without torch.compile
-    NUMBA_ENABLE_CUDASIM=1 python scripts/gpu_perf.py --smoke    # the script itself, no GPU
+    embench perf --device cuda                                   # < 4 minutes on an H100
+    embench perf --device cuda --no-compile                      # without torch.compile
+    NUMBA_ENABLE_CUDASIM=1 python -m kernels.bench.gpu_perf --smoke   # the simulator
 
 Cases: BERT-base (batch 32 x seq 512, hidden 768, vocab 30522, float32) and a
 single 1 x 128 sequence, token ids drawn from Zipf's law (exponent 1, ranks
