@@ -7,7 +7,10 @@ so each graph carries its own roofline. ``LayerNorm`` times every method with
 people use instead, at the same shapes.
 """
 
+from dataclasses import replace
+
 from .common import (
+    DTYPES,
     FORWARD_METHODS,
     PEER_NAMES,
     SEQ_LENS,
@@ -105,4 +108,23 @@ class Peers(_Forward):
         self.call = peer_call(peer, SWEEP_BASE.with_seq(seq))
 
     def time_forward(self, peer, seq):
+        self.call()
+
+
+class Dtypes(_Forward):
+    """Every method and the copy per table dtype (float32, bfloat16) at batch 8 x seq 512.
+
+    16-bit tables halve the bytes read and written; every method widens them to
+    float32, adds there and rounds once, checked bit for bit before timing.
+    Skipped: bfloat16 before the dtype axis arrived; onehot and concat where
+    SeqSweep skips them.
+    """
+
+    params = (FORWARD_METHODS, DTYPES)
+    param_names = ("method", "dtype")
+
+    def setup(self, method, dtype):
+        self.call = forward_call(method, replace(SWEEP_BASE.with_seq(512), dtype=dtype))
+
+    def time_forward(self, method, dtype):
         self.call()

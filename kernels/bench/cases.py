@@ -56,6 +56,9 @@ VOCAB_SIZES = (1000, 8000, 30522, 100_000, 250_000)
 SEQ_LENS = (32, 64, 128, 256, 512, 1024, 2048)
 SWEEP_BASE = Shape(batch=8, seq=128, hidden=768, vocab=30522)
 
+# Table dtypes the asv suite and pytest-benchmark time side by side (the dtype axis).
+BENCH_DTYPES = ("float32", "bfloat16")
+
 # `embench report --quick`: the same sweeps, fewer points, a smaller batch.
 QUICK_BASE = Shape(batch=4, seq=128, hidden=768, vocab=30522)
 QUICK_VOCAB_SIZES = (1000, 8000, 30522)

@@ -16,6 +16,7 @@ element a method never writes cannot pass.
     embench bench-table b.json
 """
 
+import dataclasses
 from functools import lru_cache
 
 import numpy as np
@@ -26,6 +27,7 @@ from rules import SumReference
 import kernels
 from kernels.bench import cases, peers
 from kernels.bench.roofline import CopyReference
+from kernels.registry import REGISTRY
 
 
 def _shapes(full: bool) -> list[tuple[str, cases.Shape]]:
@@ -134,3 +136,37 @@ def test_copy_reference(benchmark, shape):
     _group(benchmark, shape)
     benchmark.extra_info["method"] = "copy"
     benchmark(copy)
+
+
+def _half_methods():
+    return [m for m in kernels.METHODS if "bfloat16" in REGISTRY[m].dtypes]
+
+
+@pytest.mark.parametrize("dtype", cases.BENCH_DTYPES)
+@pytest.mark.parametrize("method", _half_methods())
+def test_forward_dtype(benchmark, method, dtype):
+    """The dtype axis: each method at the CI base shape per table dtype, checked first.
+
+    16-bit tables: widened, added in float32, rounded once, the same bits for every
+    method (the rule is restated here, not taken from the package).
+    """
+    shape = dataclasses.replace(cases.CI_BASE, dtype=dtype)
+    tables, input_ids, token_type_ids = cases.make_inputs(shape)
+    out = nan_array((shape.batch, shape.seq, shape.hidden), tables.dtype)
+
+    def forward():
+        return kernels.embed(tables, input_ids, token_type_ids, method=method, out=out)
+
+    forward()
+    if tables.dtype.itemsize == 2:
+        wide = [t.astype(np.float32) for t in (tables.token, tables.segment, tables.position)]
+        summed = (wide[0][input_ids] + wide[1][token_type_ids]) + wide[2][np.arange(shape.seq)]
+        assert np.array_equal(out.view(np.uint16), summed.astype(tables.dtype).view(np.uint16))
+    else:
+        _reference(shape).check(method, out)
+    benchmark.group = f"dtypes {cases.CI_BASE.name.rsplit('-', 1)[0]}"
+    benchmark.extra_info.update(method=f"{method} {dtype}", shape=shape.name)
+    if method in ("onehot", "concat"):
+        benchmark.pedantic(forward, rounds=3, iterations=1)
+    else:
+        benchmark(forward)
