@@ -153,7 +153,7 @@ FORWARD_METHODS = (*METHODS, COPY)
 ONE_HOT_MAX_CELLS = 2**27
 
 # The outside peers, plain-sum then layer-norm ones, as this checkout's
-# kernels/peers.py names them (the grid, like the methods', must not depend on
+# kernels/bench/peers.py names them (the grid, like the methods', must not depend on
 # the commit under test or on what is installed: a peer whose libraries are
 # missing, or that the commit lacks, is skipped). torch-compile is left out: it
 # compiles anew for every shape, about 20 s each, in every setup process.

