@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..validate import _check_past_length  # the CPU's check and message
 from ._runtime import SIMULATOR, as_device, cuda, is_read_only, overlaps
 from .tables import DeviceTables
 
@@ -81,17 +82,6 @@ def _device_ids(name: str, value, stream):
         array = np.ascontiguousarray(array, dtype=dtype.newbyteorder("="))
         array = cuda.to_device(array, stream=stream)
     return array
-
-
-def _check_past_length(past_length) -> int:
-    if isinstance(past_length, bool) or not isinstance(past_length, (int, np.integer)):
-        raise TypeError(
-            f"past_length is {type(past_length).__name__}; it must be an int >= 0 "
-            "(the number of tokens already processed)."
-        )
-    if past_length < 0:
-        raise ValueError(f"past_length is {past_length}; it must be >= 0.")
-    return int(past_length)
 
 
 def _raise_out_of_range(name, ids, flat, ndim, size, size_name):
