@@ -224,7 +224,14 @@ def embed_backward(
     if getattr(tables, "device", None) == "cuda":
         function = _on_device(tables, method, grad_dtype, memory_budget, backward=True)
         return function(
-            tables, grad_output, input_ids, token_type_ids, position_ids, past_length, padding_idx
+            tables,
+            grad_output,
+            input_ids,
+            token_type_ids,
+            position_ids,
+            past_length,
+            padding_idx,
+            accumulate_into=accumulate_into,
         )
     method = check_method(method, BACKWARD_METHODS, auto=False)
     memory_budget = check_memory_budget(memory_budget)

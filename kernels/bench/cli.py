@@ -106,7 +106,8 @@ def perf(arguments) -> int:
     if arguments.device == "cuda":
         from . import gpu_perf  # imports numba.cuda: only when asked for
 
-        return gpu_perf.main(["--no-compile"] if arguments.no_compile else [])
+        options = ["--no-compile"] if arguments.no_compile else []
+        return gpu_perf.main(options + (["--write", arguments.write] if arguments.write else []))
     from . import perf as performance
 
     print("embench perf: checking and timing at BERT-base (about a minute)", file=sys.stderr)

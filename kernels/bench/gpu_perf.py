@@ -219,21 +219,25 @@ def run_case(label, batch_size, seq, vocab, hidden, positions, timer, args, budg
     contenders[("sum", "kernels.cuda, plain stores")] = lambda: kc.fused_sum(
         device, batch, out, store="plain", stream=stream
     )
-    if kc.forward.HAS_STREAMING_STORE:
+    if kc.HAS_STREAMING_STORE:
         contenders[("sum", "kernels.cuda, streaming stores")] = lambda: kc.fused_sum(
             device, batch, out, store="streaming", stream=stream
         )
     contenders[("sum", "kernels.cuda, prepare (range check, read-back)")] = lambda: kc.prepare(
         device, *batch, stream=stream
     )
-    reductions = ["shuffle", "shared"] if kc.forward.HAS_SHUFFLE else ["shared"]
+    reductions = ["shuffle", "shared"] if kc.HAS_SHUFFLE else ["shared"]
     for reduction in reductions:
         name = f"kernels.cuda, {reduction} reduction"
         contenders[("sum+LayerNorm", name)] = lambda r=reduction: kc.fused_sum_norm(
             device, batch, out, reduction=r, stream=stream
         )
-    contenders[("backward", "kernels.cuda, deterministic")] = lambda: kc.fused_backward(
+    contenders[("backward", "kernels.cuda, allocating")] = lambda: kc.fused_backward(
         device, batch, grad_device, stream=stream
+    )
+    into = kc.fused_backward(device, batch, grad_device, stream=stream)  # a .grad to add into
+    contenders[("backward", "kernels.cuda, accumulate_into")] = lambda: kc.fused_backward(
+        device, batch, grad_device, accumulate_into=into, stream=stream
     )
     torch_ones, note = torch_contenders(host, ids, not args.no_compile, budget_left)
     contenders.update(torch_ones)
@@ -259,6 +263,7 @@ def main(argv=None) -> int:
     parser.add_argument("--no-compile", action="store_true", help="leave torch.compile out")
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--smoke", action="store_true", help="tiny shapes, 2 rounds (simulator)")
+    parser.add_argument("--write", metavar="PATH", help="also write the Markdown to PATH")
     args = parser.parse_args(argv)
     began = time.perf_counter()
 
@@ -277,26 +282,32 @@ def main(argv=None) -> int:
     device_name = "simulator" if kc.SIMULATOR else cuda.get_current_device().name
     if isinstance(device_name, bytes):
         device_name = device_name.decode()
-    print(f"# kernels.cuda on {device_name}\n")
-    print(f"numba {__import__('numba').__version__}, numba.cuda {cuda.implementation}, ", end="")
-    print(f"{args.rounds} rounds x {INNER} calls, float32, Zipf ids\n")
-    print(
+    lines = [
+        f"# kernels.cuda on {device_name}\n",
+        f"numba {__import__('numba').__version__}, numba.cuda {cuda.implementation}, "
+        f"{args.rounds} rounds x {INNER} calls, float32, Zipf ids\n",
         "| case | operation | implementation | GPU us/call, median [95% CI] "
-        "| copy / this [95% CI] | us/call incl. launch |"
-    )
-    print("|---|---|---|---|---|---|")
+        "| copy / this [95% CI] | us/call incl. launch |",
+        "|---|---|---|---|---|---|",
+    ]
+    print("\n".join(lines), flush=True)
     notes = []
     for case in cases:
         rows, checks, note = run_case(*case, timer, args, budget_left)
         print("\n".join(rows), flush=True)
+        lines += rows
         notes.append((case[0], checks, note))
-    print()
+    tail = [""]
     for label, checks, note in notes:
-        for name, verdict in checks:
-            print(f"- {label}: {name}: {verdict}")
+        tail += [f"- {label}: {name}: {verdict}" for name, verdict in checks]
         if note:
-            print(f"- {label}: {note.strip()}")
-    print(f"\nwall time {time.perf_counter() - began:.0f} s")
+            tail.append(f"- {label}: {note.strip()}")
+    tail.append(f"\nwall time {time.perf_counter() - began:.0f} s")
+    print("\n".join(tail))
+    text = "\n".join(lines + tail) + "\n"
+    if args.write:
+        with open(args.write, "w") as handle:
+            handle.write(text)
     failed = any(verdict is False for _, checks, _ in notes for _, verdict in checks)
     return 1 if failed else 0
 

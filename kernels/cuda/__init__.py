@@ -41,13 +41,16 @@ def _patch_numpy(numpy=np) -> bool:
 
 _patch_numpy()
 
-from ._runtime import SIMULATOR, cuda  # noqa: E402  (after the shim: it may compile)
+from ._runtime import HAS_SHUFFLE, HAS_STREAMING_STORE, SIMULATOR, cuda  # noqa: E402  (after the shim: it may compile)
 from .backward import DeviceGradients, embed_backward, fused_backward  # noqa: E402
-from .forward import embed, fused_sum, fused_sum_norm  # noqa: E402
+from .forward import embed, fused_sum  # noqa: E402
+from .norm import fused_sum_norm  # noqa: E402
 from .tables import DeviceTables  # noqa: E402
 from .validate import DeviceBatch, prepare  # noqa: E402
 
 __all__ = [
+    "HAS_SHUFFLE",
+    "HAS_STREAMING_STORE",
     "SIMULATOR",
     "DeviceBatch",
     "DeviceGradients",

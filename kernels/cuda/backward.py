@@ -23,7 +23,7 @@ only:
 
 The cost that cannot go: a row read by ``n`` tokens is a chain of ``n``
 dependent additions (the segment rows: half the batch each). The loads of a
-chain are issued ``_UNROLL`` at a time and added in order, so that memory
+chain are issued ``UNROLL`` at a time and added in order, so that memory
 latency is paid once per group rather than once per token. Memory: a
 (chunks x rows) int32 table, 6 MiB at BERT-base (49152 entries, 31036 rows).
 """
@@ -38,7 +38,7 @@ import numpy as np
 from ..validate.backward import check_padding_idx
 from ._runtime import SIMULATOR, as_device, cuda
 from .tables import DeviceTables
-from .validate import DeviceBatch, prepare
+from .validate import DeviceBatch, check_out, prepare
 
 # One chunk per block, one entry per thread. The simulator runs a Python thread
 # per CUDA thread, so it gets small blocks (and still several chunks per test).
@@ -47,7 +47,7 @@ _SCAN_THREADS = 32 if SIMULATOR else 1024
 _THREADS = 32 if SIMULATOR else 256
 # Loads in flight per chain; 4 in the simulator so that the tests' short rows
 # exercise both the unrolled loop and its tail.
-_UNROLL = 4 if SIMULATOR else 16
+UNROLL = 4 if SIMULATOR else 16
 # Row blocks of the segmented sum: one per row on hardware; the simulator's
 # blocks loop over rows instead (fewer Python threads).
 _SIM_ROW_BLOCKS = 4
@@ -173,34 +173,50 @@ def _place(
 
 
 @cache
-def _segment_sums_kernel(dtype: np.dtype):
+def _segment_sums_kernel(dtype: np.dtype, unroll: int):
     zero = dtype.type(0)
 
     @cuda.jit
-    def segment_sums(grad, order, row_starts, row_counts, grads):
-        """``grads[r, h]`` = the sum of ``grad[t, h]`` over row ``r``'s tokens, in token order."""
+    def segment_sums(grad, order, row_starts, row_counts, accumulate, token, segment, position):
+        """Row ``r`` of the concatenated gradients = the sum of ``grad[t]`` over its tokens.
+
+        Each (row, column) is one thread's sum in token order, from zero or (with
+        ``accumulate``) from the value already there. The row's loads are issued
+        ``unroll`` at a time, the group's tail too (predicated), then added in order.
+        """
         seq = grad.shape[1]
-        hidden = grads.shape[1]
+        hidden = token.shape[1]
+        vocab = token.shape[0]
+        first_position = vocab + segment.shape[0]
+        rows = first_position + position.shape[0]
         h = cuda.blockIdx.y * cuda.blockDim.x + cuda.threadIdx.x
         if h < hidden:
-            loaded = cuda.local.array(_UNROLL, dtype.type)
-            for r in range(cuda.blockIdx.x, grads.shape[0], cuda.gridDim.x):
+            loaded = cuda.local.array(unroll, dtype.type)
+            for r in range(cuda.blockIdx.x, rows, cuda.gridDim.x):
+                total = zero
+                if accumulate:
+                    if r < vocab:
+                        total = token[r, h]
+                    elif r < first_position:
+                        total = segment[r - vocab, h]
+                    else:
+                        total = position[r - first_position, h]
                 start = row_starts[r]
                 count = row_counts[r]
-                total = zero
-                n = 0
-                while n + _UNROLL <= count:
-                    for u in range(_UNROLL):  # loads first, all in flight together
-                        t = order[start + n + u]
-                        loaded[u] = grad[t // seq, t % seq, h]
-                    for u in range(_UNROLL):  # then the additions, in token order
-                        total += loaded[u]
-                    n += _UNROLL
-                while n < count:
-                    t = order[start + n]
-                    total += grad[t // seq, t % seq, h]
-                    n += 1
-                grads[r, h] = total
+                for n in range(0, count, unroll):
+                    for u in range(unroll):  # loads first, all in flight together
+                        if n + u < count:
+                            t = order[start + n + u]
+                            loaded[u] = grad[t // seq, t % seq, h]
+                    for u in range(unroll):  # then the additions, in token order
+                        if n + u < count:
+                            total += loaded[u]
+                if r < vocab:
+                    token[r, h] = total
+                elif r < first_position:
+                    segment[r - vocab, h] = total
+                else:
+                    position[r - first_position, h] = total
 
     return segment_sums
 
@@ -224,8 +240,44 @@ def _device_grad(grad_output, shape: tuple, dtype: np.dtype, stream):
     return grad  # device arrays of any strides: the kernel indexes (b, s, h)
 
 
+def _accumulation_targets(tables: DeviceTables, accumulate_into, grad) -> DeviceGradients:
+    """The caller's three gradient arrays, checked as ``out=`` is (the CPU's names)."""
+    parts = tuple(accumulate_into) if isinstance(accumulate_into, (tuple, list)) else None
+    if parts is None or len(parts) != 3:
+        raise TypeError(
+            f"accumulate_into is {type(accumulate_into).__name__}; it must be a DeviceGradients "
+            "(or a tuple) of three CUDA arrays: token, segment and position gradients."
+        )
+    checked = []
+    named = [("grad_output", grad)]
+    for name, array, table in zip(
+        DeviceGradients._fields, parts, (tables.token, tables.segment, tables.position), strict=True
+    ):
+        label = f"accumulate_into.{name}"
+        checked.append(check_out(label, array, tuple(table.shape), tables.dtype, named))
+        named.append((label, checked[-1]))
+    return DeviceGradients(*checked)
+
+
+def _sort_buffers(rows: int, entries: int, stream) -> tuple:
+    chunks = max(1, -(-entries // _CHUNK))
+    return (
+        cuda.device_array(rows, np.int32, stream=stream),  # row counts
+        cuda.device_array(rows, np.int32, stream=stream),  # row starts
+        cuda.device_array(max(entries, 1), np.int32, stream=stream),  # order
+        cuda.device_array((chunks, rows), np.int32, stream=stream),  # chunk counts
+        cuda.device_array(max(entries, 1), np.int32, stream=stream),  # ranks
+    )
+
+
 def fused_backward(
-    tables: DeviceTables, batch: DeviceBatch, grad_output, padding_idx=None, *, stream=0
+    tables: DeviceTables,
+    batch: DeviceBatch,
+    grad_output,
+    padding_idx=None,
+    *,
+    accumulate_into=None,
+    stream=0,
 ) -> DeviceGradients:
     """Gradients of the three tables; bit-identical to the CPU ``fused`` backward.
 
@@ -238,29 +290,55 @@ def fused_backward(
         In the tables' dtype; device arrays of any layout are read in place.
     padding_idx : int, optional
         A token row whose gradient stays zero (torch's ``padding_idx``).
+    accumulate_into : DeviceGradients or tuple of three CUDA arrays, optional
+        Add the gradients into these (shaped like the tables, their dtype,
+        C-contiguous; torch ``.grad`` tensors work), each element in token order
+        after the value already there, as the CPU does; the ``padding_idx`` row
+        is left as it was. Nothing is allocated then: a training loop pays no
+        device allocation per step.
     stream : numba stream or 0
 
     Returns
     -------
     DeviceGradients
-        New device arrays, row views of one (vocab + types + positions, hidden) array.
+        New device arrays (row views of one array), or the arrays of ``accumulate_into``.
     """
     hidden, dtype = tables.hidden_size, tables.dtype
     grad = _device_grad(grad_output, (*batch.shape, hidden), dtype, stream)
     padding = check_padding_idx(padding_idx, tables.vocab_size)  # the CPU's check and message
-    vocab, types = tables.vocab_size, tables.type_vocab_size
-    rows = vocab + types + tables.max_positions
-    grads = cuda.device_array((rows, hidden), dtype, stream=stream)
-    entries = 3 * batch.num_tokens
-    row_counts = cuda.device_array(rows, np.int32, stream=stream)
-    row_starts = cuda.device_array(rows, np.int32, stream=stream)
-    order = cuda.device_array(max(entries, 1), np.int32, stream=stream)
-    ids = (*batch, -1 if padding is None else padding, vocab, types)
+    if accumulate_into is not None:
+        targets = _accumulation_targets(tables, accumulate_into, grad)
+    else:
+        grads = cuda.device_array((rows_of(tables), hidden), dtype, stream=stream)
+        vocab, first_position = tables.vocab_size, tables.vocab_size + tables.type_vocab_size
+        targets = DeviceGradients(
+            grads[:vocab], grads[vocab:first_position], grads[first_position:]
+        )
+    with tables.scratch_lock:
+        order, row_starts, row_counts = _sort(tables, batch, padding, stream)
+        lanes = _THREADS if SIMULATOR else min(256, -(-hidden // 32) * 32)
+        row_blocks = min(rows_of(tables), _SIM_ROW_BLOCKS) if SIMULATOR else rows_of(tables)
+        kernel = _segment_sums_kernel(dtype, UNROLL)
+        kernel[(row_blocks, -(-hidden // lanes)), lanes, stream](
+            grad, order, row_starts, row_counts, accumulate_into is not None, *targets
+        )
+    return targets
 
+
+def rows_of(tables: DeviceTables) -> int:
+    """Rows of the concatenated gradient: token, then segment, then position rows."""
+    return tables.vocab_size + tables.type_vocab_size + tables.max_positions
+
+
+def _sort(tables: DeviceTables, batch: DeviceBatch, padding, stream) -> tuple:
+    """(order, row starts, row counts): each row's tokens, in token order (module doc)."""
+    rows, entries = rows_of(tables), 3 * batch.num_tokens
+    row_counts, row_starts, order, chunk_counts, ranks = tables.scratch(
+        ("backward", stream, rows, entries), lambda: _sort_buffers(rows, entries, stream)
+    )
+    ids = (*batch, -1 if padding is None else padding, tables.vocab_size, tables.type_vocab_size)
     if entries:
-        chunks = -(-entries // _CHUNK)
-        chunk_counts = cuda.device_array((chunks, rows), np.int32, stream=stream)
-        ranks = cuda.device_array(entries, np.int32, stream=stream)
+        chunks = chunk_counts.shape[0]
         _zero[min(1024, -(-chunk_counts.size // _THREADS)), _THREADS, stream](
             chunk_counts.reshape(-1)
         )
@@ -273,13 +351,7 @@ def fused_backward(
     else:  # no tokens: every row is empty
         for array in (row_counts, row_starts):
             _zero[1, _THREADS, stream](array)
-
-    lanes = _THREADS if SIMULATOR else min(256, -(-hidden // 32) * 32)
-    row_blocks = min(rows, _SIM_ROW_BLOCKS) if SIMULATOR else rows
-    _segment_sums_kernel(dtype)[(row_blocks, -(-hidden // lanes)), lanes, stream](
-        grad, order, row_starts, row_counts, grads
-    )
-    return DeviceGradients(grads[:vocab], grads[vocab : vocab + types], grads[vocab + types :])
+    return order, row_starts, row_counts
 
 
 def embed_backward(
@@ -291,6 +363,7 @@ def embed_backward(
     past_length: int = 0,
     padding_idx=None,
     *,
+    accumulate_into=None,
     check: bool = True,
     stream=0,
 ) -> DeviceGradients:
@@ -298,4 +371,6 @@ def embed_backward(
     batch = prepare(
         tables, input_ids, token_type_ids, position_ids, past_length, check=check, stream=stream
     )
-    return fused_backward(tables, batch, grad_output, padding_idx, stream=stream)
+    return fused_backward(
+        tables, batch, grad_output, padding_idx, accumulate_into=accumulate_into, stream=stream
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from ..tables import EmbeddingTables
@@ -49,10 +51,12 @@ class DeviceTables:
 
     __slots__ = (
         "_defaults",
+        "_scratch",
         "norm_bias",
         "norm_eps",
         "norm_weight",
         "position",
+        "scratch_lock",
         "segment",
         "token",
     )
@@ -91,6 +95,9 @@ class DeviceTables:
                     )
         self.norm_eps = float(norm_eps)
         self._defaults = {}
+        self._scratch = {}
+        # Held while a backward pass queues its kernels on the shared scratch arrays.
+        self.scratch_lock = threading.Lock()
 
     @classmethod
     def from_tables(cls, tables, stream=0) -> DeviceTables:
@@ -139,6 +146,24 @@ class DeviceTables:
     @property
     def max_positions(self) -> int:
         return int(self.position.shape[0])
+
+    def scratch(self, key, make):
+        """Device work arrays cached per ``key`` (the backward's sort buffers), made by ``make()``.
+
+        Reused call after call, so the backward pays no device allocation for
+        them (numba has no caching allocator; each cudaMalloc and cudaFree of
+        megabytes took longer than the kernels, docs/GPU.md). The key holds the
+        stream: work queued on one stream runs in order, so a call never
+        overwrites arrays an earlier call on that stream still reads; calls on
+        different streams get arrays of their own. Callers hold
+        ``scratch_lock`` while they queue work on them, so two host threads do
+        not interleave their launches. At most four sets are kept.
+        """
+        if key not in self._scratch:
+            if len(self._scratch) >= 4:
+                del self._scratch[next(iter(self._scratch))]
+            self._scratch[key] = make()
+        return self._scratch[key]
 
     def default_ids(self, kind: str, start: int, seq: int, dtype: np.dtype):
         """Cached (1, seq) device ids: ``"types"`` zeros or ``"positions"`` from ``start``.

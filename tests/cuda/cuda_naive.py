@@ -50,9 +50,13 @@ def layer_norm(sums, weight, bias, eps):
     return out
 
 
-def gradients(shapes, grad_output, input_ids, token_type_ids, position_ids, padding_idx, dtype):
-    """Table gradients: each row summed in token order from zero, in ``dtype``."""
+def gradients(
+    shapes, grad_output, input_ids, token_type_ids, position_ids, padding_idx, dtype, start=None
+):
+    """Table gradients: each row summed in token order from zero (or ``start``), in ``dtype``."""
     grads = [np.zeros(shape, dtype) for shape in shapes]
+    if start is not None:
+        grads = [np.array(s, dtype) for s in start]
     batch, seq = np.shape(input_ids)
     for b in range(batch):
         types, positions = row(token_type_ids, b), row(position_ids, b)

@@ -33,6 +33,11 @@ if not hasattr(dispatcher, "get_current_device"):
     print("SKIP: this numba.cuda compiles device functions differently; cannot fake a device")
     sys.exit(2)
 
+# numba-cuda 0.30.4 with numpy >= 2.5 fails at its first compile without np.row_stack;
+# kernels.cuda restores it at import (its _patch_numpy), which is too late here.
+if not hasattr(np, "row_stack"):
+    setattr(np, "row_stack", np.vstack)  # noqa: B010  (ruff would rewrite a plain assignment)
+
 # Compile only: pretend a device exists. Device functions ask the current device
 # for its compute capability; answer the H100's.
 cuda.is_available = lambda: True
@@ -47,7 +52,7 @@ import kernels.cuda._runtime as runtime  # noqa: E402
 
 streaming = callable(getattr(cuda, "stcs", None))  # numba-cuda only
 runtime.HAS_SHUFFLE, runtime.HAS_STREAMING_STORE = True, streaming
-from kernels.cuda import backward, forward, validate  # noqa: E402
+from kernels.cuda import _parts, backward, forward, norm, validate  # noqa: E402
 
 C = "C"
 ids = (types.Array(types.int64, 2, C),) * 3
@@ -76,10 +81,10 @@ for dtype in (np.float32, np.float64):
     nb = types.float32 if dtype == np.float32 else types.float64
     tables = (types.Array(nb, 2, C),) * 3
     vector = types.Array(nb, 1, C)
-    stores = {"plain": forward._plain_store}
+    stores = {"plain": _parts.plain_store}
     if streaming:
-        stores["streaming"] = forward._streaming_store
-    reductions = {"shared": forward._warp_sum_shared, "shuffle": forward._warp_sum_shuffle}
+        stores["streaming"] = _parts.streaming_store
+    reductions = {"shared": _parts.warp_sum_shared, "shuffle": _parts.warp_sum_shuffle}
     for store_name, store in stores.items():
         hint = ("st.global.cs",) if store_name == "streaming" else ()
         # The sum is additions only: a fused multiply-add would change its bits.
@@ -95,17 +100,24 @@ for dtype in (np.float32, np.float64):
             signature = types.void(
                 *tables, *ids, vector, vector, types.float64, vector, types.boolean, vector
             )
-            check(
-                f"sum+norm {nb} {store_name} {reduction_name}",
-                forward._norm_kernel(reduction, store, np.dtype(dtype)),
-                signature,
-                present=hint + shuffle,
-            )
+            variants = {
+                "registers": norm._norm_kernel(reduction, store, np.dtype(dtype), 24),
+                "reread": norm._norm_kernel_reread(reduction, store, np.dtype(dtype)),
+            }
+            for variant, kernel in variants.items():
+                check(
+                    f"sum+norm {nb} {store_name} {reduction_name} {variant}",
+                    kernel,
+                    signature,
+                    present=hint + shuffle,
+                    # registers: the row stays in registers (no local-memory traffic)
+                    absent=("ld.local",) if variant == "registers" else (),
+                )
     check(
         f"backward segment sums {nb}",
-        backward._segment_sums_kernel(np.dtype(dtype)),
-        types.void(types.Array(nb, 3, "A"), i32_1d, i32_1d, i32_1d, types.Array(nb, 2, C)),
-        absent=("fma", "atom"),
+        backward._segment_sums_kernel(np.dtype(dtype), 16),
+        types.void(types.Array(nb, 3, "A"), i32_1d, i32_1d, i32_1d, types.boolean, *tables),
+        absent=("fma", "atom", "ld.local"),  # no atomics, and the loaded group in registers
     )
 
 check("range check", validate._find_out_of_range, types.void(*ids, *(types.int64,) * 3, i64_1d))

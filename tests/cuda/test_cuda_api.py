@@ -49,6 +49,23 @@ def test_embed_backward_with_device_tables_equals_the_cpu(host, device):
         np.testing.assert_array_equal(g.copy_to_host(), e)
 
 
+def test_accumulate_into_with_device_tables_equals_the_cpu(host, device):
+    from numba import cuda
+
+    rng = np.random.default_rng(1)
+    grad = rng.standard_normal((2, 3, 9)).astype(np.float32)
+    tables = (host.token, host.segment, host.position)
+    start = [rng.standard_normal(t.shape).astype(np.float32) for t in tables]
+    expected = kernels.embed_backward(
+        host, grad, IDS, TYPES, accumulate_into=[a.copy() for a in start]
+    )
+    into = [cuda.to_device(a) for a in start]
+    got = kernels.embed_backward(device, grad, IDS, TYPES, accumulate_into=into)
+    for g, given, e in zip(got, into, expected, strict=True):
+        assert g is given
+        np.testing.assert_array_equal(g.copy_to_host(), e)
+
+
 @pytest.mark.parametrize("method", ["onehot", "concat", "gather"])
 def test_methods_without_a_cuda_kernel_name_method_and_device(device, method):
     with pytest.raises(ValueError, match=rf"method is '{method}', which has no CUDA"):

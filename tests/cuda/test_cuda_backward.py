@@ -123,3 +123,58 @@ def test_bad_grad_output_and_padding_idx_are_refused_with_the_cpu_messages():
         kc.embed_backward(device, np.zeros((2, 3, 33), np.float32), input_ids, padding_idx=50)
     with pytest.raises(TypeError, match="padding_idx is float"):
         kc.embed_backward(device, np.zeros((2, 3, 33), np.float32), input_ids, padding_idx=1.0)
+
+
+def test_accumulate_into_adds_in_token_order_after_the_value_there_and_keeps_padding():
+    device, shapes = setup()
+    rng = np.random.default_rng(5)
+    input_ids = rng.integers(0, 6, (3, 9))
+    input_ids[0, :3] = 2  # the padding row
+    types = rng.integers(0, 2, (3, 9))
+    g = grad((3, 9), 33, seed=6)
+    start = [rng.standard_normal(shape).astype(np.float32) for shape in shapes]
+    into = kc.DeviceGradients(*(cuda.to_device(a) for a in start))
+    result = kc.embed_backward(device, g, input_ids, types, padding_idx=2, accumulate_into=into)
+    assert all(got is given for got, given in zip(result, into, strict=True))
+    # The CPU's rule: each element starts from the value already there, then adds in token order.
+    expected = gradients(
+        shapes, g, input_ids, types, np.arange(9)[None], 2, np.float32, start=start
+    )
+    assert_bitwise(host(result), expected)
+    np.testing.assert_array_equal(host(result)[0][2], start[0][2])  # padding row untouched
+
+
+def test_accumulate_into_of_the_wrong_kind_is_refused():
+    device, shapes = setup()
+    input_ids, g = np.zeros((1, 4), int), grad((1, 4), 33)
+    good = [cuda.device_array(shape, np.float32) for shape in shapes]
+    with pytest.raises(TypeError, match="accumulate_into is ndarray"):
+        kc.embed_backward(device, g, input_ids, accumulate_into=np.zeros(3))
+    with pytest.raises(TypeError, match=r"accumulate_into.segment is ndarray; it must be a CUDA"):
+        kc.embed_backward(
+            device, g, input_ids, accumulate_into=(good[0], np.zeros(shapes[1]), good[2])
+        )
+    wrong = cuda.device_array((shapes[2][0] + 1, 33), np.float32)
+    with pytest.raises(ValueError, match=r"accumulate_into.position has shape"):
+        kc.embed_backward(device, g, input_ids, accumulate_into=(*good[:2], wrong))
+    with pytest.raises(ValueError, match=r"accumulate_into\.token overlaps grad_output"):
+        big = cuda.to_device(np.zeros((50 * 33,), np.float32))
+        kc.embed_backward(
+            device, big[: 4 * 33].reshape(1, 4, 33), input_ids,
+            accumulate_into=(big.reshape(50, 33), *good[1:]),
+        )  # fmt: skip
+
+
+def test_reused_work_arrays_carry_nothing_from_call_to_call():
+    # The sort buffers are cached per shape: a second batch of the same shape, and one of
+    # another shape in between, must each give their own gradients.
+    device, shapes = setup()
+    rng = np.random.default_rng(7)
+    batches = [rng.integers(0, 50, (2, 6)), rng.integers(0, 50, (3, 9)), rng.integers(0, 5, (2, 6))]
+    for step, input_ids in enumerate(batches):
+        g = grad(input_ids.shape, 33, seed=10 + step)
+        seq = input_ids.shape[1]
+        expected = gradients(
+            shapes, g, input_ids, np.zeros((1, seq), int), np.arange(seq)[None], None, np.float32
+        )
+        assert_bitwise(host(kc.embed_backward(device, g, input_ids)), expected)

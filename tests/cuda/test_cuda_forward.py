@@ -5,6 +5,7 @@ import pytest
 from cuda_naive import layer_norm, summed, tables
 
 kc = pytest.importorskip("kernels.cuda")
+norm = pytest.importorskip("kernels.cuda.norm")
 cuda = kc.cuda
 requires_gpu = pytest.mark.skipif(kc.SIMULATOR, reason="hardware-only variant: needs a GPU")
 
@@ -67,7 +68,9 @@ def test_sum_with_past_length_shifts_default_positions():
     np.testing.assert_array_equal(result, expected)
 
 
-@pytest.mark.parametrize("hidden", [1, 2, 17])
+# 8 threads per token in the simulator, 4 strides a pass: 17 ends inside the first
+# pass, 40 takes a second one.
+@pytest.mark.parametrize("hidden", [1, 2, 17, 40])
 def test_sum_at_narrow_and_odd_widths(hidden):
     device, (token, segment, position, _, _) = device_tables(hidden=hidden)
     input_ids, types = ids(50, (2, 5), 9), ids(2, (2, 5), 10)
@@ -154,6 +157,29 @@ def test_layer_norm_matches_the_reference(dtype):
     np.testing.assert_allclose(result, expected, rtol=tolerance, atol=tolerance)
 
 
+def test_layer_norm_past_the_register_limit_matches_the_reference():
+    # Rows wider than 32 x MAX_PER_LANE go through the kernel that re-reads `out`.
+    hidden = 32 * norm.MAX_PER_LANE + 3  # 32 lanes a warp
+    device, (token, segment, position, weight, bias) = device_tables(hidden=hidden, vocab=20)
+    input_ids, types = ids(20, (2, 3), 21), ids(2, (2, 3), 22)
+    normed, sums = kc.embed(device, input_ids, types, layer_norm=True, return_sum=True)
+    expected_sum = summed(token, segment, position, input_ids, types, arange_positions(3))
+    np.testing.assert_array_equal(sums.copy_to_host(), expected_sum)
+    np.testing.assert_allclose(
+        normed.copy_to_host(), layer_norm(expected_sum, weight, bias, EPS), rtol=1e-6, atol=1e-6
+    )
+
+
+def test_both_layer_norm_kernels_give_the_same_bits(monkeypatch):
+    # Same float64 terms in the same order: the register kernel and the re-reading one agree.
+    device, _ = device_tables(hidden=70)
+    input_ids, types = ids(50, (2, 5), 23), ids(2, (2, 5), 24)
+    in_registers = kc.embed(device, input_ids, types, layer_norm=True).copy_to_host()
+    monkeypatch.setattr(norm, "MAX_PER_LANE", 0)
+    reread = kc.embed(device, input_ids, types, layer_norm=True).copy_to_host()
+    np.testing.assert_array_equal(in_registers, reread)
+
+
 def test_layer_norm_keeps_the_bitwise_sum_on_request():
     device, (token, segment, position, weight, bias) = device_tables()
     input_ids, positions = ids(50, (2, 5), 19), ids(16, (2, 5), 20)
@@ -222,7 +248,7 @@ def test_shuffle_reduction_matches_the_shared_memory_one():
 
 @requires_gpu
 def test_streaming_stores_give_the_same_bits():
-    if not kc.forward.HAS_STREAMING_STORE:
+    if not kc.HAS_STREAMING_STORE:
         pytest.skip("this numba.cuda has no cache-hint stores (numba-cuda has)")
     device, _ = device_tables(hidden=768, vocab=500, positions=512)
     batch = kc.prepare(device, ids(500, (4, 128), 26))

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# One call on the lent GPU machine (see docs/GPU.md): the CUDA tests on hardware, torch/CuPy
+# interop, and `embench perf --device cuda`; on request `diag` (scripts/gpu_diagnose.py), `nn`
+# (the drop-in on CUDA tensors) and `cpu` (embench perf on the CPU). Logs and tables go to $OUT.
+#     bash scripts/device_run.sh            # tests, interop, gpu perf (~2 minutes on an H100)
+#     STEPS="tests interop" bash scripts/device_run.sh
+set -u
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 NUMBA_ENABLE_CUDASIM=0
+OUT=${OUT:-/tmp/device-out}; mkdir -p "$OUT"
+STEPS=${STEPS:-"tests interop gpu"}
+{ date -u; nvidia-smi -L; nproc; uptime
+  python3 -c "import numba, numpy, torch; print('numba', numba.__version__, 'numpy', numpy.__version__, 'torch', torch.__version__)"
+  python3 -m pip list 2>/dev/null | grep -i -E "^(numba|numba-cuda|llvmlite|cupy|ml.dtypes) "; } 2>&1 | tee "$OUT/env.txt"
+for step in $STEPS; do
+  echo "=== $step $(date -u +%T)"
+  case $step in
+    tests) timeout 200 python3 -m pytest tests/cuda -q -p no:cacheprovider -p no:randomly 2>&1 | tail -n 60 | tee "$OUT/tests.txt" ;;
+    nn) timeout 200 python3 -m pytest tests/test_nn.py tests/cuda -q -p no:cacheprovider -k "cuda or device" 2>&1 | tail -n 60 | tee "$OUT/nn.txt" ;;
+    interop) timeout 120 python3 scripts/device_interop.py 2>&1 | tee "$OUT/interop.txt" ;;
+    gpu) timeout 270 python3 -m kernels.bench perf --device cuda --write "$OUT/gpu.md" > "$OUT/gpu.log" 2>&1; tail -n 40 "$OUT/gpu.log" ;;
+    diag) timeout 150 python3 scripts/gpu_diagnose.py > "$OUT/diag.txt" 2>&1; grep -v "^ *[0-9]" "$OUT/diag.txt" | grep -v Warn | grep -v "warn(" ;;
+    cpu) timeout 200 python3 -m kernels.bench perf --budget 10 --write "$OUT/cpu.md" > "$OUT/cpu.log" 2>&1; tail -n 40 "$OUT/cpu.log" ;;
+  esac
+done
+echo "=== done $(date -u +%T)"

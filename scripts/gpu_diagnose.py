@@ -1,0 +1,118 @@
+"""On a GPU: where the backward's time goes, and what a host call of the forward costs.
+
+    NUMBA_ENABLE_CUDASIM=0 python scripts/gpu_diagnose.py
+
+1. At BERT-base (32 x 512, hidden 768, vocab 30522, Zipf ids): the sort
+   (counting sort of the token indices by row) and the segmented sums at
+   several unroll depths, each the median of 20 event-timed runs, and the
+   unroll variants checked bit for bit against the shipped one.
+2. At 1 x 128: cProfile of 300 host calls of ``kc.fused_sum`` (prepared batch,
+   ``out=``) and of ``kernels.embed`` on device tables and device ids (with and
+   without the range check): the functions that cost the host most.
+"""
+
+import cProfile
+import pstats
+import statistics
+import sys
+
+import numpy as np
+
+import kernels
+import kernels.cuda as kc
+from kernels.bench.gpu_perf import zipf_ids
+from kernels.cuda import backward
+
+cuda = kc.cuda
+ELAPSED = getattr(cuda, "event_elapsed_time", lambda start, end: 0.0)  # (simulator: none)
+
+
+SMOKE = "--smoke" in sys.argv  # tiny shapes, for the simulator
+RUNS = 1 if SMOKE else 20
+BERT = (50, 33, 2, 5, 16) if SMOKE else (30522, 768, 32, 512, 512)
+
+
+def event_median(function, runs=RUNS):
+    times = []
+    for _ in range(runs + 3):
+        start, end = cuda.event(), cuda.event()
+        start.record()
+        function()
+        end.record()
+        end.synchronize()
+        times.append(ELAPSED(start, end) * 1e3)
+    return statistics.median(times[3:])
+
+
+def backward_stages():
+    rng = np.random.default_rng(0)
+    vocab, hidden, batch_size, seq, positions = BERT
+    host = kernels.EmbeddingTables.random(vocab, hidden, max_positions=positions, seed=0)
+    device = host.to_device()
+    ids = cuda.to_device(zipf_ids(vocab, (batch_size, seq)))
+    types = cuda.to_device(rng.integers(0, 2, (batch_size, seq)))
+    batch = kc.prepare(device, ids, types)
+    grad = cuda.to_device(rng.standard_normal((batch_size, seq, hidden)).astype(np.float32))
+    rows = backward.rows_of(device)
+    order, starts, counts = backward._sort(device, batch, None, 0)
+    sorted_ms = event_median(lambda: backward._sort(device, batch, None, 0))
+    print(f"sort (5 kernels): {sorted_ms:.1f} us")
+    longest = int(counts.copy_to_host().max())
+    print(f"rows {rows}, longest row {longest} tokens")
+    outputs = [cuda.device_array((n, hidden), np.float32) for n in (vocab, 2, positions)]
+    grid = (4, 1) if SMOKE else (rows, 3)
+    lanes = 33 if SMOKE else 256
+    reference = None
+    for unroll in (4, 8) if SMOKE else (16, 32, 64):
+        kernel = backward._segment_sums_kernel(np.dtype(np.float32), unroll)
+
+        def run(kernel=kernel):
+            kernel[grid, lanes](grad, order, starts, counts, False, *outputs)
+
+        took = event_median(run)
+        got = np.concatenate([o.copy_to_host() for o in outputs])
+        reference = got if reference is None else reference
+        print(
+            f"segment sums, unroll {unroll}: {took:.1f} us, same bits: "
+            f"{np.array_equal(got, reference)}"
+        )
+    into = kc.fused_backward(device, batch, grad)
+    full = event_median(lambda: kc.fused_backward(device, batch, grad, accumulate_into=into))
+    fresh = event_median(lambda: kc.fused_backward(device, batch, grad))
+    print(f"fused_backward accumulate_into: {full:.1f} us; allocating: {fresh:.1f} us")
+
+
+def host_profile():
+    rng = np.random.default_rng(1)
+    vocab, hidden, _, _, positions = BERT
+    seq = 5 if SMOKE else 128
+    host = kernels.EmbeddingTables.random(vocab, hidden, max_positions=positions, seed=0)
+    device = host.to_device()
+    ids = cuda.to_device(rng.integers(0, vocab, (1, seq)))
+    out = cuda.device_array((1, seq, hidden), np.float32)
+    batch = kc.prepare(device, ids)
+    calls = {
+        "kc.fused_sum(prepared, out=)": lambda: kc.fused_sum(device, batch, out),
+        "kernels.embed(device ids, out=, check=False)": lambda: kc.embed(
+            device, ids, out=out, check=False
+        ),
+        "kernels.embed(device ids, out=)": lambda: kernels.embed(device, ids, out=out),
+    }
+    for label, call in calls.items():
+        for _ in range(20):
+            call()
+        cuda.synchronize()
+        profile = cProfile.Profile()
+        profile.enable()
+        for _ in range(3 if SMOKE else 300):
+            call()
+        cuda.synchronize()
+        profile.disable()
+        stats = pstats.Stats(profile)
+        print(f"\n## {label}: {stats.total_tt / 300 * 1e6:.0f} us per call (profiled)")
+        stats.sort_stats("tottime").print_stats(12)
+
+
+if __name__ == "__main__":
+    backward_stages()
+    host_profile()
