@@ -180,17 +180,19 @@ def _segment_sums_kernel(dtype: np.dtype, unroll: int):
     def segment_sums(grad, order, row_starts, row_counts, accumulate, token, segment, position):
         """Row ``r`` of the concatenated gradients = the sum of ``grad[t]`` over its tokens.
 
-        Each (row, column) is one thread's sum in token order, from zero or (with
-        ``accumulate``) from the value already there. The row's loads are issued
-        ``unroll`` at a time, the group's tail too (predicated), then added in order.
+        ``grad`` is (tokens, hidden). Each (row, column) is one thread's sum in
+        token order, from zero or (with ``accumulate``) from the value already
+        there. A group of ``unroll`` tokens is read in two sweeps with no branch
+        in either (the tail re-reads the row's last token and ignores it): the
+        token indices, then the gradients, all in flight together; then added in order.
         """
-        seq = grad.shape[1]
         hidden = token.shape[1]
         vocab = token.shape[0]
         first_position = vocab + segment.shape[0]
         rows = first_position + position.shape[0]
         h = cuda.blockIdx.y * cuda.blockDim.x + cuda.threadIdx.x
         if h < hidden:
+            where = cuda.local.array(unroll, np.int32)
             loaded = cuda.local.array(unroll, dtype.type)
             for r in range(cuda.blockIdx.x, rows, cuda.gridDim.x):
                 total = zero
@@ -204,11 +206,12 @@ def _segment_sums_kernel(dtype: np.dtype, unroll: int):
                 start = row_starts[r]
                 count = row_counts[r]
                 for n in range(0, count, unroll):
-                    for u in range(unroll):  # loads first, all in flight together
-                        if n + u < count:
-                            t = order[start + n + u]
-                            loaded[u] = grad[t // seq, t % seq, h]
-                    for u in range(unroll):  # then the additions, in token order
+                    for u in range(unroll):
+                        m = n + u
+                        where[u] = order[start + (m if m < count else count - 1)]
+                    for u in range(unroll):
+                        loaded[u] = grad[where[u], h]
+                    for u in range(unroll):  # the additions, in token order
                         if n + u < count:
                             total += loaded[u]
                 if r < vocab:
@@ -219,6 +222,17 @@ def _segment_sums_kernel(dtype: np.dtype, unroll: int):
                     position[r - first_position, h] = total
 
     return segment_sums
+
+
+@cuda.jit
+def _compact(grad, flat):
+    """flat[b * seq + s, h] = grad[b, s, h]: a strided grad_output in the layout the sums read."""
+    t = cuda.blockIdx.x
+    seq = grad.shape[1]
+    b = t // seq
+    s = t - b * seq
+    for h in range(cuda.threadIdx.x, flat.shape[1], cuda.blockDim.x):
+        flat[t, h] = grad[b, s, h]
 
 
 def _device_grad(grad_output, shape: tuple, dtype: np.dtype, stream):
@@ -235,9 +249,15 @@ def _device_grad(grad_output, shape: tuple, dtype: np.dtype, stream):
             f"grad_output has shape {tuple(grad.shape)}; it must have shape {shape} "
             "(input_ids' (batch, seq) and the tables' hidden_size)."
         )
+    tokens = shape[0] * shape[1]
     if isinstance(grad, np.ndarray):
         grad = cuda.to_device(np.ascontiguousarray(grad), stream=stream)
-    return grad  # device arrays of any strides: the kernel indexes (b, s, h)
+    elif not grad.is_c_contiguous():  # read once into the (tokens, hidden) layout
+        flat = cuda.device_array((tokens, shape[2]), dtype, stream=stream)
+        if tokens:
+            _compact[tokens, _THREADS, stream](grad, flat)
+        return flat
+    return grad.reshape(tokens, shape[2])
 
 
 def _accumulation_targets(tables: DeviceTables, accumulate_into, grad) -> DeviceGradients:

@@ -59,17 +59,20 @@ def _sum_kernel(store):
             k = position_ids[0 if position_ids.shape[0] == 1 else b, s]
             base = t * hidden
             step = cuda.blockDim.x
+            last = hidden - 1
             h0 = cuda.threadIdx.x
             while h0 < hidden:
                 h1, h2, h3 = h0 + step, h0 + 2 * step, h0 + 3 * step
+                # Past the row's end, read its last element instead (never stored): no
+                # branch between the loads, so all twelve are in flight together. (A
+                # branch per element made each group wait for the previous one's loads.)
+                c1 = h1 if h1 < hidden else last
+                c2 = h2 if h2 < hidden else last
+                c3 = h3 if h3 < hidden else last
                 x0 = (token[i, h0] + segment[j, h0]) + position[k, h0]
-                x1 = x2 = x3 = x0  # placeholders past the row's end, never stored
-                if h1 < hidden:
-                    x1 = (token[i, h1] + segment[j, h1]) + position[k, h1]
-                if h2 < hidden:
-                    x2 = (token[i, h2] + segment[j, h2]) + position[k, h2]
-                if h3 < hidden:
-                    x3 = (token[i, h3] + segment[j, h3]) + position[k, h3]
+                x1 = (token[i, c1] + segment[j, c1]) + position[k, c1]
+                x2 = (token[i, c2] + segment[j, c2]) + position[k, c2]
+                x3 = (token[i, c3] + segment[j, c3]) + position[k, c3]
                 store(out, base + h0, x0)
                 if h1 < hidden:
                     store(out, base + h1, x1)

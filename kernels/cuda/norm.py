@@ -5,8 +5,10 @@ Two kernels, chosen by the row's width:
 - ``registers`` (hidden <= 32 x ``MAX_PER_LANE``, 1024 on hardware: every BERT
   size): each lane keeps its ``ceil(hidden / 32)`` sums in a local array the
   compiler holds in registers (the trip counts are compile-time constants, so
-  the loops unroll), so the rows are read once and the output written once,
-  and all of a lane's loads are in flight together.
+  the loops unroll), so the rows are read once and the output written once.
+  The loads come first, with no branch between them (a lane past the row's end
+  reads its last element and ignores it), so all of a lane's loads are in
+  flight together: with a branch per element, each waited for the last.
 - ``reread`` (wider rows): the sum is stored in ``out`` and re-read by the same
   thread for the second and third passes (no barrier needed), so any width works.
 
@@ -50,7 +52,6 @@ def _token_rows(input_ids, token_type_ids, position_ids, t):
 def _norm_kernel(warp_sum, store, dtype: np.dtype, per_lane: int):
     """The ``registers`` kernel for rows of at most ``per_lane`` x 32 elements."""
     cast = dtype.type  # rounds a float64 to the tables' dtype, in kernels and in the simulator
-    zero = dtype.type(0)
 
     @cuda.jit
     def sum_norm_rows(
@@ -71,14 +72,15 @@ def _norm_kernel(warp_sum, store, dtype: np.dtype, per_lane: int):
         i, j, k = _token_rows(input_ids, token_type_ids, position_ids, t)
         base = t * hidden
 
-        total = 0.0
-        for e in range(per_lane):  # all loads first: none waits for a store
+        last = hidden - 1
+        for e in range(per_lane):  # all loads first, with no branch between them
             h = lane + e * WARP
-            x = zero
-            if h < width:
-                x = (token[i, h] + segment[j, h]) + position[k, h]
-                total += np.float64(x)
-            values[e] = x
+            c = h if h < hidden else last  # past the end: a valid element, never used
+            values[e] = (token[i, c] + segment[j, c]) + position[k, c]
+        total = 0.0
+        for e in range(per_lane):
+            if lane + e * WARP < width:
+                total += np.float64(values[e])
         mean = warp_sum(total, lane, scratch[warp]) / hidden
 
         squares = 0.0
@@ -202,7 +204,7 @@ def fused_sum_norm(
     kept = None
     if keep_sum:
         kept = output("sums", sums, tables, batch, stream, [*named, ("out", result)])
-    if batch.num_tokens:
+    if batch.num_tokens and tables.hidden_size:
         kernel = norm_kernel(reduction, store, tables.dtype, tables.hidden_size)
         blocks = -(-batch.num_tokens // NORM_WARPS)
         flat = result.reshape(-1)

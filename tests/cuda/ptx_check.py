@@ -116,8 +116,13 @@ for dtype in (np.float32, np.float64):
     check(
         f"backward segment sums {nb}",
         backward._segment_sums_kernel(np.dtype(dtype), 16),
-        types.void(types.Array(nb, 3, "A"), i32_1d, i32_1d, i32_1d, types.boolean, *tables),
+        types.void(types.Array(nb, 2, C), i32_1d, i32_1d, i32_1d, types.boolean, *tables),
         absent=("fma", "atom", "ld.local"),  # no atomics, and the loaded group in registers
+    )
+    check(
+        f"backward compact {nb}",
+        backward._compact,
+        types.void(types.Array(nb, 3, "A"), types.Array(nb, 2, C)),
     )
 
 check("range check", validate._find_out_of_range, types.void(*ids, *(types.int64,) * 3, i64_1d))

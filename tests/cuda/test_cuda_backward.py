@@ -98,6 +98,20 @@ def test_grad_output_and_ids_as_device_arrays():
     )
 
 
+def test_a_strided_device_grad_output_is_read_in_its_own_layout():
+    # Every other sequence of a larger array: not C-contiguous, compacted once on the device.
+    device, shapes = setup()
+    input_ids = np.random.default_rng(9).integers(0, 50, (2, 6))
+    whole = grad((4, 6), 33, seed=10)
+    strided = cuda.to_device(whole)[::2]
+    assert not strided.is_c_contiguous()
+    result = host(kc.embed_backward(device, strided, input_ids))
+    expected = gradients(
+        shapes, whole[::2], input_ids, np.zeros((1, 6), int), np.arange(6)[None], None, np.float32
+    )
+    assert_bitwise(result, expected)
+
+
 def test_empty_batch_gives_zero_gradients():
     device, shapes = setup()
     result = host(
