@@ -57,9 +57,31 @@ def backward_stages():
     order, starts, counts = backward._sort(device, batch, None, 0)
     sorted_ms = event_median(lambda: backward._sort(device, batch, None, 0))
     print(f"sort (5 kernels): {sorted_ms:.1f} us")
+    entries = 3 * batch.num_tokens
+    row_counts, row_starts, order2, chunk_counts, ranks = backward._sort_buffers(rows, entries, 0)
+    ids = (*batch, -1, vocab, 2)
+    threads, chunk = backward._THREADS, backward._CHUNK
+    stages = {
+        "zero": lambda: backward._zero[1024, threads](chunk_counts.reshape(-1)),
+        "rank in chunk": lambda: backward._rank_in_chunk[chunk_counts.shape[0], chunk](
+            *ids, ranks, chunk_counts
+        ),
+        "chunk offsets": lambda: backward._chunk_offsets[-(-rows // threads), threads](
+            chunk_counts, row_counts
+        ),
+        "exclusive scan": lambda: backward._exclusive_scan[1, backward._SCAN_THREADS](
+            row_counts, row_starts
+        ),
+        "place": lambda: backward._place[-(-entries // threads), threads](
+            *ids, ranks, chunk_counts, row_starts, order2
+        ),
+    }
+    for name, stage in stages.items():  # in order, each repeated (timing only)
+        print(f"  sort stage {name}: {event_median(stage):.1f} us")
     longest = int(counts.copy_to_host().max())
     print(f"rows {rows}, longest row {longest} tokens")
     outputs = [cuda.device_array((n, hidden), np.float32) for n in (vocab, 2, positions)]
+    flat = grad.reshape(batch_size * seq, hidden)
     grid = (4, 1) if SMOKE else (rows, 3)
     lanes = 33 if SMOKE else 256
     reference = None
@@ -67,7 +89,7 @@ def backward_stages():
         kernel = backward._segment_sums_kernel(np.dtype(np.float32), unroll)
 
         def run(kernel=kernel):
-            kernel[grid, lanes](grad, order, starts, counts, False, *outputs)
+            kernel[grid, lanes](flat, order, starts, counts, False, *outputs)
 
         took = event_median(run)
         got = np.concatenate([o.copy_to_host() for o in outputs])
@@ -80,6 +102,39 @@ def backward_stages():
     full = event_median(lambda: kc.fused_backward(device, batch, grad, accumulate_into=into))
     fresh = event_median(lambda: kc.fused_backward(device, batch, grad))
     print(f"fused_backward accumulate_into: {full:.1f} us; allocating: {fresh:.1f} us")
+
+
+def sum_launch_shapes():
+    """The sum kernel at 2, 4 and 8 elements per thread (threads per token: hidden / that)."""
+    from kernels.cuda import forward
+
+    vocab, hidden, batch_size, seq, positions = BERT
+    host = kernels.EmbeddingTables.random(vocab, hidden, max_positions=positions, seed=0)
+    device = host.to_device()
+    batch = kc.prepare(device, cuda.to_device(zipf_ids(vocab, (batch_size, seq))))
+    out = cuda.device_array((batch_size, seq, hidden), np.float32)
+    reference = kc.fused_sum(device, batch).copy_to_host()
+    shipped = forward.ELEMENTS_PER_THREAD
+    for per_thread in (2, 4, 8, 16):
+        forward.ELEMENTS_PER_THREAD = per_thread
+        for store in ("plain", "streaming") if kc.HAS_STREAMING_STORE else ("plain",):
+            took = event_median(lambda s=store: kc.fused_sum(device, batch, out, store=s))
+            same = np.array_equal(out.copy_to_host(), reference)
+            print(
+                f"sum, {per_thread} elements per thread, {store}: {took:.1f} us, same bits: {same}"
+            )
+    forward.ELEMENTS_PER_THREAD = shipped
+    if SMOKE:
+        return  # the simulator's libdevice has no int_as_float
+    import gpu_sum_pairs  # scripts/: float32 pairs moved as 8-byte words
+
+    for per_thread in (8, 16):
+        took = event_median(lambda p=per_thread: gpu_sum_pairs.launch(device, batch, out, p))
+        same = np.array_equal(out.copy_to_host(), reference)
+        print(
+            f"sum as float32 pairs, {per_thread} elements per thread: {took:.1f} us, "
+            f"same bits: {same}"
+        )
 
 
 def host_profile():
@@ -114,5 +169,7 @@ def host_profile():
 
 
 if __name__ == "__main__":
+    sum_launch_shapes()
     backward_stages()
-    host_profile()
+    if "--profile" in sys.argv:
+        host_profile()

@@ -7,7 +7,7 @@ per element): see ``forward._sum_kernel`` and ``norm._norm_kernel``.
 
 from __future__ import annotations
 
-from ._runtime import HAS_SHUFFLE, HAS_STREAMING_STORE, WARP, cuda
+from ._runtime import HAS_SHUFFLE, HAS_STREAMING_STORE, WARP, cuda, memory_span
 from .tables import DeviceTables
 from .validate import DeviceBatch, check_out
 
@@ -81,13 +81,11 @@ def warp_sum_function(reduction: str):
 
 
 def inputs(tables: DeviceTables, batch: DeviceBatch) -> list:
-    named = [("tables.token", tables.token), ("tables.segment", tables.segment)]
-    named += [("tables.position", tables.position)]
-    named += list(zip(DeviceBatch._fields, batch, strict=True))
-    if tables.norm_weight is not None:
-        named += [("tables.norm_weight", tables.norm_weight)]
-        named += [("tables.norm_bias", tables.norm_bias)]
-    return named
+    """``(name, memory span)`` of every array a kernel reads, for ``check_out``."""
+    named = tables.named_spans()
+    return named + [
+        (name, memory_span(array)) for name, array in zip(DeviceBatch._fields, batch, strict=True)
+    ]
 
 
 def output(name, given, tables, batch, stream, named_inputs):

@@ -80,11 +80,9 @@ def _c_strides(shape, itemsize: int) -> tuple[int, ...]:
     return tuple(reversed(strides))
 
 
-def overlaps(a, b) -> bool:
-    """True if two device arrays may share memory (their address ranges intersect)."""
-    a0, a1 = memory_span(a)
-    b0, b1 = memory_span(b)
-    return a0 < b1 and b0 < a1
+def intersect(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    """True if two :func:`memory_span` ranges share a byte (the arrays may share memory)."""
+    return a[0] < b[1] and b[0] < a[1]
 
 
 def is_read_only(array) -> bool:

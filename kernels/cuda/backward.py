@@ -36,7 +36,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..validate.backward import check_padding_idx
-from ._runtime import SIMULATOR, as_device, cuda
+from ._runtime import SIMULATOR, as_device, cuda, memory_span
 from .tables import DeviceTables
 from .validate import DeviceBatch, check_out, prepare
 
@@ -269,13 +269,13 @@ def _accumulation_targets(tables: DeviceTables, accumulate_into, grad) -> Device
             "(or a tuple) of three CUDA arrays: token, segment and position gradients."
         )
     checked = []
-    named = [("grad_output", grad)]
+    named = [("grad_output", memory_span(grad))]
     for name, array, table in zip(
         DeviceGradients._fields, parts, (tables.token, tables.segment, tables.position), strict=True
     ):
         label = f"accumulate_into.{name}"
         checked.append(check_out(label, array, tuple(table.shape), tables.dtype, named))
-        named.append((label, checked[-1]))
+        named.append((label, memory_span(checked[-1])))
     return DeviceGradients(*checked)
 
 

@@ -24,7 +24,7 @@ from functools import cache
 import numpy as np
 
 from ._parts import inputs, output, store_function, warp_sum_function
-from ._runtime import SIMULATOR, WARP, cuda
+from ._runtime import SIMULATOR, WARP, cuda, memory_span
 from .tables import DeviceTables
 from .validate import DeviceBatch
 
@@ -203,7 +203,7 @@ def fused_sum_norm(
     result = output("out", out, tables, batch, stream, named)
     kept = None
     if keep_sum:
-        kept = output("sums", sums, tables, batch, stream, [*named, ("out", result)])
+        kept = output("sums", sums, tables, batch, stream, [*named, ("out", memory_span(result))])
     if batch.num_tokens and tables.hidden_size:
         kernel = norm_kernel(reduction, store, tables.dtype, tables.hidden_size)
         blocks = -(-batch.num_tokens // NORM_WARPS)

@@ -7,7 +7,7 @@ import threading
 import numpy as np
 
 from ..tables import EmbeddingTables
-from ._runtime import as_device, cuda
+from ._runtime import as_device, cuda, memory_span
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _MAX_DEFAULTS = 64  # cached default id arrays per tables, oldest dropped first
@@ -52,6 +52,7 @@ class DeviceTables:
     __slots__ = (
         "_defaults",
         "_scratch",
+        "_spans",
         "norm_bias",
         "norm_eps",
         "norm_weight",
@@ -96,6 +97,7 @@ class DeviceTables:
         self.norm_eps = float(norm_eps)
         self._defaults = {}
         self._scratch = {}
+        self._spans = None
         # Held while a backward pass queues its kernels on the shared scratch arrays.
         self.scratch_lock = threading.Lock()
 
@@ -146,6 +148,24 @@ class DeviceTables:
     @property
     def max_positions(self) -> int:
         return int(self.position.shape[0])
+
+    def named_spans(self) -> list:
+        """``("tables.token", memory span)`` and so on for every array held.
+
+        Computed once, and again only if an attribute is given another array.
+        """
+        names = ("token", "segment", "position", "norm_weight", "norm_bias")
+        held = tuple(getattr(self, name) for name in names)
+        if self._spans is None or any(
+            a is not b for a, b in zip(held, self._spans[0], strict=True)
+        ):
+            spans = [
+                (f"tables.{name}", memory_span(array))
+                for name, array in zip(names, held, strict=True)
+                if array is not None
+            ]
+            self._spans = (held, spans)
+        return list(self._spans[1])
 
     def scratch(self, key, make):
         """Device work arrays cached per ``key`` (the backward's sort buffers), made by ``make()``.

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..validate import _check_past_length  # the CPU's check and message
-from ._runtime import SIMULATOR, as_device, cuda, is_read_only, overlaps
+from ._runtime import SIMULATOR, as_device, cuda, intersect, is_read_only, memory_span
 from .tables import DeviceTables
 
 KERNEL_ID_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
@@ -65,6 +65,18 @@ def _find_out_of_range(input_ids, token_type_ids, position_ids, vocab, types, po
         _flag_out_of_range(position_ids, b, s, positions, first_bad, 2)
 
 
+@cuda.jit
+def _reset_flags(first_bad):
+    if cuda.grid(1) < first_bad.size:
+        first_bad[cuda.grid(1)] = _NONE
+
+
+def _flag_buffers(stream) -> tuple:
+    """A device flag array and a page-locked host array for its read-back."""
+    pinned = cuda.pinned_array(3, np.int64) if not SIMULATOR else np.empty(3, np.int64)
+    return cuda.device_array(3, np.int64, stream=stream), pinned
+
+
 def _device_ids(name: str, value, stream):
     """Integer ids as a device array: device arrays as they are, host data copied once."""
     array = as_device(value, name)
@@ -102,12 +114,17 @@ def check_range(tables: DeviceTables, batch: DeviceBatch, position_ndim: int = 2
     if batch.num_tokens == 0:
         return
     sizes = (tables.vocab_size, tables.type_vocab_size, tables.max_positions)
-    first_bad = cuda.to_device(np.full(3, _NONE, np.int64), stream=stream)
-    blocks = -(-batch.num_tokens // _CHECK_THREADS)
-    _find_out_of_range[blocks, _CHECK_THREADS, stream](*batch, *sizes, first_bad)
-    found = first_bad.copy_to_host(stream=stream)
-    if stream:
-        stream.synchronize()
+    # The flags and the host array they are read into are kept on the tables (no
+    # allocation per call); the lock keeps another thread's check off them meanwhile.
+    with tables.scratch_lock:
+        first_bad, pinned = tables.scratch(("range check", stream), lambda: _flag_buffers(stream))
+        _reset_flags[1, 32, stream](first_bad)
+        blocks = -(-batch.num_tokens // _CHECK_THREADS)
+        _find_out_of_range[blocks, _CHECK_THREADS, stream](*batch, *sizes, first_bad)
+        first_bad.copy_to_host(pinned, stream=stream)
+        if stream:
+            stream.synchronize()
+        found = pinned.copy()
     names = (
         ("input_ids", 2, "vocab_size"),
         ("token_type_ids", 2, "type_vocab_size"),
@@ -203,7 +220,12 @@ def prepare(
 
 
 def check_out(name: str, out, shape: tuple, dtype: np.dtype, inputs) -> object:
-    """``out`` as a device array of ``shape`` and ``dtype``, C-contiguous, apart from ``inputs``."""
+    """``out`` as a device array of ``shape`` and ``dtype``, C-contiguous, apart from ``inputs``.
+
+    ``inputs`` holds ``(name, memory_span(array))`` pairs: spans are computed
+    once per array (the tables' once per DeviceTables), since on a small call
+    these checks cost as much host time as the launch (docs/GPU.md).
+    """
     array = as_device(out, name)
     if array is None:
         raise TypeError(
@@ -221,8 +243,9 @@ def check_out(name: str, out, shape: tuple, dtype: np.dtype, inputs) -> object:
         raise ValueError(f"{name} is read-only; pass a writable array.")
     if not array.is_c_contiguous():
         raise ValueError(f"{name} is not C-contiguous; pass cuda.device_array(shape, dtype).")
+    span = memory_span(array)
     for input_name, other in inputs:
-        if overlaps(array, other):
+        if intersect(span, other):
             raise ValueError(
                 f"{name} overlaps {input_name}; pass an array that shares no memory with it."
             )

@@ -127,6 +127,7 @@ for dtype in (np.float32, np.float64):
 
 check("range check", validate._find_out_of_range, types.void(*ids, *(types.int64,) * 3, i64_1d))
 check("zero", backward._zero, types.void(i32_1d))
+check("reset range flags", validate._reset_flags, types.void(i64_1d))
 scalars = (types.int64,) * 3
 check("rank in chunk", backward._rank_in_chunk, types.void(*ids, *scalars, i32_1d, i32_2d))
 check("chunk offsets", backward._chunk_offsets, types.void(i32_2d, i32_1d))
