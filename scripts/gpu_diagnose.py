@@ -80,7 +80,8 @@ def backward_stages():
 
 
 def sum_launch_shapes():
-    """The sum kernel at 2, 4 and 8 elements per thread (threads per token: hidden / that)."""
+    """The sum kernels at several elements per thread (threads per token: hidden / that):
+    float32 pairs as 8-byte words (the default for float32), and one element at a time."""
     from kernels.cuda import forward
 
     vocab, hidden, batch_size, seq, positions = BERT
@@ -89,27 +90,20 @@ def sum_launch_shapes():
     batch = kc.prepare(device, cuda.to_device(zipf_ids(vocab, (batch_size, seq))))
     out = cuda.device_array((batch_size, seq, hidden), np.float32)
     reference = kc.fused_sum(device, batch).copy_to_host()
-    shipped = forward.ELEMENTS_PER_THREAD
-    for per_thread in (2, 4, 8, 16):
-        forward.ELEMENTS_PER_THREAD = per_thread
-        for store in ("plain", "streaming") if kc.HAS_STREAMING_STORE else ("plain",):
-            took = event_median(lambda s=store: kc.fused_sum(device, batch, out, store=s))
-            same = np.array_equal(out.copy_to_host(), reference)
-            print(
-                f"sum, {per_thread} elements per thread, {store}: {took:.1f} us, same bits: {same}"
-            )
-    forward.ELEMENTS_PER_THREAD = shipped
-    if SMOKE:
-        return  # the simulator's libdevice has no int_as_float
-    import gpu_sum_pairs  # scripts/: float32 pairs moved as 8-byte words
-
-    for per_thread in (8, 16):
-        took = event_median(lambda p=per_thread: gpu_sum_pairs.launch(device, batch, out, p))
-        same = np.array_equal(out.copy_to_host(), reference)
-        print(
-            f"sum as float32 pairs, {per_thread} elements per thread: {took:.1f} us, "
-            f"same bits: {same}"
-        )
+    shipped = forward.ELEMENTS_PER_THREAD, forward.PAIR_ELEMENTS_PER_THREAD, forward._as_pairs
+    for kind in ("pairs", "single"):
+        if kind == "single":
+            forward._as_pairs = lambda tables, result: None
+        for per_thread in (4, 8, 16):
+            forward.ELEMENTS_PER_THREAD = forward.PAIR_ELEMENTS_PER_THREAD = per_thread
+            for store in ("plain", "streaming") if kc.HAS_STREAMING_STORE else ("plain",):
+                took = event_median(lambda s=store: kc.fused_sum(device, batch, out, store=s))
+                same = np.array_equal(out.copy_to_host(), reference)
+                print(
+                    f"sum, {kind}, {per_thread} elements per thread, {store}: {took:.1f} us, "
+                    f"same bits: {same}"
+                )
+    forward.ELEMENTS_PER_THREAD, forward.PAIR_ELEMENTS_PER_THREAD, forward._as_pairs = shipped
 
 
 def host_profile():

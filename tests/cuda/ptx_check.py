@@ -95,6 +95,15 @@ for dtype in (np.float32, np.float64):
             present=hint,
             absent=("fma",),
         )
+        if dtype == np.float32:  # float32 pairs as int64 words: 8-byte loads and stores
+            words = types.Array(types.int64, 2, C)
+            check(
+                f"sum float32 pairs {store_name}",
+                forward._pairs_kernel(store),
+                types.void(words, words, words, *ids, types.Array(types.int64, 1, C)),
+                present=("ld.global.u64", *hint),
+                absent=("fma", "ld.global.f32"),
+            )
         for reduction_name, reduction in reductions.items():
             shuffle = ("shfl.sync.bfly",) if reduction_name == "shuffle" else ()
             signature = types.void(

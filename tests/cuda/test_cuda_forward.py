@@ -256,3 +256,16 @@ def test_streaming_stores_give_the_same_bits():
     np.testing.assert_array_equal(
         kc.fused_sum(device, batch, store="streaming").copy_to_host(), plain
     )
+
+
+@requires_gpu
+def test_float32_pairs_give_the_bits_of_one_element_at_a_time(monkeypatch):
+    from kernels.cuda import forward
+
+    device, _ = device_tables(hidden=768, vocab=500, positions=512)
+    input_ids, types = ids(500, (4, 64), 31), ids(2, (4, 64), 32)
+    batch = kc.prepare(device, input_ids, types)
+    assert forward._as_pairs(device, cuda.device_array((4, 64, 768), np.float32)) is not None
+    pairs = kc.fused_sum(device, batch).copy_to_host()
+    monkeypatch.setattr(forward, "_as_pairs", lambda tables, result: None)
+    np.testing.assert_array_equal(pairs, kc.fused_sum(device, batch).copy_to_host())
