@@ -101,8 +101,10 @@ for dtype in (np.float32, np.float64):
                 f"sum float32 pairs {store_name}",
                 forward._pairs_kernel(store),
                 types.void(words, words, words, *ids, types.Array(types.int64, 1, C)),
-                present=("ld.global.u64", *hint),
-                absent=("fma", "ld.global.f32"),
+                present=hint,
+                # No 4-byte element access left (numba-cuda's loads are ld.global.nc.u64,
+                # the built-in's ld.global.u64: either is 8 bytes).
+                absent=("fma", "ld.global.f32", "ld.global.nc.f32", "st.global.f32", ".cs.f32"),
             )
         for reduction_name, reduction in reductions.items():
             shuffle = ("shfl.sync.bfly",) if reduction_name == "shuffle" else ()
