@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import auto
+from . import auto, devices
 from .dtypes import accumulator
 from .gradients import EmbeddingGradients
 from .methods.layernorm import layer_norm as numpy_layer_norm
@@ -274,9 +274,8 @@ def _on_device(tables, method, dtype, memory_budget, backward: bool = False):
             f"{name} is {dtype!r}; device tables return their own dtype {tables.dtype}."
         )
     memory_budget = check_memory_budget(memory_budget)  # validated, though no GPU method uses it
-    from . import cuda  # on demand: device tables exist, so numba.cuda loads
-
-    return cuda.embed_backward if backward else cuda.embed
+    device = devices.backend(tables.device)  # loaded already: it made the tables
+    return device.embed_backward if backward else device.embed
 
 
 def _method_function(method: str):

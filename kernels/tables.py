@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import devices
 from ._arrays import as_numpy
 from .checkpoint import read_embedding_layer
 from .dtypes import FLOAT_DTYPES, NAMES, parse
@@ -252,14 +253,14 @@ class EmbeddingTables:
     def to_device(self, stream=0):
         """These tables in GPU memory (:class:`kernels.cuda.DeviceTables`), for the CUDA kernels.
 
+        The backend is imported here, on first use (:mod:`kernels.devices`).
+
         ``kernels.embed`` and ``kernels.embed_backward`` take the result like
         host tables and return device arrays; ``.to_host()`` brings the tables
         back. Needs numba's CUDA support and a GPU (or ``NUMBA_ENABLE_CUDASIM=1``);
         float32 and float64 tables.
         """
-        from .cuda import DeviceTables  # on demand: importing numba.cuda starts the driver
-
-        return DeviceTables.from_tables(self, stream=stream)
+        return devices.backend("cuda").DeviceTables.from_tables(self, stream=stream)
 
     def to_host(self) -> EmbeddingTables:
         """These tables (already in host memory)."""

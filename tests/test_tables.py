@@ -92,3 +92,10 @@ def test_an_in_place_update_is_seen_by_every_method(method):
     expected = naive_embed(tables, ids)
     np.testing.assert_allclose(after, expected, rtol=0, atol=1e-4)
     assert abs(after[0, 0, 0] - before[0, 0, 0] - 97) < 1e-3  # +100 in token, -3 in segment
+
+
+def test_an_unknown_device_backend_is_named_with_the_choices():
+    from kernels import devices
+
+    with pytest.raises(ValueError, match=r"device is 'tpu'; it must be one of \('cuda',\)"):
+        devices.backend("tpu")

@@ -278,8 +278,8 @@ def render(forward: Timings, backward: Timings, small: Estimate, first, load, co
         f"95% intervals; {forward.rounds} forward rounds in {forward.seconds:.0f} s, "
         f"{backward.rounds} backward rounds in {backward.seconds:.0f} s. Ratios are medians of "
         "per-round ratios with their 95% intervals (~: wider than +-10%). How noisy: "
-        f"1-minute load average {load[0]:.2f} before and {load[1]:.2f} after the run (2 "
-        "cores; nothing else was running); the intervals below say the rest.",
+        f"1-minute load average {load[0]:.2f} before and {load[1]:.2f} after the run "
+        f"({os.cpu_count()} cores); the intervals below say the rest.",
         "",
         "| figure | measured [95% CI] | target | note |",
         "|---|---:|---|---|",
