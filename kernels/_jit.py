@@ -140,6 +140,12 @@ def parallel_kernel(func):
     return ParallelKernel(func)
 
 
+def row_helper(func):
+    """Compile a small helper that numba inlines into each kernel that calls it (numba IR,
+    before any optimisation): the kernel compiles as if the helper's lines were written in it."""
+    return njit(inline="always", **JIT_OPTIONS)(func)
+
+
 def reduction_helper(func):
     """Compile a row-reducing helper that LLVM may reassociate (and so vectorise)."""
     return njit(fastmath={"reassoc"}, **JIT_OPTIONS)(func)

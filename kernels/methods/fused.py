@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .._jit import parallel_kernel, reduction_helper, serial_kernel
+from .._jit import parallel_kernel, reduction_helper, row_helper, serial_kernel
 from ..tables import EmbeddingTables
 from ..validate import Batch, kernel_ids
 
@@ -32,6 +32,31 @@ BATCH_BLOCK = 64
 SERIAL_MAX_BYTES = 256 * 1024
 
 
+@row_helper
+def block_rows(block, batch_blocks, batch):
+    """(position, first sequence, end) of position-major block ``block``."""
+    s = block // batch_blocks
+    first = (block - s * batch_blocks) * BATCH_BLOCK
+    return s, first, min(first + BATCH_BLOCK, batch)
+
+
+@row_helper
+def rows_of(tables, ids, b, s):
+    """The (token, segment, position) rows that sequence ``b`` reads at position ``s``.
+
+    ``tables`` and ``ids`` are the (token, segment, position) tables and id
+    arrays; a type or position id array with a first axis of 1 is shared by
+    the batch.
+    """
+    token, segment, position = tables
+    input_ids, token_type_ids, position_ids = ids
+    return (
+        token[input_ids[b, s]],
+        segment[token_type_ids[0 if token_type_ids.shape[0] == 1 else b, s]],
+        position[position_ids[0 if position_ids.shape[0] == 1 else b, s]],
+    )
+
+
 def _sum_rows(token, segment, position, input_ids, token_type_ids, position_ids, out):
     """out[b, s] = (token[i] + segment[j]) + position[k] for every token.
 
@@ -40,30 +65,18 @@ def _sum_rows(token, segment, position, input_ids, token_type_ids, position_ids,
     """
     batch, seq = input_ids.shape
     hidden = out.shape[2]
-    shared_types = token_type_ids.shape[0] == 1
-    shared_positions = position_ids.shape[0] == 1
+    tables, ids = (token, segment, position), (input_ids, token_type_ids, position_ids)
     batch_blocks = (batch + BATCH_BLOCK - 1) // BATCH_BLOCK
     for block in prange(seq * batch_blocks):
-        s = block // batch_blocks
-        first = (block - s * batch_blocks) * BATCH_BLOCK
-        last = min(first + BATCH_BLOCK, batch)
-        b = first
+        s, b, last = block_rows(block, batch_blocks, batch)
         # Four rows at once: four token rows, read from random places in the table,
         # stream in together, so four misses are in flight where one was (0.66 ->
         # 0.82 of the copy at BERT-base; two rows 0.76, eight 0.35: docs/FORWARD.md).
         while b + 3 < last:
-            t0 = token[input_ids[b, s]]
-            t1 = token[input_ids[b + 1, s]]
-            t2 = token[input_ids[b + 2, s]]
-            t3 = token[input_ids[b + 3, s]]
-            g0 = segment[token_type_ids[0 if shared_types else b, s]]
-            g1 = segment[token_type_ids[0 if shared_types else b + 1, s]]
-            g2 = segment[token_type_ids[0 if shared_types else b + 2, s]]
-            g3 = segment[token_type_ids[0 if shared_types else b + 3, s]]
-            p0 = position[position_ids[0 if shared_positions else b, s]]
-            p1 = position[position_ids[0 if shared_positions else b + 1, s]]
-            p2 = position[position_ids[0 if shared_positions else b + 2, s]]
-            p3 = position[position_ids[0 if shared_positions else b + 3, s]]
+            t0, g0, p0 = rows_of(tables, ids, b, s)
+            t1, g1, p1 = rows_of(tables, ids, b + 1, s)
+            t2, g2, p2 = rows_of(tables, ids, b + 2, s)
+            t3, g3, p3 = rows_of(tables, ids, b + 3, s)
             o0, o1, o2, o3 = out[b, s], out[b + 1, s], out[b + 2, s], out[b + 3, s]
             for h in range(hidden):
                 o0[h] = t0[h] + g0[h] + p0[h]
@@ -72,9 +85,7 @@ def _sum_rows(token, segment, position, input_ids, token_type_ids, position_ids,
                 o3[h] = t3[h] + g3[h] + p3[h]
             b += 4
         while b < last:  # the last one to three rows of the block, one at a time
-            token_row = token[input_ids[b, s]]
-            segment_row = segment[token_type_ids[0 if shared_types else b, s]]
-            position_row = position[position_ids[0 if shared_positions else b, s]]
+            token_row, segment_row, position_row = rows_of(tables, ids, b, s)
             out_row = out[b, s]
             for h in range(hidden):
                 out_row[h] = token_row[h] + segment_row[h] + position_row[h]
@@ -144,27 +155,15 @@ def _sum_norm_rows(
     """
     batch, seq = input_ids.shape
     hidden = out.shape[2]
-    shared_types = token_type_ids.shape[0] == 1
-    shared_positions = position_ids.shape[0] == 1
+    tables, ids = (token, segment, position), (input_ids, token_type_ids, position_ids)
     batch_blocks = (batch + BATCH_BLOCK - 1) // BATCH_BLOCK
     for block in prange(seq * batch_blocks):
-        s = block // batch_blocks
-        first = (block - s * batch_blocks) * BATCH_BLOCK
-        last = min(first + BATCH_BLOCK, batch)
-        b = first
+        s, b, last = block_rows(block, batch_blocks, batch)
         while b + 3 < last:  # four rows summed at once, as in _sum_rows, then normalised
-            t0 = token[input_ids[b, s]]
-            t1 = token[input_ids[b + 1, s]]
-            t2 = token[input_ids[b + 2, s]]
-            t3 = token[input_ids[b + 3, s]]
-            g0 = segment[token_type_ids[0 if shared_types else b, s]]
-            g1 = segment[token_type_ids[0 if shared_types else b + 1, s]]
-            g2 = segment[token_type_ids[0 if shared_types else b + 2, s]]
-            g3 = segment[token_type_ids[0 if shared_types else b + 3, s]]
-            p0 = position[position_ids[0 if shared_positions else b, s]]
-            p1 = position[position_ids[0 if shared_positions else b + 1, s]]
-            p2 = position[position_ids[0 if shared_positions else b + 2, s]]
-            p3 = position[position_ids[0 if shared_positions else b + 3, s]]
+            t0, g0, p0 = rows_of(tables, ids, b, s)
+            t1, g1, p1 = rows_of(tables, ids, b + 1, s)
+            t2, g2, p2 = rows_of(tables, ids, b + 2, s)
+            t3, g3, p3 = rows_of(tables, ids, b + 3, s)
             o0, o1, o2, o3 = out[b, s], out[b + 1, s], out[b + 2, s], out[b + 3, s]
             for h in range(hidden):
                 o0[h] = t0[h] + g0[h] + p0[h]
@@ -175,9 +174,7 @@ def _sum_norm_rows(
                 _normalise(out[b + r, s], sums[b + r, s], keep_sum, weight, bias, eps)
             b += 4
         while b < last:
-            token_row = token[input_ids[b, s]]
-            segment_row = segment[token_type_ids[0 if shared_types else b, s]]
-            position_row = position[position_ids[0 if shared_positions else b, s]]
+            token_row, segment_row, position_row = rows_of(tables, ids, b, s)
             row = out[b, s]
             for h in range(hidden):
                 row[h] = token_row[h] + segment_row[h] + position_row[h]

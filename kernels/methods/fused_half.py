@@ -18,34 +18,22 @@ from .._jit import parallel_kernel, serial_kernel
 from ..halfbits import KIND, bits, store, widen
 from ..tables import EmbeddingTables
 from ..validate import Batch, kernel_ids
-from .fused import BATCH_BLOCK, SERIAL_MAX_BYTES, _mean_and_inverse_std
+from .fused import BATCH_BLOCK, SERIAL_MAX_BYTES, _mean_and_inverse_std, block_rows, rows_of
 
 
 def _sum_rows_half(token, segment, position, input_ids, token_type_ids, position_ids, kind, out):
     """out[b, s] = round((token[i] + segment[j]) + position[k]) over 16-bit tables."""
     batch, seq = input_ids.shape
     hidden = out.shape[2]
-    shared_types = token_type_ids.shape[0] == 1
-    shared_positions = position_ids.shape[0] == 1
+    tables, ids = (token, segment, position), (input_ids, token_type_ids, position_ids)
     batch_blocks = (batch + BATCH_BLOCK - 1) // BATCH_BLOCK
     for block in prange(seq * batch_blocks):
-        s = block // batch_blocks
-        first = (block - s * batch_blocks) * BATCH_BLOCK
-        last = min(first + BATCH_BLOCK, batch)
-        b = first
+        s, b, last = block_rows(block, batch_blocks, batch)
         while b + 3 < last:  # four rows at once, as the float kernel (more misses in flight)
-            t0 = token[input_ids[b, s]]
-            t1 = token[input_ids[b + 1, s]]
-            t2 = token[input_ids[b + 2, s]]
-            t3 = token[input_ids[b + 3, s]]
-            g0 = segment[token_type_ids[0 if shared_types else b, s]]
-            g1 = segment[token_type_ids[0 if shared_types else b + 1, s]]
-            g2 = segment[token_type_ids[0 if shared_types else b + 2, s]]
-            g3 = segment[token_type_ids[0 if shared_types else b + 3, s]]
-            p0 = position[position_ids[0 if shared_positions else b, s]]
-            p1 = position[position_ids[0 if shared_positions else b + 1, s]]
-            p2 = position[position_ids[0 if shared_positions else b + 2, s]]
-            p3 = position[position_ids[0 if shared_positions else b + 3, s]]
+            t0, g0, p0 = rows_of(tables, ids, b, s)
+            t1, g1, p1 = rows_of(tables, ids, b + 1, s)
+            t2, g2, p2 = rows_of(tables, ids, b + 2, s)
+            t3, g3, p3 = rows_of(tables, ids, b + 3, s)
             o0, o1, o2, o3 = out[b, s], out[b + 1, s], out[b + 2, s], out[b + 3, s]
             for h in range(hidden):
                 store(o0, h, widen(t0[h], kind) + widen(g0[h], kind) + widen(p0[h], kind), kind)
@@ -54,9 +42,7 @@ def _sum_rows_half(token, segment, position, input_ids, token_type_ids, position
                 store(o3, h, widen(t3[h], kind) + widen(g3[h], kind) + widen(p3[h], kind), kind)
             b += 4
         while b < last:
-            token_row = token[input_ids[b, s]]
-            segment_row = segment[token_type_ids[0 if shared_types else b, s]]
-            position_row = position[position_ids[0 if shared_positions else b, s]]
+            token_row, segment_row, position_row = rows_of(tables, ids, b, s)
             out_row = out[b, s]
             for h in range(hidden):
                 value = widen(token_row[h], kind) + widen(segment_row[h], kind)
@@ -86,17 +72,13 @@ def _sum_norm_rows_half(
     """out[b, s] = round(LayerNorm(float32 sum)); with ``keep_sum``, round(sum) into ``sums``."""
     batch, seq = input_ids.shape
     hidden = out.shape[2]
-    shared_types = token_type_ids.shape[0] == 1
-    shared_positions = position_ids.shape[0] == 1
+    tables, ids = (token, segment, position), (input_ids, token_type_ids, position_ids)
     batch_blocks = (batch + BATCH_BLOCK - 1) // BATCH_BLOCK
     for block in prange(seq * batch_blocks):
-        s = block // batch_blocks
-        first = (block - s * batch_blocks) * BATCH_BLOCK
+        s, first, last = block_rows(block, batch_blocks, batch)
         row = np.empty(hidden, np.float32)  # the float32 sum, one per block, in L1
-        for b in range(first, min(first + BATCH_BLOCK, batch)):
-            token_row = token[input_ids[b, s]]
-            segment_row = segment[token_type_ids[0 if shared_types else b, s]]
-            position_row = position[position_ids[0 if shared_positions else b, s]]
+        for b in range(first, last):
+            token_row, segment_row, position_row = rows_of(tables, ids, b, s)
             for h in range(hidden):
                 value = widen(token_row[h], kind) + widen(segment_row[h], kind)
                 row[h] = value + widen(position_row[h], kind)
