@@ -13,6 +13,18 @@ from .validate import DeviceBatch, check_out
 
 
 @cuda.jit(device=True)
+def token_rows(input_ids, token_type_ids, position_ids, t):
+    """(token row, segment row, position row) that flat token ``t`` reads."""
+    seq = input_ids.shape[1]
+    b = t // seq
+    s = t - b * seq
+    i = input_ids[b, s]
+    j = token_type_ids[0 if token_type_ids.shape[0] == 1 else b, s]
+    k = position_ids[0 if position_ids.shape[0] == 1 else b, s]
+    return i, j, k
+
+
+@cuda.jit(device=True)
 def plain_store(array, index, value):
     array[index] = value
 

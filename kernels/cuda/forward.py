@@ -25,7 +25,7 @@ from functools import cache
 import numpy as np
 from numba.cuda import libdevice
 
-from ._parts import inputs, output, store_function
+from ._parts import inputs, output, store_function, token_rows
 from ._runtime import SIMULATOR, WARP, cuda, memory_span
 from .norm import fused_sum_norm
 from .tables import DeviceTables
@@ -54,15 +54,10 @@ def _sum_kernel(store):
         over its row, four strides per pass with every load before any store.
         Same rounding order as the CPU kernel, so the same bits.
         """
-        batch, seq = input_ids.shape
         hidden = token.shape[1]
         t = cuda.blockIdx.x * cuda.blockDim.y + cuda.threadIdx.y
-        if t < batch * seq:
-            b = t // seq
-            s = t - b * seq
-            i = input_ids[b, s]
-            j = token_type_ids[0 if token_type_ids.shape[0] == 1 else b, s]
-            k = position_ids[0 if position_ids.shape[0] == 1 else b, s]
+        if t < input_ids.shape[0] * input_ids.shape[1]:
+            i, j, k = token_rows(input_ids, token_type_ids, position_ids, t)
             base = t * hidden
             step = cuda.blockDim.x
             last = hidden - 1
@@ -114,15 +109,10 @@ def _pairs_kernel(store):
         Half the memory instructions per byte; the additions are the float32
         ones of ``sum_rows``, in the same order, so the bits are the same.
         """
-        batch, seq = input_ids.shape
         pairs = token.shape[1]
         t = cuda.blockIdx.x * cuda.blockDim.y + cuda.threadIdx.y
-        if t < batch * seq:
-            b = t // seq
-            s = t - b * seq
-            i = input_ids[b, s]
-            j = token_type_ids[0 if token_type_ids.shape[0] == 1 else b, s]
-            k = position_ids[0 if position_ids.shape[0] == 1 else b, s]
+        if t < input_ids.shape[0] * input_ids.shape[1]:
+            i, j, k = token_rows(input_ids, token_type_ids, position_ids, t)
             base = t * pairs
             step = cuda.blockDim.x
             last = pairs - 1

@@ -23,7 +23,7 @@ from functools import cache
 
 import numpy as np
 
-from ._parts import inputs, output, store_function, warp_sum_function
+from ._parts import inputs, output, store_function, token_rows, warp_sum_function
 from ._runtime import SIMULATOR, WARP, cuda, memory_span
 from .tables import DeviceTables
 from .validate import DeviceBatch
@@ -34,18 +34,6 @@ NORM_WARPS = 2 if SIMULATOR else 4
 # Widest row kept in registers, in elements per lane. Small in the simulator, so
 # that the tests' widths reach both kernels.
 MAX_PER_LANE = 4 if SIMULATOR else 32
-
-
-@cuda.jit(device=True)
-def _token_rows(input_ids, token_type_ids, position_ids, t):
-    """(token row, segment row, position row) that flat token ``t`` reads."""
-    seq = input_ids.shape[1]
-    b = t // seq
-    s = t - b * seq
-    i = input_ids[b, s]
-    j = token_type_ids[0 if token_type_ids.shape[0] == 1 else b, s]
-    k = position_ids[0 if position_ids.shape[0] == 1 else b, s]
-    return i, j, k
 
 
 @cache
@@ -69,7 +57,7 @@ def _norm_kernel(warp_sum, store, dtype: np.dtype, per_lane: int):
         # one is a block-wide barrier), over an empty row.
         width = hidden if t < tokens else 0
         t = t if t < tokens else tokens - 1  # (no min(): see backward._exclusive_scan)
-        i, j, k = _token_rows(input_ids, token_type_ids, position_ids, t)
+        i, j, k = token_rows(input_ids, token_type_ids, position_ids, t)
         base = t * hidden
 
         last = hidden - 1
@@ -121,7 +109,7 @@ def _norm_kernel_reread(warp_sum, store, dtype: np.dtype):
         t = cuda.blockIdx.x * NORM_WARPS + warp
         width = hidden if t < tokens else 0
         t = t if t < tokens else tokens - 1
-        i, j, k = _token_rows(input_ids, token_type_ids, position_ids, t)
+        i, j, k = token_rows(input_ids, token_type_ids, position_ids, t)
         base = t * hidden
 
         total = 0.0
