@@ -20,7 +20,7 @@ from .. import embed, embed_backward
 from ..gradients import EmbeddingGradients
 from . import contenders, machine, peers
 from .cases import BERT_BASE, SMALL_CALL, make_inputs, zipf_ids
-from .roofline import CopyReference
+from .roofline import CopyReference, apart_from
 from .timing import Estimate, Timings, interleave
 
 
@@ -136,9 +136,10 @@ def forward_calls(include_compile: bool = True) -> dict:
     shape = (BERT_BASE.batch, BERT_BASE.seq, BERT_BASE.hidden)
     expected = embed(tables, ids, types, method="gather")  # itself bit-tested against a loop
     normed = embed(tables, ids, types, method="gather", layer_norm=True)
-    out, out_norm = np.empty(shape, np.float32), np.empty(shape, np.float32)
+    out = apart_from(tables.token, shape, np.float32)
+    out_norm = apart_from(tables.token, shape, np.float32)
     half = make_inputs(replace(BERT_BASE, dtype="bfloat16"))[0]
-    out_half = np.empty(shape, half.dtype)
+    out_half = apart_from(half.token, shape, half.dtype)
     calls = {
         "copy": CopyReference(shape, np.float32),
         "copy (non-temporal)": CopyReference(shape, np.float32, nontemporal=True),
@@ -207,7 +208,7 @@ def backward_calls() -> dict:
 def small_call() -> Estimate:
     """One public-API call at batch 1 x seq 128 x hidden 768 into ``out=``, validation included."""
     tables, ids, _ = make_inputs(SMALL_CALL)
-    out = np.empty((1, SMALL_CALL.seq, SMALL_CALL.hidden), tables.dtype)
+    out = apart_from(tables.token, (1, SMALL_CALL.seq, SMALL_CALL.hidden), tables.dtype)
     calls = {"small": lambda: embed(tables, ids, out=out)}
     return interleave(calls, budget=3.0, target=0.01).estimate("small")
 
