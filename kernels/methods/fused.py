@@ -57,6 +57,31 @@ def rows_of(tables, ids, b, s):
     )
 
 
+@row_helper
+def sum_four_rows(out, tables, ids, b0, s0, b1, s1, b2, s2, b3, s3):
+    """Four output rows at once: their four random token rows stream in together, so four
+    misses are in flight where one was (0.66 -> 0.82 of the copy at BERT-base; two rows
+    0.76, eight 0.35: docs/FORWARD.md)."""
+    t0, g0, p0 = rows_of(tables, ids, b0, s0)
+    t1, g1, p1 = rows_of(tables, ids, b1, s1)
+    t2, g2, p2 = rows_of(tables, ids, b2, s2)
+    t3, g3, p3 = rows_of(tables, ids, b3, s3)
+    o0, o1, o2, o3 = out[b0, s0], out[b1, s1], out[b2, s2], out[b3, s3]
+    for h in range(o0.size):
+        o0[h] = t0[h] + g0[h] + p0[h]
+        o1[h] = t1[h] + g1[h] + p1[h]
+        o2[h] = t2[h] + g2[h] + p2[h]
+        o3[h] = t3[h] + g3[h] + p3[h]
+
+
+@row_helper
+def sum_row(out, tables, ids, b, s):
+    token_row, segment_row, position_row = rows_of(tables, ids, b, s)
+    out_row = out[b, s]
+    for h in range(out_row.size):
+        out_row[h] = token_row[h] + segment_row[h] + position_row[h]
+
+
 def _sum_rows(token, segment, position, input_ids, token_type_ids, position_ids, out):
     """out[b, s] = (token[i] + segment[j]) + position[k] for every token.
 
@@ -64,31 +89,15 @@ def _sum_rows(token, segment, position, input_ids, token_type_ids, position_ids,
     batch) or ``batch``. Every block writes its own output rows: no races.
     """
     batch, seq = input_ids.shape
-    hidden = out.shape[2]
     tables, ids = (token, segment, position), (input_ids, token_type_ids, position_ids)
     batch_blocks = (batch + BATCH_BLOCK - 1) // BATCH_BLOCK
     for block in prange(seq * batch_blocks):
         s, b, last = block_rows(block, batch_blocks, batch)
-        # Four rows at once: four token rows, read from random places in the table,
-        # stream in together, so four misses are in flight where one was (0.66 ->
-        # 0.82 of the copy at BERT-base; two rows 0.76, eight 0.35: docs/FORWARD.md).
-        while b + 3 < last:
-            t0, g0, p0 = rows_of(tables, ids, b, s)
-            t1, g1, p1 = rows_of(tables, ids, b + 1, s)
-            t2, g2, p2 = rows_of(tables, ids, b + 2, s)
-            t3, g3, p3 = rows_of(tables, ids, b + 3, s)
-            o0, o1, o2, o3 = out[b, s], out[b + 1, s], out[b + 2, s], out[b + 3, s]
-            for h in range(hidden):
-                o0[h] = t0[h] + g0[h] + p0[h]
-                o1[h] = t1[h] + g1[h] + p1[h]
-                o2[h] = t2[h] + g2[h] + p2[h]
-                o3[h] = t3[h] + g3[h] + p3[h]
+        while b + 3 < last:  # four sequences at this position
+            sum_four_rows(out, tables, ids, b, s, b + 1, s, b + 2, s, b + 3, s)
             b += 4
         while b < last:  # the last one to three rows of the block, one at a time
-            token_row, segment_row, position_row = rows_of(tables, ids, b, s)
-            out_row = out[b, s]
-            for h in range(hidden):
-                out_row[h] = token_row[h] + segment_row[h] + position_row[h]
+            sum_row(out, tables, ids, b, s)
             b += 1
 
 
@@ -154,31 +163,18 @@ def _sum_norm_rows(
     the normalising loop ran scalar (in place: 30.2 ms -> 17.4 ms at BERT-base).
     """
     batch, seq = input_ids.shape
-    hidden = out.shape[2]
     tables, ids = (token, segment, position), (input_ids, token_type_ids, position_ids)
     batch_blocks = (batch + BATCH_BLOCK - 1) // BATCH_BLOCK
     for block in prange(seq * batch_blocks):
         s, b, last = block_rows(block, batch_blocks, batch)
         while b + 3 < last:  # four rows summed at once, as in _sum_rows, then normalised
-            t0, g0, p0 = rows_of(tables, ids, b, s)
-            t1, g1, p1 = rows_of(tables, ids, b + 1, s)
-            t2, g2, p2 = rows_of(tables, ids, b + 2, s)
-            t3, g3, p3 = rows_of(tables, ids, b + 3, s)
-            o0, o1, o2, o3 = out[b, s], out[b + 1, s], out[b + 2, s], out[b + 3, s]
-            for h in range(hidden):
-                o0[h] = t0[h] + g0[h] + p0[h]
-                o1[h] = t1[h] + g1[h] + p1[h]
-                o2[h] = t2[h] + g2[h] + p2[h]
-                o3[h] = t3[h] + g3[h] + p3[h]
+            sum_four_rows(out, tables, ids, b, s, b + 1, s, b + 2, s, b + 3, s)
             for r in range(4):
                 _normalise(out[b + r, s], sums[b + r, s], keep_sum, weight, bias, eps)
             b += 4
         while b < last:
-            token_row, segment_row, position_row = rows_of(tables, ids, b, s)
-            row = out[b, s]
-            for h in range(hidden):
-                row[h] = token_row[h] + segment_row[h] + position_row[h]
-            _normalise(row, sums[b, s], keep_sum, weight, bias, eps)
+            sum_row(out, tables, ids, b, s)
+            _normalise(out[b, s], sums[b, s], keep_sum, weight, bias, eps)
             b += 1
 
 
