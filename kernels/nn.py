@@ -10,7 +10,10 @@ state dicts load unchanged, and the same ``forward`` signature and output.
 Its forward is the fused sum+LayerNorm kernel; its backward is the numba
 LayerNorm backward followed by the fused scatter-add (``padding_idx``
 respected). Weights, ids, outputs and gradients cross between torch and numpy
-without copies (CPU tensors share their memory with numpy views).
+without copies (CPU tensors share their memory with numpy views). On CUDA
+tensors the same steps run as the numba-cuda kernels of :mod:`kernels.cuda`
+(float32 or float64), on torch's memory and current stream
+(:mod:`kernels._nn_cuda`).
 
 torch is imported here and only here; ``import kernels`` never needs it.
 """
@@ -25,17 +28,55 @@ from .methods.layernorm_backward import layer_norm_backward
 from .tables import EmbeddingTables
 
 
+class _DeviceViews(dict):
+    """The CUDA path's cached views of a module's parameters (kernels._nn_cuda.device_tables).
+
+    Never copied or pickled: a deep copy or an unpickled module starts empty
+    and builds views of its own parameters on first use.
+    """
+
+    def __deepcopy__(self, memo):
+        return type(self)()
+
+    def __reduce__(self):
+        return type(self), ()
+
+
 def _numpy(tensor: torch.Tensor):
     return tensor.detach().contiguous().numpy()
 
 
 class _FusedEmbeddingLayerNorm(torch.autograd.Function):
-    """LayerNorm(Wt[ids] + Ws[types] + Wp[positions]) with hand-written gradients."""
+    """LayerNorm(Wt[ids] + Ws[types] + Wp[positions]) with hand-written gradients.
+
+    ``device_cache`` is a dict that keeps the CUDA path's device views of the
+    parameters from call to call (the module's own), or None.
+    """
 
     @staticmethod
     def forward(
-        ctx, ids, types, positions, padding_idx, word, segment, position, weight, bias, eps
+        ctx,
+        ids,
+        types,
+        positions,
+        padding_idx,
+        word,
+        segment,
+        position,
+        weight,
+        bias,
+        eps,
+        device_cache=None,
     ):
+        ctx.eps, ctx.padding_idx = eps, padding_idx
+        if word.is_cuda:
+            from . import _nn_cuda
+
+            ctx.tables = _nn_cuda.device_tables(
+                device_cache, word, segment, position, weight, bias, eps
+            )
+            out, ctx.sums, ctx.batch = _nn_cuda.forward(ctx.tables, ids, types, positions)
+            return out
         tables = EmbeddingTables(
             word, segment, position, norm_weight=weight, norm_bias=bias, norm_eps=eps
         )
@@ -43,11 +84,20 @@ class _FusedEmbeddingLayerNorm(torch.autograd.Function):
             tables, ids, types, positions, method="fused", layer_norm=True, return_sum=True
         )
         ctx.save_for_backward(ids, types, positions, word, segment, position, weight)
-        ctx.sums, ctx.eps, ctx.padding_idx = sums, eps, padding_idx
+        ctx.sums, ctx.tables = sums, None
         return torch.from_numpy(out)
 
     @staticmethod
     def backward(ctx, grad_out):
+        needs = ctx.needs_input_grad[4:9]  # word, segment, position, weight, bias
+        if ctx.tables is not None:  # the CUDA path
+            from . import _nn_cuda
+
+            grads = _nn_cuda.backward(
+                ctx.tables, ctx.batch, ctx.sums, grad_out, ctx.padding_idx, ctx.eps
+            )
+            weight_grads = [g if n else None for g, n in zip(grads, needs, strict=True)]
+            return None, None, None, None, *weight_grads, None, None
         ids, types, positions, word, segment, position, weight = ctx.saved_tensors
         grad_sums, grad_weight, grad_bias = layer_norm_backward(
             ctx.sums, _numpy(grad_out), _numpy(weight), ctx.eps
@@ -61,11 +111,10 @@ class _FusedEmbeddingLayerNorm(torch.autograd.Function):
             padding_idx=ctx.padding_idx,
         )
         grads = [*table_grads, grad_weight, grad_bias]
-        needs = ctx.needs_input_grad[4:9]  # word, segment, position, weight, bias
         weight_grads = [
             torch.from_numpy(g) if n else None for g, n in zip(grads, needs, strict=True)
         ]
-        return None, None, None, None, *weight_grads, None
+        return None, None, None, None, *weight_grads, None, None
 
 
 class BertEmbeddings(nn.Module):
@@ -102,6 +151,12 @@ class BertEmbeddings(nn.Module):
         self.token_type_embeddings = nn.Embedding(type_vocab_size, hidden_size, dtype=dtype)
         self.LayerNorm = nn.LayerNorm(hidden_size, eps=layer_norm_eps, dtype=dtype)
         self.dropout = nn.Dropout(hidden_dropout_prob)
+        self._device_cache = _DeviceViews()
+
+    def _apply(self, fn, *args, **kwargs):
+        # .to(), .cuda(), .cpu(), .float(): the cached views would keep the old tensors alive.
+        self._device_cache.clear()
+        return super()._apply(fn, *args, **kwargs)
 
     @classmethod
     def from_hf(cls, module: nn.Module) -> BertEmbeddings:
@@ -150,7 +205,9 @@ class BertEmbeddings(nn.Module):
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         if position_ids is None:
-            position_ids = torch.arange(past, past + seq, dtype=input_ids.dtype)[None, :]
+            position_ids = torch.arange(
+                past, past + seq, dtype=input_ids.dtype, device=input_ids.device
+            )[None, :]
         hidden = _FusedEmbeddingLayerNorm.apply(
             input_ids,
             token_type_ids,
@@ -162,6 +219,7 @@ class BertEmbeddings(nn.Module):
             self.LayerNorm.weight,
             self.LayerNorm.bias,
             self.LayerNorm.eps,
+            self._device_cache,
         )
         return self.dropout(hidden)
 

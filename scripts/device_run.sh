@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# One call on the lent GPU machine (see docs/GPU.md): the CUDA tests on hardware, torch/CuPy
-# interop, and `embench perf --device cuda`; on request `diag` (scripts/gpu_diagnose.py), `nn`
-# (the drop-in on CUDA tensors) and `cpu` (embench perf on the CPU). Logs and tables go to $OUT.
-#     bash scripts/device_run.sh            # tests, interop, gpu perf (~2 minutes on an H100)
-#     STEPS="tests interop" bash scripts/device_run.sh
+# One call on the lent GPU machine (see docs/GPU.md): the CUDA tests on hardware (the torch
+# drop-in on CUDA tensors included), torch/CuPy interop, and `embench perf --device cuda`; on
+# request `train` (one training step of the layer: kernels.bench.gpu_train), `diag`
+# (scripts/gpu_diagnose.py) and `cpu` (embench perf on the CPU). Logs and tables go to $OUT.
+#     bash scripts/device_run.sh            # tests, interop, gpu perf (~3 minutes on an H100)
+#     STEPS="tests train gpu" GPU_ARGS=--no-compile bash scripts/device_run.sh
 set -u
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 NUMBA_ENABLE_CUDASIM=0
 OUT=${OUT:-/tmp/device-out}; mkdir -p "$OUT"
@@ -14,10 +15,10 @@ STEPS=${STEPS:-"tests interop gpu"}
 for step in $STEPS; do
   echo "=== $step $(date -u +%T)"
   case $step in
-    tests) timeout 200 python3 -m pytest tests/cuda -q -p no:cacheprovider -p no:randomly 2>&1 | tail -n 60 | tee "$OUT/tests.txt" ;;
-    nn) timeout 200 python3 -m pytest tests/test_nn.py tests/cuda -q -p no:cacheprovider -k "cuda or device" 2>&1 | tail -n 60 | tee "$OUT/nn.txt" ;;
+    tests) timeout 240 python3 -m pytest tests/cuda -q -p no:cacheprovider -p no:randomly 2>&1 | tail -n 60 | tee "$OUT/tests.txt" ;;
+    train) timeout 200 python3 -m kernels.bench.gpu_train --write "$OUT/train.md" 2>&1 | tail -n 30 ;;
     interop) timeout 120 python3 scripts/device_interop.py 2>&1 | tee "$OUT/interop.txt" ;;
-    gpu) timeout 270 python3 -m kernels.bench perf --device cuda --write "$OUT/gpu.md" > "$OUT/gpu.log" 2>&1; tail -n 40 "$OUT/gpu.log" ;;
+    gpu) timeout 270 python3 -m kernels.bench perf --device cuda ${GPU_ARGS:-} --write "$OUT/gpu.md" > "$OUT/gpu.log" 2>&1; tail -n 40 "$OUT/gpu.log" ;;
     diag) timeout 150 python3 scripts/gpu_diagnose.py > "$OUT/diag.txt" 2>&1; grep -v "^ *[0-9]" "$OUT/diag.txt" | grep -v Warn | grep -v "warn(" ;;
     cpu) timeout 200 python3 -m kernels.bench perf --budget 10 --write "$OUT/cpu.md" > "$OUT/cpu.log" 2>&1; tail -n 40 "$OUT/cpu.log" ;;
   esac

@@ -76,7 +76,7 @@ def test_gradcheck_float64(shared_positions):
 
     def function(word, segment, position, weight, bias, padding_idx=None):
         return kernels.nn._FusedEmbeddingLayerNorm.apply(
-            ids, types, positions, padding_idx, word, segment, position, weight, bias, 1e-12
+            ids, types, positions, padding_idx, word, segment, position, weight, bias, 1e-12, None
         )
 
     order = [by_name[name] for name in PARAMETERS]
@@ -223,3 +223,14 @@ def test_cuda_tensors_name_the_fix():
 
     with pytest.raises(TypeError, match=r"input_ids is a torch tensor on cuda:0.*\.cpu\(\)"):
         kernels.embed(kernels.EmbeddingTables.random(5, 2), FakeCudaTensor())
+
+
+def test_the_device_view_cache_is_never_copied_or_pickled():
+    import pickle
+
+    module = _small_module(torch.float32)
+    module._device_cache["key"] = object()  # stands for cached CUDA views
+    assert copy.deepcopy(module)._device_cache == {}
+    assert pickle.loads(pickle.dumps(module))._device_cache == {}
+    module.double()  # moving or casting the parameters drops the views
+    assert module._device_cache == {}

@@ -7,7 +7,8 @@
 Cases: BERT-base (batch 32 x seq 512, hidden 768, vocab 30522, float32) and a
 single 1 x 128 sequence, token ids drawn from Zipf's law (exponent 1, ranks
 shuffled over the vocabulary, seeded). Operations: the fused sum, sum +
-LayerNorm, and the backward pass (the three table gradients).
+LayerNorm, the backward pass (the three table gradients), and LayerNorm's
+backward (gradients of the sum, the weight and the bias).
 
 How it measures (docs/GPU.md):
 
@@ -40,7 +41,7 @@ INNER = 10
 SPIN_SECONDS = 0.005  # covers the host's queueing of INNER calls (backward: ~6 launches each)
 BUDGET_SECONDS = 150  # no torch.compile for a case that starts later than this (each compiles
 # three graphs, ~10-30 s each), so that the whole run stays under 4 minutes
-OPERATIONS = ("sum", "sum+LayerNorm", "backward")
+OPERATIONS = ("sum", "sum+LayerNorm", "backward", "LayerNorm backward")
 
 
 def zipf_ids(vocab: int, shape, seed: int = 0) -> np.ndarray:
@@ -151,7 +152,21 @@ def torch_contenders(host, ids, use_compile, budget_left):
             dense(grad, positions.expand_as(input_ids), rows_p, -1, False),
         )
 
-    eager = {"sum": summed, "sum+LayerNorm": normed, "backward": backward}
+    hidden = token.shape[1]
+    x = summed()
+    _, mean, rstd = torch.ops.aten.native_layer_norm(x, (hidden,), weight, bias, 1e-12)
+
+    def norm_backward():
+        return torch.ops.aten.native_layer_norm_backward(
+            grad, x, (hidden,), mean, rstd, weight, bias, [True, True, True]
+        )
+
+    eager = {
+        "sum": summed,
+        "sum+LayerNorm": normed,
+        "backward": backward,
+        "LayerNorm backward": norm_backward,
+    }
     result = {(op, "torch eager"): f for op, f in eager.items()}
     note = ""
     if use_compile and budget_left() > 0:
@@ -188,6 +203,22 @@ def check_results(device, batch, grad_device, host, ids, grad):
         np.add.at(reference, np.broadcast_to(table_ids, input_ids.shape).reshape(-1), flat)
         same = np.array_equal(getattr(gradients, name).copy_to_host(), reference)
         verdicts.append((f"backward {name} == np.add.at (token order), bitwise", bool(same)))
+    # LayerNorm's backward against float64 formulas on the host (to rounding).
+    xhat = centred / np.sqrt((centred**2).mean(-1, keepdims=True) + 1e-12)
+    g = grad.astype(np.float64) * weight
+    d_sums = (g - g.mean(-1, keepdims=True) - xhat * (g * xhat).mean(-1, keepdims=True)) / np.sqrt(
+        (centred**2).mean(-1, keepdims=True) + 1e-12
+    )
+    hidden = grad.shape[-1]
+    got = kc.layer_norm_backward(
+        sums.reshape(-1, hidden), grad_device.reshape(-1, hidden), device.norm_weight, 1e-12
+    )
+    expected = (d_sums, (grad * xhat).reshape(-1, hidden).sum(0), flat.sum(0, dtype=np.float64))
+    for name, array, want in zip(("sum", "weight", "bias"), got, expected, strict=True):
+        error = np.abs(array.copy_to_host().reshape(want.shape) - want).max() / np.abs(want).max()
+        verdicts.append(
+            (f"LayerNorm backward d{name} max |error| / max vs float64", f"{error:.1e}")
+        )
     return verdicts
 
 
@@ -238,6 +269,22 @@ def run_case(label, batch_size, seq, vocab, hidden, positions, timer, args, budg
     into = kc.fused_backward(device, batch, grad_device, stream=stream)  # a .grad to add into
     contenders[("backward", "kernels.cuda, accumulate_into")] = lambda: kc.fused_backward(
         device, batch, grad_device, accumulate_into=into, stream=stream
+    )
+    work = {}
+
+    def reuse(shape, dtype):  # the work arrays, allocated once (as torch's cache would)
+        if (shape, dtype) not in work:
+            work[(shape, dtype)] = cuda.device_array(shape, dtype)
+        return work[(shape, dtype)]
+
+    sums, flat_grad = out.reshape(-1, hidden), grad_device.reshape(-1, hidden)
+    norm_out = (
+        cuda.device_array_like(sums),
+        cuda.device_array(hidden, np.float32),
+        cuda.device_array(hidden, np.float32),
+    )
+    contenders[("LayerNorm backward", "kernels.cuda")] = lambda: kc.layer_norm_backward(
+        sums, flat_grad, device.norm_weight, 1e-12, out=norm_out, allocate=reuse, stream=stream
     )
     torch_ones, note = torch_contenders(host, ids, not args.no_compile, budget_left)
     contenders.update(torch_ones)

@@ -12,6 +12,8 @@ What the kernels compute, and how they line up with the CPU ``fused`` method:
   tables' dtype, the CPU's rounding order: bit-identical to it.
 - :func:`fused_sum_norm`: the same sum, then LayerNorm with float64 statistics;
   optionally keeps the pre-norm sum (bit-identical to :func:`fused_sum`).
+- :func:`layer_norm_backward`: LayerNorm's gradients for the sum, the weight and
+  the bias, float64 sums in a fixed order (to rounding of the CPU's).
 - :func:`fused_backward`: the three table gradients, each element summed in
   token order from zero without float atomics: bit-identical to the CPU.
 - :func:`prepare`: shape and dtype checks on the host, the id range check on
@@ -45,6 +47,7 @@ from ._runtime import HAS_SHUFFLE, HAS_STREAMING_STORE, SIMULATOR, cuda  # noqa:
 from .backward import DeviceGradients, embed_backward, fused_backward  # noqa: E402
 from .forward import embed, fused_sum  # noqa: E402
 from .norm import fused_sum_norm  # noqa: E402
+from .norm_backward import layer_norm_backward  # noqa: E402
 from .tables import DeviceTables  # noqa: E402
 from .validate import DeviceBatch, prepare  # noqa: E402
 
@@ -61,5 +64,6 @@ __all__ = [
     "fused_backward",
     "fused_sum",
     "fused_sum_norm",
+    "layer_norm_backward",
     "prepare",
 ]

@@ -36,9 +36,9 @@ from typing import NamedTuple
 import numpy as np
 
 from ..validate.backward import check_padding_idx
-from ._runtime import SIMULATOR, as_device, cuda, memory_span
+from ._runtime import SIMULATOR, cuda
 from .tables import DeviceTables
-from .validate import DeviceBatch, check_out, prepare
+from .validate import DeviceBatch, check_targets, device_grad, prepare
 
 # One chunk per block, one entry per thread. The simulator runs a Python thread
 # per CUDA thread, so it gets small blocks (and still several chunks per test).
@@ -224,61 +224,6 @@ def _segment_sums_kernel(dtype: np.dtype, unroll: int):
     return segment_sums
 
 
-@cuda.jit
-def _compact(grad, flat):
-    """flat[b * seq + s, h] = grad[b, s, h]: a strided grad_output in the layout the sums read."""
-    t = cuda.blockIdx.x
-    seq = grad.shape[1]
-    b = t // seq
-    s = t - b * seq
-    for h in range(cuda.threadIdx.x, flat.shape[1], cuda.blockDim.x):
-        flat[t, h] = grad[b, s, h]
-
-
-def _device_grad(grad_output, shape: tuple, dtype: np.dtype, stream):
-    grad = as_device(grad_output, "grad_output")
-    if grad is None:
-        grad = np.asarray(grad_output)
-    if np.dtype(grad.dtype) != dtype:
-        raise TypeError(
-            f"grad_output has dtype {grad.dtype}; it must have the tables' dtype {dtype}. "
-            f"Convert it with grad_output.astype(np.{dtype})."
-        )
-    if tuple(grad.shape) != shape:
-        raise ValueError(
-            f"grad_output has shape {tuple(grad.shape)}; it must have shape {shape} "
-            "(input_ids' (batch, seq) and the tables' hidden_size)."
-        )
-    tokens = shape[0] * shape[1]
-    if isinstance(grad, np.ndarray):
-        grad = cuda.to_device(np.ascontiguousarray(grad), stream=stream)
-    elif not grad.is_c_contiguous():  # read once into the (tokens, hidden) layout
-        flat = cuda.device_array((tokens, shape[2]), dtype, stream=stream)
-        if tokens:
-            _compact[tokens, _THREADS, stream](grad, flat)
-        return flat
-    return grad.reshape(tokens, shape[2])
-
-
-def _accumulation_targets(tables: DeviceTables, accumulate_into, grad) -> DeviceGradients:
-    """The caller's three gradient arrays, checked as ``out=`` is (the CPU's names)."""
-    parts = tuple(accumulate_into) if isinstance(accumulate_into, (tuple, list)) else None
-    if parts is None or len(parts) != 3:
-        raise TypeError(
-            f"accumulate_into is {type(accumulate_into).__name__}; it must be a DeviceGradients "
-            "(or a tuple) of three CUDA arrays: token, segment and position gradients."
-        )
-    checked = []
-    named = [("grad_output", memory_span(grad))]
-    for name, array, table in zip(
-        DeviceGradients._fields, parts, (tables.token, tables.segment, tables.position), strict=True
-    ):
-        label = f"accumulate_into.{name}"
-        checked.append(check_out(label, array, tuple(table.shape), tables.dtype, named))
-        named.append((label, memory_span(checked[-1])))
-    return DeviceGradients(*checked)
-
-
 def _sort_buffers(rows: int, entries: int, stream) -> tuple:
     chunks = max(1, -(-entries // _CHUNK))
     return (
@@ -296,6 +241,7 @@ def fused_backward(
     grad_output,
     padding_idx=None,
     *,
+    out=None,
     accumulate_into=None,
     stream=0,
 ) -> DeviceGradients:
@@ -310,6 +256,9 @@ def fused_backward(
         In the tables' dtype; device arrays of any layout are read in place.
     padding_idx : int, optional
         A token row whose gradient stays zero (torch's ``padding_idx``).
+    out : DeviceGradients or tuple of three CUDA arrays, optional
+        Write the gradients here (every element, unused rows as zeros; laid out
+        as ``accumulate_into``), e.g. tensors from torch's caching allocator.
     accumulate_into : DeviceGradients or tuple of three CUDA arrays, optional
         Add the gradients into these (shaped like the tables, their dtype,
         C-contiguous; torch ``.grad`` tensors work), each element in token order
@@ -324,10 +273,14 @@ def fused_backward(
         New device arrays (row views of one array), or the arrays of ``accumulate_into``.
     """
     hidden, dtype = tables.hidden_size, tables.dtype
-    grad = _device_grad(grad_output, (*batch.shape, hidden), dtype, stream)
+    grad = device_grad(grad_output, (*batch.shape, hidden), dtype, stream)
     padding = check_padding_idx(padding_idx, tables.vocab_size)  # the CPU's check and message
+    if out is not None and accumulate_into is not None:
+        raise ValueError("give out or accumulate_into, not both.")
     if accumulate_into is not None:
-        targets = _accumulation_targets(tables, accumulate_into, grad)
+        targets = DeviceGradients(*check_targets("accumulate_into", accumulate_into, tables, grad))
+    elif out is not None:
+        targets = DeviceGradients(*check_targets("out", out, tables, grad))
     else:
         grads = cuda.device_array((rows_of(tables), hidden), dtype, stream=stream)
         vocab, first_position = tables.vocab_size, tables.vocab_size + tables.type_vocab_size
@@ -383,6 +336,7 @@ def embed_backward(
     past_length: int = 0,
     padding_idx=None,
     *,
+    out=None,
     accumulate_into=None,
     check: bool = True,
     stream=0,
@@ -392,5 +346,11 @@ def embed_backward(
         tables, input_ids, token_type_ids, position_ids, past_length, check=check, stream=stream
     )
     return fused_backward(
-        tables, batch, grad_output, padding_idx, accumulate_into=accumulate_into, stream=stream
+        tables,
+        batch,
+        grad_output,
+        padding_idx,
+        out=out,
+        accumulate_into=accumulate_into,
+        stream=stream,
     )

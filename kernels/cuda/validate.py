@@ -250,3 +250,57 @@ def check_out(name: str, out, shape: tuple, dtype: np.dtype, inputs) -> object:
                 f"{name} overlaps {input_name}; pass an array that shares no memory with it."
             )
     return array
+
+
+@cuda.jit
+def _compact(grad, flat):
+    """flat[b * seq + s, h] = grad[b, s, h]: a strided grad_output in the layout the sums read."""
+    t = cuda.blockIdx.x
+    seq = grad.shape[1]
+    b = t // seq
+    s = t - b * seq
+    for h in range(cuda.threadIdx.x, flat.shape[1], cuda.blockDim.x):
+        flat[t, h] = grad[b, s, h]
+
+
+def device_grad(grad_output, shape: tuple, dtype: np.dtype, stream):
+    """``grad_output`` (host or device) checked, as a C-contiguous (tokens, hidden) device array."""
+    grad = as_device(grad_output, "grad_output")
+    if grad is None:
+        grad = np.asarray(grad_output)
+    if np.dtype(grad.dtype) != dtype:
+        raise TypeError(
+            f"grad_output has dtype {grad.dtype}; it must have the tables' dtype {dtype}. "
+            f"Convert it with grad_output.astype(np.{dtype})."
+        )
+    if tuple(grad.shape) != shape:
+        raise ValueError(
+            f"grad_output has shape {tuple(grad.shape)}; it must have shape {shape} "
+            "(input_ids' (batch, seq) and the tables' hidden_size)."
+        )
+    tokens = shape[0] * shape[1]
+    if isinstance(grad, np.ndarray):
+        grad = cuda.to_device(np.ascontiguousarray(grad), stream=stream)
+    elif not grad.is_c_contiguous():  # read once into the (tokens, hidden) layout
+        flat = cuda.device_array((tokens, shape[2]), dtype, stream=stream)
+        if tokens:
+            _compact[tokens, _CHECK_THREADS, stream](grad, flat)
+        return flat
+    return grad.reshape(tokens, shape[2])
+
+
+def check_targets(label: str, given, tables: DeviceTables, grad) -> tuple:
+    """The caller's three gradient arrays (``out`` or ``accumulate_into``), checked as out."""
+    parts = tuple(given) if isinstance(given, (tuple, list)) else None
+    if parts is None or len(parts) != 3:
+        raise TypeError(
+            f"{label} is {type(given).__name__}; it must be a DeviceGradients "
+            "(or a tuple) of three CUDA arrays: token, segment and position gradients."
+        )
+    checked = []
+    named = [("grad_output", memory_span(grad))]
+    arrays = (tables.token, tables.segment, tables.position)
+    for name, array, table in zip(("token", "segment", "position"), parts, arrays, strict=True):
+        checked.append(check_out(f"{label}.{name}", array, tuple(table.shape), tables.dtype, named))
+        named.append((f"{label}.{name}", memory_span(checked[-1])))
+    return tuple(checked)

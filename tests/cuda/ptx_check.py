@@ -52,7 +52,7 @@ import kernels.cuda._runtime as runtime  # noqa: E402
 
 streaming = callable(getattr(cuda, "stcs", None))  # numba-cuda only
 runtime.HAS_SHUFFLE, runtime.HAS_STREAMING_STORE = True, streaming
-from kernels.cuda import _parts, backward, forward, norm, validate  # noqa: E402
+from kernels.cuda import _parts, backward, forward, norm, norm_backward, validate  # noqa: E402
 
 C = "C"
 ids = (types.Array(types.int64, 2, C),) * 3
@@ -132,8 +132,29 @@ for dtype in (np.float32, np.float64):
     )
     check(
         f"backward compact {nb}",
-        backward._compact,
+        validate._compact,
         types.void(types.Array(nb, 3, "A"), types.Array(nb, 2, C)),
+    )
+    matrix, f64_2d = types.Array(nb, 2, C), types.Array(types.float64, 2, C)
+    f64_1d = types.Array(types.float64, 1, C)
+    for reduction_name, reduction in reductions.items():
+        check(
+            f"LayerNorm backward rows {nb} {reduction_name}",
+            norm_backward._rows_kernel(reduction),
+            types.void(matrix, matrix, vector, types.float64, matrix, f64_1d, f64_1d),
+            present=("shfl.sync.bfly",) if reduction_name == "shuffle" else (),
+            absent=("atom",),
+        )
+    check(
+        f"LayerNorm backward partials {nb}",
+        norm_backward._partials,
+        types.void(matrix, matrix, f64_1d, f64_1d, types.int64, f64_2d, f64_2d),
+        absent=("atom",),
+    )
+    check(
+        f"LayerNorm backward finish {nb}",
+        norm_backward._finish,
+        types.void(f64_2d, f64_2d, vector, vector),
     )
 
 check("range check", validate._find_out_of_range, types.void(*ids, *(types.int64,) * 3, i64_1d))

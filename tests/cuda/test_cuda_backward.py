@@ -179,6 +179,27 @@ def test_accumulate_into_of_the_wrong_kind_is_refused():
         )  # fmt: skip
 
 
+def test_out_is_overwritten_with_the_gradients_padding_row_zero():
+    device, shapes = setup()
+    rng = np.random.default_rng(8)
+    input_ids = rng.integers(0, 6, (3, 9))
+    input_ids[1, :2] = 3  # the padding row
+    g = grad((3, 9), 33, seed=9)
+    poisoned = [np.full(shape, np.nan, np.float32) for shape in shapes]  # every element written
+    out = kc.DeviceGradients(*(cuda.to_device(a) for a in poisoned))
+    result = kc.embed_backward(device, g, input_ids, padding_idx=3, out=out)
+    assert all(got is given for got, given in zip(result, out, strict=True))
+    expected = gradients(
+        shapes, g, input_ids, np.zeros((1, 9), int), np.arange(9)[None], 3, np.float32
+    )
+    assert_bitwise(host(result), expected)
+    assert not host(result)[0][3].any()
+    with pytest.raises(ValueError, match="give out or accumulate_into, not both"):
+        kc.embed_backward(device, g, input_ids, out=out, accumulate_into=out)
+    with pytest.raises(TypeError, match="out is list; it must be a DeviceGradients"):
+        kc.embed_backward(device, g, input_ids, out=list(out)[:2])
+
+
 def test_reused_work_arrays_carry_nothing_from_call_to_call():
     # The sort buffers are cached per shape: a second batch of the same shape, and one of
     # another shape in between, must each give their own gradients.
