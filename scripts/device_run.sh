@@ -15,10 +15,11 @@ STEPS=${STEPS:-"tests interop gpu"}
 for step in $STEPS; do
   echo "=== $step $(date -u +%T)"
   case $step in
-    tests) timeout 240 python3 -m pytest tests/cuda -q -p no:cacheprovider -p no:randomly 2>&1 | tail -n 60 | tee "$OUT/tests.txt" ;;
+    tests) timeout 240 python3 -m pytest tests/cuda -q -p no:cacheprovider -p no:randomly -p no:warnings ${TEST_ARGS:-} 2>&1 | tail -n 60 | tee "$OUT/tests.txt" ;;
     train) timeout 200 python3 -m kernels.bench.gpu_train --write "$OUT/train.md" 2>&1 | tail -n 30 ;;
     interop) timeout 120 python3 scripts/device_interop.py 2>&1 | tee "$OUT/interop.txt" ;;
     gpu) timeout 270 python3 -m kernels.bench perf --device cuda ${GPU_ARGS:-} --write "$OUT/gpu.md" > "$OUT/gpu.log" 2>&1; tail -n 40 "$OUT/gpu.log" ;;
+    profile) timeout 120 python3 scripts/gpu_profile_step.py 2>&1 | grep -v -i warn | tee "$OUT/profile.txt" | head -n 120 ;;
     diag) timeout 150 python3 scripts/gpu_diagnose.py > "$OUT/diag.txt" 2>&1; grep -v "^ *[0-9]" "$OUT/diag.txt" | grep -v Warn | grep -v "warn(" ;;
     cpu) timeout 200 python3 -m kernels.bench perf --budget 10 --write "$OUT/cpu.md" > "$OUT/cpu.log" 2>&1; tail -n 40 "$OUT/cpu.log" ;;
   esac

@@ -28,6 +28,7 @@ import math
 from functools import cache
 
 import numpy as np
+from numba.cuda import libdevice
 
 from ._parts import warp_sum_function
 from ._runtime import SIMULATOR, WARP, as_device, cuda
@@ -38,6 +39,18 @@ from .validate import check_out
 # threads to fill an H100 at BERT widths (256 x 768); few on the simulator.
 ROW_CHUNKS = 8 if SIMULATOR else 256
 _THREADS = 32 if SIMULATOR else 256
+
+if SIMULATOR:  # the simulator's libdevice is empty, and it never fuses anything
+
+    @cuda.jit(device=True)
+    def _product(a, b):
+        return a * b
+
+else:
+    # A product rounded on its own, as on the CPU: a plain ``a * b`` feeding a
+    # subtraction is fused into one FMA, which keeps the product's low bits.
+    # With hidden 1, ``g - mean(g)`` was then 1e-17 instead of 0, times 1/sqrt(eps).
+    _product = libdevice.dmul_rn
 
 
 @cache
@@ -67,14 +80,14 @@ def _rows_kernel(warp_sum):
         mean_g_xhat = 0.0
         for h in range(lane, width, WARP):
             xhat = (np.float64(sums[r, h]) - mean) * inverse_std
-            g = np.float64(grad[r, h]) * np.float64(weight[h])
+            g = _product(np.float64(grad[r, h]), np.float64(weight[h]))
             mean_g += g
             mean_g_xhat += g * xhat
         mean_g = warp_sum(mean_g, lane, scratch[warp]) / hidden
         mean_g_xhat = warp_sum(mean_g_xhat, lane, scratch[warp]) / hidden
         for h in range(lane, width, WARP):
             xhat = (np.float64(sums[r, h]) - mean) * inverse_std
-            g = np.float64(grad[r, h]) * np.float64(weight[h])
+            g = _product(np.float64(grad[r, h]), np.float64(weight[h]))
             grad_sums[r, h] = inverse_std * (g - mean_g - xhat * mean_g_xhat)
         if lane == 0 and width:
             means[r] = mean

@@ -142,7 +142,8 @@ for dtype in (np.float32, np.float64):
             f"LayerNorm backward rows {nb} {reduction_name}",
             norm_backward._rows_kernel(reduction),
             types.void(matrix, matrix, vector, types.float64, matrix, f64_1d, f64_1d),
-            present=("shfl.sync.bfly",) if reduction_name == "shuffle" else (),
+            # the products g = dy * w rounded apart (mul.rn), as on the CPU
+            present=("mul.rn.f64",) + (("shfl.sync.bfly",) if reduction_name == "shuffle" else ()),
             absent=("atom",),
         )
     check(
