@@ -20,6 +20,7 @@ torch is imported here and only here; ``import kernels`` never needs it.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -42,7 +43,13 @@ class _DeviceViews(dict):
         return type(self), ()
 
 
-def _numpy(tensor: torch.Tensor):
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _float_numpy(tensor: torch.Tensor):
+    """A CPU tensor as numpy, 16-bit floats widened to float32 (exactly)."""
+    if tensor.dtype in _HALF:
+        tensor = tensor.float()
     return tensor.detach().contiguous().numpy()
 
 
@@ -80,12 +87,22 @@ class _FusedEmbeddingLayerNorm(torch.autograd.Function):
         tables = EmbeddingTables(
             word, segment, position, norm_weight=weight, norm_bias=bias, norm_eps=eps
         )
+        # 16-bit tables: the float32 sum and its LayerNorm, rounded once to the
+        # dtype here; the backward starts from the float32 sum.
+        wide = np.float32 if word.dtype in _HALF else None
         out, sums = embed(
-            tables, ids, types, positions, method="fused", layer_norm=True, return_sum=True
+            tables,
+            ids,
+            types,
+            positions,
+            method="fused",
+            layer_norm=True,
+            return_sum=True,
+            out_dtype=wide,
         )
         ctx.save_for_backward(ids, types, positions, word, segment, position, weight)
         ctx.sums, ctx.tables = sums, None
-        return torch.from_numpy(out)
+        return torch.from_numpy(out).to(word.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -100,7 +117,7 @@ class _FusedEmbeddingLayerNorm(torch.autograd.Function):
             return None, None, None, None, *weight_grads, None, None
         ids, types, positions, word, segment, position, weight = ctx.saved_tensors
         grad_sums, grad_weight, grad_bias = layer_norm_backward(
-            ctx.sums, _numpy(grad_out), _numpy(weight), ctx.eps
+            ctx.sums, _float_numpy(grad_out), _float_numpy(weight), ctx.eps
         )
         table_grads = embed_backward(
             EmbeddingTables(word, segment, position),
@@ -110,9 +127,10 @@ class _FusedEmbeddingLayerNorm(torch.autograd.Function):
             positions,
             padding_idx=ctx.padding_idx,
         )
-        grads = [*table_grads, grad_weight, grad_bias]
+        grads = [*table_grads, grad_weight, grad_bias]  # float32 for 16-bit tables
         weight_grads = [
-            torch.from_numpy(g) if n else None for g, n in zip(grads, needs, strict=True)
+            torch.from_numpy(g).to(word.dtype) if n else None
+            for g, n in zip(grads, needs, strict=True)
         ]
         return None, None, None, None, *weight_grads, None, None
 

@@ -234,3 +234,30 @@ def test_the_device_view_cache_is_never_copied_or_pickled():
     assert pickle.loads(pickle.dumps(module))._device_cache == {}
     module.double()  # moving or casting the parameters drops the views
     assert module._device_cache == {}
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_module_rounds_once_from_float32(dtype):
+    # The drop-in with 16-bit parameters: the float32 sum and LayerNorm rounded once to the
+    # dtype, and float32 gradients rounded once. The reference is torch in float32 on the
+    # same (exactly widened) weights, so the two differ by at most one rounding to the dtype.
+    module = _small_module(torch.float32).to(dtype)
+    reference = copy.deepcopy(module).float()
+    ids = torch.randint(1, 50, (3, 5))
+    types = torch.randint(0, 3, (3, 5))
+    weights = torch.randn(3, 5, 9)
+    out = module(ids, types)
+    expected = reference(ids, types)
+    assert out.dtype == dtype
+    ulp = 2.0**-8 if dtype == torch.bfloat16 else 2.0**-11  # relative half-ulp is half this
+    torch.testing.assert_close(out.float(), expected, rtol=ulp, atol=ulp * 1e-3)
+    (out.float() * weights).sum().backward()
+    (expected * weights).sum().backward()
+    for name in PARAMETERS:
+        got = dict(module.named_parameters())[name].grad
+        want = dict(reference.named_parameters())[name].grad
+        assert got.dtype == dtype, name
+        # one rounding of a float32 gradient, after float32 inputs that were already rounded
+        torch.testing.assert_close(
+            got.float(), want, rtol=2 * ulp, atol=2 * ulp * want.abs().max().item()
+        )
