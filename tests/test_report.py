@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -144,6 +145,26 @@ def test_interleave_stops_at_the_target():
     timings = timing.interleave(calls, budget=5.0, target=0.5, sample_seconds=1e-4)
     assert timings.rounds >= 7
     assert set(timings.samples) == {"fast", "also"}
+
+
+def test_samples_time_each_contender_in_its_own_steady_state(monkeypatch):
+    # A fake clock that only the calls advance: a call costs 2 ms right after the other
+    # contender ran (its caches gone) and 0.2 ms after itself. Each sample must time
+    # the 0.2 ms calls, whatever number of calls the calibration chose; before, one cold
+    # calibration call fixed one call per sample, and every sample timed a cold call.
+    clock, last = [0.0], [None]
+    monkeypatch.setattr(timing, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+
+    def contender(name):
+        def call():
+            clock[0] += 2e-4 if last[0] == name else 2e-3
+            last[0] = name
+
+        return call
+
+    timings = timing.interleave({"a": contender("a"), "b": contender("b")}, budget=0.5)
+    for name in ("a", "b"):
+        assert timings.estimate(name).median == pytest.approx(2e-4)
 
 
 def test_check_prints_every_method_with_an_interval(capsys):

@@ -101,7 +101,8 @@ def render_markdown(results: dict, plots: list[str]) -> str:
         f"- sweeps: vocab {list(settings['vocab_sizes'])} at seq {base['seq']}; seq "
         f"{list(settings['seq_lens'])}; batch 1 at seq {list(settings['small_seq_lens'])}",
         "- timing: one engine (kernels/bench/timing.py): warm-up, samples of at least 1 ms "
-        "(calibrated loops), contenders interleaved round by round in rotating order until "
+        "(calibrated loops, each after an untimed call), contenders interleaved round by "
+        "round in rotating order until "
         f"every median's 95% interval is within +-3% or {settings['budget']} s per point are "
         f"spent; calls predicted above {settings['skip_above']} s are skipped",
         f"- how noisy this run was: median interval +-{widths[len(widths) // 2]:.1%}, widest "

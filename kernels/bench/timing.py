@@ -6,7 +6,16 @@ Every measurement in ``embench`` (report, perf, check, the calibration of
 - every contender is called once first (warm-up: JIT compilation, page faults);
 - each contender's *sample* is a loop of ``n`` calls timed together, ``n``
   calibrated so that a sample lasts at least ``sample_seconds`` (1 ms): a timer
-  read costs tens of nanoseconds and a 5 us call is otherwise all noise;
+  read costs tens of nanoseconds, and one call of tens of microseconds is at
+  the mercy of every interrupt (single-call samples made the quick report's
+  fused/copy move up to 2.9x between runs);
+- one untimed call of the contender comes before each sample, and ``n`` comes
+  from the median of five such single calls. Calls at sizes near the cache's
+  speed up for several calls in a row after another contender ran (fused at
+  batch 4 x seq 512: 870, 580, 450, 330, 290 us for its first five calls), so
+  a time averaged over ``n`` calls depends on ``n``; with ``n`` from one timed
+  call, one slow call gave fused ``n`` = 1 in one run and 8 in the next, 822
+  against 328 us for the same code;
 - one *round* takes one sample of every contender, in an order rotated every
   round, so a noisy neighbour or a frequency change hits them all alike;
 - rounds go on until every contender's median has a 95% interval within
@@ -95,17 +104,23 @@ class Timings:
         return median_interval([a / b for a, b in pairs])
 
 
-def _calibrate(call: Callable[[], object], sample_seconds: float) -> int:
-    """How many calls one sample needs to last at least ``sample_seconds``."""
-    calls = 1
-    while True:
+def _calibrate(call: Callable[[], object], sample_seconds: float, tries: int = 5) -> int:
+    """How many calls one sample needs to last at least ``sample_seconds``.
+
+    From the median of ``tries`` single calls, each after an untimed one as in a
+    sample, so that one slow call does not decide ``n`` for the whole run. A
+    call that alone lasts three samples' time is timed once per sample.
+    """
+    single = []
+    for _ in range(tries):
+        call()  # untimed, as before every sample
         start = time.perf_counter()
-        for _ in range(calls):
-            call()
-        elapsed = time.perf_counter() - start
-        if elapsed >= sample_seconds or calls >= 1 << 20:
-            return calls
-        calls = max(calls * 2, math.ceil(calls * sample_seconds / max(elapsed, 1e-9)))
+        call()
+        single.append(time.perf_counter() - start)
+        if single[-1] >= 3 * sample_seconds:
+            return 1
+    typical = sorted(single)[len(single) // 2]
+    return min(1 << 20, max(1, math.ceil(sample_seconds / max(typical, 1e-9))))
 
 
 def interleave(
@@ -132,8 +147,9 @@ def interleave(
     target : float
         Stop once every contender's 95% interval is within +-target of its median.
     setup : dict of name -> zero-argument callable, optional
-        Run before each of that contender's samples, untimed (e.g. re-zero the
-        buffers a call accumulates into); such a contender's sample is one call.
+        Run before each of that contender's samples, untimed, instead of the
+        untimed call (e.g. re-zero the buffers a call accumulates into); such a
+        contender's sample is one call.
     """
     setup = setup or {}
     started = time.perf_counter()
@@ -152,6 +168,8 @@ def interleave(
             call, count = calls[name], timings.calls_per_sample[name]
             if name in setup:
                 setup[name]()
+            else:
+                call()  # untimed: every sample starts after a call of its own
             start = time.perf_counter()
             for _ in range(count):
                 call()
