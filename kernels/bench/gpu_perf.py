@@ -189,7 +189,9 @@ def check_results(device, batch, grad_device, host, ids, grad):
     verdicts = [("sum == numpy, bitwise", bool(np.array_equal(got, expected)))]
     x = expected.astype(np.float64)
     centred = x - x.mean(-1, keepdims=True)
-    reference = centred / np.sqrt((centred**2).mean(-1, keepdims=True) + 1e-12) * weight + bias
+    inverse_std = 1.0 / np.sqrt((centred**2).mean(-1, keepdims=True) + 1e-12)
+    xhat = centred * inverse_std
+    reference = xhat * weight + bias
     normed, sums = kc.fused_sum_norm(device, batch, keep_sum=True)
     error = float(np.abs(normed.copy_to_host() - reference).max())
     verdicts.append(("sum+LayerNorm max |error| vs float64", f"{error:.2e}"))
@@ -204,10 +206,9 @@ def check_results(device, batch, grad_device, host, ids, grad):
         same = np.array_equal(getattr(gradients, name).copy_to_host(), reference)
         verdicts.append((f"backward {name} == np.add.at (token order), bitwise", bool(same)))
     # LayerNorm's backward against float64 formulas on the host (to rounding).
-    xhat = centred / np.sqrt((centred**2).mean(-1, keepdims=True) + 1e-12)
     g = grad.astype(np.float64) * weight
-    d_sums = (g - g.mean(-1, keepdims=True) - xhat * (g * xhat).mean(-1, keepdims=True)) / np.sqrt(
-        (centred**2).mean(-1, keepdims=True) + 1e-12
+    d_sums = inverse_std * (
+        g - g.mean(-1, keepdims=True) - xhat * (g * xhat).mean(-1, keepdims=True)
     )
     hidden = grad.shape[-1]
     got = kc.layer_norm_backward(
