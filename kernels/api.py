@@ -71,7 +71,7 @@ def embed(
         process tokens in chunks to stay within it. Ignored by the other methods.
     layer_norm : bool, default False
         Return BERT's ``LayerNorm(sum)`` with the tables' ``norm_weight``,
-        ``norm_bias`` and ``norm_eps`` (statistics in float64, two-pass). The
+        ``norm_bias`` and ``norm_eps`` (statistics in float64). The
         fused method normalises each row inside the kernel while it is in L1;
         the others normalise in numpy after the sum.
     return_sum : bool, default False

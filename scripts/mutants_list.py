@@ -93,10 +93,26 @@ MUTANTS = [
     {
         "name": "fused-norm-unbiased-variance",
         "file": "kernels/methods/fused.py",
-        "old": "1.0 / np.sqrt(squares / row.size + eps)",
-        "new": "1.0 / np.sqrt(squares / max(row.size - 1, 1) + eps)",
+        "old": "max(squares / row.size - mean_deviation * mean_deviation, 0.0)",
+        "new": "max(squares / max(row.size - 1, 1) - mean_deviation * mean_deviation, 0.0)",
         "tests": ["tests/test_layer_norm.py"],
         "why": "the fused LayerNorm divides the squared deviations by n - 1",
+    },
+    {
+        "name": "fused-norm-unshifted-statistics",
+        "file": "kernels/methods/fused.py",
+        "old": "shift = np.float64(row[0])",
+        "new": "shift = 0.0",
+        "tests": ["tests/test_layer_norm.py"],
+        "why": "the fused LayerNorm's one-pass statistics, E[x^2] - E[x]^2, cancel",
+    },
+    {
+        "name": "fused-norm-mean-rounded",
+        "file": "kernels/methods/fused.py",
+        "old": "low = row.dtype.type(mean - high)",
+        "new": "low = row.dtype.type(0.0)",
+        "tests": ["tests/test_layer_norm.py"],
+        "why": "the fused LayerNorm centres on the mean rounded to the dtype",
     },
     {
         "name": "numpy-layer-norm-no-eps",

@@ -61,6 +61,30 @@ def test_large_mean_small_spread_does_not_cancel(method, dtype):
 
 @pytest.mark.parametrize("method", kernels.METHODS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("mean", [0, 3000])
+def test_an_outlier_first_in_the_row_does_not_cancel(method, dtype, mean):
+    # The fused kernel's one-pass statistics sum deviations from each row's first
+    # element; an outlier there is the furthest that shift can be from the mean
+    # (sqrt(n) standard deviations), the worst case for their cancellation.
+    rng = np.random.default_rng(3)
+    hidden = 768
+    token = (mean + 1e-2 * rng.standard_normal((20, hidden))).astype(dtype)
+    token[:, 0] = mean + 1e3
+    tables = tables_with_norm(
+        20,
+        hidden,
+        dtype,
+        token=token,
+        segment=np.zeros((2, hidden), dtype),
+        position=np.zeros((64, hidden), dtype),
+    )
+    ids = rng.integers(0, 20, (2, 9))
+    y = embed(tables, ids, method=method, layer_norm=True)
+    assert_layer_norm_matches(y, tables, method, ids)
+
+
+@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_a_constant_row_normalises_to_the_bias(method, dtype):
     # zero variance: only eps keeps 1 / sqrt(var + eps) finite
     hidden = 16

@@ -107,38 +107,54 @@ _sum_rows_serial = serial_kernel(_sum_rows)
 
 @reduction_helper
 def _mean_and_inverse_std(row, eps):
-    """LayerNorm statistics of one row, in float64, two passes over an L1-resident row.
+    """LayerNorm statistics of one row, in float64, in one pass over an L1-resident row.
 
-    Two passes (mean, then squared deviations) rather than E[x^2] - E[x]^2,
-    which cancels catastrophically when the mean is large next to the spread.
+    The sums are of ``row[h] - row[0]`` (the shifted-data algorithm), not of
+    ``row[h]``: E[x^2] - E[x]^2 cancels catastrophically when the mean is large
+    next to the spread, while with the shift the cancellation is bounded. Any
+    element is at most sqrt(n) standard deviations from the mean, so
+    E[d^2] <= n var: the variance loses at most log2(n) of float64's 53 bits
+    (768 columns: 10), the ``n eps`` of the statistics that tests/rules.py's
+    ``layer_norm_bound`` allows (tests/test_layer_norm.py has the worst case for
+    the shift, an outlier first).
+    One pass instead of two (mean, then squared deviations): LayerNorm's cost
+    over the plain sum fell from 1.69x to 1.55x at BERT-base (docs/FORWARD.md).
     """
-    # Indexed loops: ``for value in row`` kept LLVM from vectorising them
-    # (LayerNorm kernel 74.7 ms -> 52.8 ms at BERT-base, same bits).
+    # Indexed loops: ``for value in row`` kept LLVM from vectorising them.
+    shift = np.float64(row[0])
     total = 0.0
-    for h in range(row.size):
-        total += row[h]
-    mean = total / row.size
     squares = 0.0
     for h in range(row.size):
-        deviation = row[h] - mean
+        deviation = row[h] - shift
+        total += deviation
         squares += deviation * deviation
-    return mean, 1.0 / np.sqrt(squares / row.size + eps)
+    mean_deviation = total / row.size
+    variance = max(squares / row.size - mean_deviation * mean_deviation, 0.0)
+    return shift + mean_deviation, 1.0 / np.sqrt(variance + eps)
 
 
 @serial_kernel
 def _normalise(row, sum_row, keep_sum, weight, bias, eps):
-    """LayerNorm of ``row`` in place (its sum copied to ``sum_row`` first with ``keep_sum``)."""
+    """LayerNorm of ``row`` in place (its sum copied to ``sum_row`` first with ``keep_sum``).
+
+    Centred and scaled in the row's dtype, at its vector width: float64 here
+    cost 1.55x -> 1.41x of the plain sum's time at BERT-base (docs/FORWARD.md).
+    The mean is split into ``high + low`` in that dtype, so ``(x - high) - low``
+    loses nothing to the mean's rounding: ``x - high`` is exact when x is near
+    the mean (Sterbenz), which is where cancellation would otherwise strike
+    (rows far from zero with a small spread). The few roundings left stay
+    within tests/rules.py's ``layer_norm_bound``.
+    """
     hidden = row.shape[0]
     if keep_sum:
         for h in range(hidden):
             sum_row[h] = row[h]
     mean, inverse_std = _mean_and_inverse_std(row, eps)
+    high = row.dtype.type(mean)
+    low = row.dtype.type(mean - high)
+    scale = row.dtype.type(inverse_std)
     for h in range(hidden):
-        # Centre and scale in float64 (no cancellation), then round to the
-        # tables' dtype by storing, so the affine step runs at the dtype's
-        # vector width (measured 1.91x -> 1.65x the plain sum's time).
-        row[h] = (row[h] - mean) * inverse_std
-        row[h] = row[h] * weight[h] + bias[h]
+        row[h] = ((row[h] - high) - low) * scale * weight[h] + bias[h]
 
 
 def _sum_norm_rows(

@@ -7,7 +7,8 @@ and ``y = xhat * w + b``. Given ``dy``, with ``g = dy * w``:
     dw = sum over rows of dy * xhat,      db = sum over rows of dy
 
 The statistics are recomputed from the stored sum exactly as the forward kernel
-computes them (float64, two passes), and every reduction runs in float64.
+computes them (float64, one pass over deviations from the row's first element),
+and every reduction runs in float64.
 ``dw`` and ``db`` are reductions over rows: each of a fixed number of row chunks
 adds into its own float64 row of a partial buffer, and the partial rows are
 summed in chunk order afterwards, so the result is the same whatever the number
