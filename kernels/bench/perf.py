@@ -95,6 +95,13 @@ FORWARD_FIGURES = (
         ">= 1.7",
         "what half-precision tables gain",
     ),
+    Figure(
+        "copy float32 / copy bfloat16",
+        "copy",
+        "copy bf16",
+        "",
+        "what halving the bytes gains a plain copy of the output: the bound of the row above",
+    ),
 )
 BACKWARD_FIGURES = (
     Figure(
@@ -143,6 +150,7 @@ def forward_calls(include_compile: bool = True) -> dict:
     calls = {
         "copy": CopyReference(shape, np.float32),
         "copy (non-temporal)": CopyReference(shape, np.float32, nontemporal=True),
+        "copy bf16": CopyReference(shape, half.dtype),
         "fused (out=)": lambda: embed(tables, ids, types, out=out),
         "fused": lambda: embed(tables, ids, types),
         "fused+LN (out=)": lambda: embed(tables, ids, types, out=out_norm, layer_norm=True),
