@@ -1,0 +1,55 @@
+"""embench perf end to end: every figure of docs/PERFORMANCE.md is measured and judged.
+
+One short run at BERT-base (a fraction of a second of rounds, torch.compile left
+out): the command exits 0, writes the Markdown to the path named, and every row
+of the figures table carries a value with its interval and, where the issue set
+a target, a verdict. Timings are not checked (tests check behaviour).
+"""
+
+import re
+
+import pytest
+
+from kernels.bench import cli, perf
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    path = tmp_path_factory.mktemp("perf") / "perf.md"
+    assert cli.main(["perf", "--budget", "0.5", "--no-compile", "--write", str(path)]) == 0
+    return path.read_text()
+
+
+def _row(markdown: str, name: str) -> list[str]:
+    rows = [line for line in markdown.splitlines() if line.startswith(f"| {name} |")]
+    assert len(rows) == 1, (name, rows)
+    return [cell.strip() for cell in rows[0].strip("|").split("|")]
+
+
+def test_every_figure_of_ours_is_measured_with_an_interval(written):
+    ours = [f for f in (*perf.FORWARD_FIGURES, *perf.BACKWARD_FIGURES) if "torch" not in f.name]
+    ours = [f for f in ours if "onnxruntime" not in f.name and "numpy" not in f.name]
+    assert ours
+    for figure in ours:
+        _, measured, verdict, _ = _row(written, figure.name)
+        assert re.fullmatch(r"\d+\.\d\d \[\d+\.\d\d, \d+\.\d\d\]( ~)?", measured), measured
+        if figure.target:
+            assert verdict in (f"{figure.target}: met", f"{figure.target}: MISSED"), verdict
+        else:
+            assert verdict == ""
+
+
+def test_peers_are_measured_when_installed(written):
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    for name in ("torch-eager / fused", "onnxruntime EmbedLayerNorm / fused+LN"):
+        _, measured, _, _ = _row(written, name)
+        assert "not measured" not in measured, name
+
+
+def test_the_small_call_and_the_first_call_are_reported(written):
+    _, small, verdict, _ = _row(written, "small call, median us")
+    assert re.fullmatch(r"\d+\.\d \[\d+\.\d, \d+\.\d\]", small), small
+    assert verdict.startswith("<= 15: ")
+    _, first, _, _ = _row(written, "first call in a fresh process, s")
+    assert float(first) > 0
