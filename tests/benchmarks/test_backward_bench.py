@@ -24,6 +24,7 @@ from kernels import BACKWARD_METHODS, EmbeddingGradients, embed_backward
 from kernels.bench import cases
 from kernels.bench.cases import zipf_ids
 from kernels.bench.reference import naive_embed_backward
+from kernels.registry import REGISTRY
 
 try:
     import torch
@@ -110,7 +111,7 @@ def test_backward(benchmark, method, backward_case):
     gradients = poisoned_backward(tables, grad, input_ids, token_type_ids, method=method)
     _assert_matches(gradients, shape, distribution, bitwise=is_bitwise(method))
     _group(benchmark, shape, distribution, method)
-    if method in ("onehot", "concat"):  # up to seconds at the big shapes
+    if REGISTRY[method].one_hot:  # up to seconds at the big shapes
         benchmark.pedantic(backward, rounds=3, iterations=1)
     else:
         benchmark(backward)

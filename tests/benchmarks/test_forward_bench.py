@@ -82,7 +82,7 @@ def test_forward(benchmark, method, shape):
     _group(benchmark, shape)
     benchmark.extra_info["method"] = method
     # One-hot calls take up to seconds at the big shapes: a few rounds suffice.
-    slow = method in ("onehot", "concat")
+    slow = REGISTRY[method].one_hot
     if slow:
         benchmark.pedantic(forward, rounds=3, iterations=1)
     else:
@@ -103,7 +103,7 @@ def test_forward_layer_norm(benchmark, method, shape):
     _reference(shape).check_layer_norm(method, out)  # before any timing
     _group(benchmark, shape)
     benchmark.extra_info["method"] = f"{method}+LN"
-    if method in ("onehot", "concat"):
+    if REGISTRY[method].one_hot:
         benchmark.pedantic(forward, rounds=3, iterations=1)
     else:
         benchmark(forward)
@@ -166,7 +166,7 @@ def test_forward_dtype(benchmark, method, dtype):
         _reference(shape).check(method, out)
     benchmark.group = f"dtypes {cases.CI_BASE.name.rsplit('-', 1)[0]}"
     benchmark.extra_info.update(method=f"{method} {dtype}", shape=shape.name)
-    if method in ("onehot", "concat"):
+    if REGISTRY[method].one_hot:
         benchmark.pedantic(forward, rounds=3, iterations=1)
     else:
         benchmark(forward)
