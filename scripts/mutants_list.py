@@ -58,10 +58,40 @@ MUTANTS = [
         "name": "fused-sum-fourth-row",
         "file": "kernels/methods/fused.py",
         "within": "def sum_four_rows(",
+        "old": "sum3_store(o3, t3, g3, p3, h)",
+        "new": "sum3_store(o3, t2, g3, p3, h)",
+        "tests": ["tests/test_equivalence.py", "tests/test_code_paths.py"],
+        "why": "the fused sum's four-rows-at-once vectors read the wrong token row for the fourth",
+    },
+    {
+        "name": "fused-sum-fourth-row-tail",
+        "file": "kernels/methods/fused.py",
+        "within": "    while h < hidden:  # the columns after the last whole vector",
         "old": "o3[h] = t3[h] + g3[h] + p3[h]",
         "new": "o3[h] = t2[h] + g3[h] + p3[h]",
-        "tests": ["tests/test_equivalence.py", "tests/test_code_paths.py"],
-        "why": "the fused sum's four-rows-at-once loop reads the wrong token row for the fourth",
+        "tests": ["tests/test_code_paths.py", "tests/test_equivalence.py"],
+        "why": "the fused sum's four-rows loop reads the wrong token row for the fourth row's "
+        "columns after its last whole vector",
+    },
+    {
+        "name": "fused-stream-fourth-row",
+        "file": "kernels/methods/fused.py",
+        "within": "def sum_four_rows(",
+        "old": "sum3_stream(o3, t3, g3, p3, h)",
+        "new": "sum3_stream(o3, t2, g3, p3, h)",
+        "tests": ["tests/test_code_paths.py::test_streaming_stores"],
+        "why": "the fused sum's streaming stores (outputs of 32 MiB and more) write the third "
+        "token row into the fourth output row",
+    },
+    {
+        "name": "fused-stream-head-skipped",
+        "file": "kernels/methods/fused.py",
+        "within": "def sum_four_rows(",
+        "old": "        while h < stream_from:  # up to the first aligned column\n",
+        "new": "        h = stream_from\n        while h < stream_from:\n",
+        "tests": ["tests/test_code_paths.py::test_streaming_stores"],
+        "why": "the fused sum's streaming path leaves the columns before each row's first "
+        "vector boundary unwritten",
     },
     {
         "name": "fused-half-fourth-row",

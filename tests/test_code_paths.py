@@ -164,3 +164,97 @@ def test_cases_cross_every_batch_block_boundary():
         batches = {case.batch for case in CASES if case.path == path}
         assert {1, block - 1, block, block + 1} <= batches, path
         assert any(b > 2 * block for b in batches), path  # a third, partial block
+
+
+# -- streaming stores ------------------------------------------------------------------------
+# Outputs of fused.STREAM_MIN_BYTES (32 MiB) or more are written with streaming stores from
+# the first 64-byte boundary of each row (kernels/_vectors.py); the threshold is lowered to
+# 0 here so that small outputs take that path, both kernels, from every kind of offset.
+VECTOR_BYTES = 64
+
+
+def offset_out(shape, dtype, offset: int) -> np.ndarray:
+    """A NaN-filled C-contiguous array starting ``offset`` elements past a 64-byte boundary."""
+    itemsize = np.dtype(dtype).itemsize
+    count = int(np.prod(shape))
+    block = nan_array(count + 2 * VECTOR_BYTES // itemsize, dtype)
+    start = (-block.ctypes.data % VECTOR_BYTES) // itemsize + offset
+    return block[start : start + count].reshape(shape)
+
+
+def misaligned_out(shape, dtype) -> np.ndarray:
+    """A NaN-filled array whose elements start one byte past their natural alignment."""
+    count = int(np.prod(shape))
+    itemsize = np.dtype(dtype).itemsize
+    buffer = bytearray(count * itemsize + VECTOR_BYTES)
+    first = -np.frombuffer(buffer, np.uint8).ctypes.data % VECTOR_BYTES + 1
+    out = np.frombuffer(buffer, dtype, count, offset=first).reshape(shape)
+    out[...] = np.nan
+    return out
+
+
+def spy_on_stream_from(monkeypatch) -> list:
+    """The ``stream_from`` argument of each fused sum kernel call, in order."""
+    passed = []
+    for name in ("_sum_rows_serial", "_sum_rows_parallel"):
+        kernel = getattr(fused, name)
+
+        def spy(*arguments, kernel=kernel):
+            passed.append(arguments[-2])
+            return kernel(*arguments)
+
+        monkeypatch.setattr(fused, name, spy)
+    return passed
+
+
+# (dtype, hidden, offset of out in elements): rows a whole number of vectors (48 and 16
+# float32, 24 float64), starting at the boundary or past it; hidden 50 (200-byte rows, whose
+# offsets differ row to row) must fall back to plain stores.
+STREAM_LAYOUTS = [
+    ("float32", 48, 0),
+    ("float32", 48, 1),
+    ("float32", 48, 15),
+    ("float32", 16, 9),
+    ("float64", 24, 0),
+    ("float64", 24, 5),
+    ("float32", 50, 0),
+]
+
+
+@pytest.mark.parametrize("batch", [5, 130], ids=["serial", "parallel"])
+@pytest.mark.parametrize(("dtype", "hidden", "offset"), STREAM_LAYOUTS)
+def test_streaming_stores(dtype, hidden, offset, batch, monkeypatch):
+    monkeypatch.setattr(fused, "STREAM_MIN_BYTES", 0)
+    passed = spy_on_stream_from(monkeypatch)
+    tables = tables_with_norm(VOCAB, hidden, np.dtype(dtype), seed=hidden)
+    rng = np.random.default_rng([batch, hidden, offset])
+    ids = rng.integers(0, VOCAB, (batch, 12))
+    types = rng.integers(0, 2, (batch, 12))
+    out = offset_out((batch, 12, hidden), dtype, offset)
+    assert kernels.embed(tables, ids, types, out=out) is out
+    SumReference(tables, ids, types).check("fused", out)
+    lanes = VECTOR_BYTES // np.dtype(dtype).itemsize
+    whole_vectors = hidden % lanes == 0
+    assert passed == [(lanes - offset) % lanes if whole_vectors else -1]
+
+
+@pytest.mark.parametrize("batch", [5, 130], ids=["serial", "parallel"])
+def test_misaligned_elements_get_plain_stores(batch, monkeypatch):
+    monkeypatch.setattr(fused, "STREAM_MIN_BYTES", 0)
+    passed = spy_on_stream_from(monkeypatch)
+    tables = tables_with_norm(VOCAB, 48, np.float32, seed=1)
+    ids = np.random.default_rng(batch).integers(0, VOCAB, (batch, 12))
+    out = misaligned_out((batch, 12, 48), np.float32)
+    assert not out.flags.aligned
+    assert kernels.embed(tables, ids, out=out) is out
+    SumReference(tables, ids).check("fused", out)
+    assert passed == [-1]
+
+
+def test_small_outputs_get_plain_stores(monkeypatch):
+    passed = spy_on_stream_from(monkeypatch)
+    tables = tables_with_norm(VOCAB, 48, np.float32, seed=1)
+    out = offset_out((130, 12, 48), np.float32, 0)
+    kernels.embed(tables, np.ones((130, 12), np.int64), out=out)
+    assert out.nbytes < fused.STREAM_MIN_BYTES
+    assert passed == [-1]

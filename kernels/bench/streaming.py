@@ -5,14 +5,14 @@ ownership), so writing N bytes moves 2N over the memory bus. A store marked
 ``!nontemporal`` (``vmovntps`` on x86) writes the line without reading it, and
 bypasses the caches that the output, written once and read later by someone
 else, would only pollute. numba has no way to say so: :func:`stream32` emits one
-32-byte vector store with that metadata, and :func:`store_fence` the ``sfence``
-that makes such stores visible before the kernel returns.
+32-byte vector store with that metadata (:mod:`kernels._vectors` has the fused kernel's
+streaming stores and the fence that makes them visible).
 
 The destination of every :func:`stream32` must be 32-byte aligned (the callers
 compute an aligned start). Measured on this project's 2-core machine: a parallel
 copy of 48 MiB with these stores took 2.10 ms against 2.78 ms for the plain copy.
-The fused kernel with them measured no faster (4.40 against 4.25 ms, docs/FORWARD.md),
-so only the roofline uses them.
+The fused kernel's scalar loop with them measured no faster (4.40 against 4.25 ms); once
+that loop ran in whole vectors they paid (docs/FORWARD.md).
 """
 
 from __future__ import annotations
@@ -50,19 +50,3 @@ def stream32(typingctx, destination, index, source, source_index):
         return context.get_dummy_value()
 
     return types.void(destination, index, source, source_index), codegen
-
-
-@intrinsic
-def store_fence(typingctx):
-    """A full fence: every streaming store before it is visible before anything after it.
-
-    LLVM's ``fence seq_cst`` (``mfence`` on x86, which orders the weakly ordered
-    streaming stores too; ``dmb ish`` on ARM). numba's JIT has no assembler for
-    inline ``sfence``, and a target intrinsic would not compile elsewhere.
-    """
-
-    def codegen(context, builder, signature, args):
-        builder.fence("seq_cst")
-        return context.get_dummy_value()
-
-    return types.void(), codegen

@@ -17,6 +17,13 @@ import numpy as np
 from numba import prange
 
 from .._jit import parallel_kernel, reduction_helper, row_helper, serial_kernel
+from .._vectors import (
+    VECTOR_BYTES,
+    store_fence,
+    sum3_store,
+    sum3_stream,
+    vector_lanes,
+)
 from ..tables import EmbeddingTables
 from ..validate import Batch, kernel_ids
 
@@ -30,6 +37,12 @@ BATCH_BLOCK = 64
 # 192 KiB 17.8 vs 20.5; 384 KiB 46 vs 29 (GNU OpenMP's pool wakes faster:
 # 96 KiB 8.1 vs 8.5).
 SERIAL_MAX_BYTES = 256 * 1024
+# Outputs this large are written with streaming stores (kernels/_vectors.py): 1.3x faster
+# at BERT-base's 48 MiB, and already 1.16x at 12 MiB in isolation (docs/FORWARD.md). But
+# a smaller output written plainly stays in the last-level cache for its reader (the
+# next layer), which streaming would send to memory; 32 MiB is a large L3 (this
+# machine's), above which the output cannot stay in cache anyway.
+STREAM_MIN_BYTES = 32 * 1024 * 1024
 
 
 @row_helper
@@ -58,35 +71,66 @@ def rows_of(tables, ids, b, s):
 
 
 @row_helper
-def sum_four_rows(out, tables, ids, b0, s0, b1, s1, b2, s2, b3, s3):
+def sum_four_rows(outs, tables, ids, b0, s0, b1, s1, b2, s2, b3, s3, stream_from):
     """Four output rows at once: their four random token rows stream in together, so four
     misses are in flight where one was (0.66 -> 0.82 of the copy at BERT-base; two rows
-    0.76, eight 0.35: docs/FORWARD.md)."""
+    0.76, eight 0.35: docs/FORWARD.md).
+
+    Whole vectors (:mod:`kernels._vectors`): LLVM left this loop scalar, its sixteen rows
+    too many to prove apart at run time. ``outs`` are the four output rows;
+    ``stream_from`` is the first column at which they are vector-aligned for
+    streaming stores, or -1 for plain ones.
+    """
     t0, g0, p0 = rows_of(tables, ids, b0, s0)
     t1, g1, p1 = rows_of(tables, ids, b1, s1)
     t2, g2, p2 = rows_of(tables, ids, b2, s2)
     t3, g3, p3 = rows_of(tables, ids, b3, s3)
-    o0, o1, o2, o3 = out[b0, s0], out[b1, s1], out[b2, s2], out[b3, s3]
-    for h in range(o0.size):
+    o0, o1, o2, o3 = outs
+    hidden, lanes = o0.size, vector_lanes(o0)
+    h = 0
+    if stream_from >= 0:
+        while h < stream_from:  # up to the first aligned column
+            o0[h] = t0[h] + g0[h] + p0[h]
+            o1[h] = t1[h] + g1[h] + p1[h]
+            o2[h] = t2[h] + g2[h] + p2[h]
+            o3[h] = t3[h] + g3[h] + p3[h]
+            h += 1
+        while h + lanes <= hidden:
+            sum3_stream(o0, t0, g0, p0, h)
+            sum3_stream(o1, t1, g1, p1, h)
+            sum3_stream(o2, t2, g2, p2, h)
+            sum3_stream(o3, t3, g3, p3, h)
+            h += lanes
+    else:
+        while h + lanes <= hidden:
+            sum3_store(o0, t0, g0, p0, h)
+            sum3_store(o1, t1, g1, p1, h)
+            sum3_store(o2, t2, g2, p2, h)
+            sum3_store(o3, t3, g3, p3, h)
+            h += lanes
+    while h < hidden:  # the columns after the last whole vector
         o0[h] = t0[h] + g0[h] + p0[h]
         o1[h] = t1[h] + g1[h] + p1[h]
         o2[h] = t2[h] + g2[h] + p2[h]
         o3[h] = t3[h] + g3[h] + p3[h]
+        h += 1
 
 
 @row_helper
-def sum_row(out, tables, ids, b, s):
+def sum_row(out_row, tables, ids, b, s):
+    # One row: three inputs against one output, which LLVM checks apart and vectorises.
     token_row, segment_row, position_row = rows_of(tables, ids, b, s)
-    out_row = out[b, s]
     for h in range(out_row.size):
         out_row[h] = token_row[h] + segment_row[h] + position_row[h]
 
 
-def _sum_rows(token, segment, position, input_ids, token_type_ids, position_ids, out):
+def _sum_rows(token, segment, position, input_ids, token_type_ids, position_ids, stream_from, out):
     """out[b, s] = (token[i] + segment[j]) + position[k] for every token.
 
     ``token_type_ids`` / ``position_ids`` have a first axis of 1 (shared by the
     batch) or ``batch``. Every block writes its own output rows: no races.
+    ``stream_from``: see :func:`sum_four_rows`; a block that streamed ends with a
+    fence, so its rows are visible when the kernel returns.
     """
     batch, seq = input_ids.shape
     tables, ids = (token, segment, position), (input_ids, token_type_ids, position_ids)
@@ -94,11 +138,14 @@ def _sum_rows(token, segment, position, input_ids, token_type_ids, position_ids,
     for block in prange(seq * batch_blocks):
         s, b, last = block_rows(block, batch_blocks, batch)
         while b + 3 < last:  # four sequences at this position
-            sum_four_rows(out, tables, ids, b, s, b + 1, s, b + 2, s, b + 3, s)
+            outs = (out[b, s], out[b + 1, s], out[b + 2, s], out[b + 3, s])
+            sum_four_rows(outs, tables, ids, b, s, b + 1, s, b + 2, s, b + 3, s, stream_from)
             b += 4
         while b < last:  # the last one to three rows of the block, one at a time
-            sum_row(out, tables, ids, b, s)
+            sum_row(out[b, s], tables, ids, b, s)
             b += 1
+        if stream_from >= 0:
+            store_fence()
 
 
 _sum_rows_parallel = parallel_kernel(_sum_rows)
@@ -177,6 +224,8 @@ def _sum_norm_rows(
     in L1. In place on purpose: with separate ``sums`` and ``out`` views of one
     array (the caller keeping no sum) LLVM's runtime overlap check failed and
     the normalising loop ran scalar (in place: 30.2 ms -> 17.4 ms at BERT-base).
+    Plain stores: streaming the normalised rows from an L1 scratch measured slower
+    (docs/FORWARD.md).
     """
     batch, seq = input_ids.shape
     tables, ids = (token, segment, position), (input_ids, token_type_ids, position_ids)
@@ -184,12 +233,13 @@ def _sum_norm_rows(
     for block in prange(seq * batch_blocks):
         s, b, last = block_rows(block, batch_blocks, batch)
         while b + 3 < last:  # four rows summed at once, as in _sum_rows, then normalised
-            sum_four_rows(out, tables, ids, b, s, b + 1, s, b + 2, s, b + 3, s)
+            outs = (out[b, s], out[b + 1, s], out[b + 2, s], out[b + 3, s])
+            sum_four_rows(outs, tables, ids, b, s, b + 1, s, b + 2, s, b + 3, s, -1)
             for r in range(4):
-                _normalise(out[b + r, s], sums[b + r, s], keep_sum, weight, bias, eps)
+                _normalise(outs[r], sums[b + r, s], keep_sum, weight, bias, eps)
             b += 4
         while b < last:
-            sum_row(out, tables, ids, b, s)
+            sum_row(out[b, s], tables, ids, b, s)
             _normalise(out[b, s], sums[b, s], keep_sum, weight, bias, eps)
             b += 1
 
@@ -213,8 +263,25 @@ def fused_sum(tables: EmbeddingTables, batch: Batch, out: np.ndarray) -> np.ndar
     """Compute the summed embeddings of ``batch`` into ``out`` with the numba kernel."""
     if batch.num_tokens:
         kernel = _sum_rows_serial if out.nbytes < SERIAL_MAX_BYTES else _sum_rows_parallel
-        kernel(*_arguments(tables, batch), out)
+        kernel(*_arguments(tables, batch), _stream_from(out), out)
     return out
+
+
+def _stream_from(out: np.ndarray) -> int:
+    """The first column of every output row at a vector boundary, or -1 for plain stores.
+
+    Streaming stores only for outputs of ``STREAM_MIN_BYTES`` or more, and only
+    where every row starts at the same offset from a vector boundary (row bytes a
+    whole number of vectors) and elements are aligned to their size, so that a
+    whole number of them reaches the boundary.
+    """
+    if out.nbytes < STREAM_MIN_BYTES:
+        return -1
+    row_bytes = out.shape[-1] * out.itemsize
+    address = out.__array_interface__["data"][0]
+    if row_bytes % VECTOR_BYTES or address % out.itemsize:
+        return -1
+    return (-address % VECTOR_BYTES) // out.itemsize
 
 
 def fused_sum_norm(

@@ -1,0 +1,99 @@
+"""Whole-vector row arithmetic for the fused kernels, emitted through llvmlite.
+
+Why not plain loops: LLVM vectorises ``o[h] = t[h] + g[h] + p[h]`` only after a
+runtime check that the output row overlaps none of the input rows, and it
+gives up when a loop has more pointer pairs to check than its threshold (eight
+by default). The fused kernel's loop over four rows at once has four outputs
+and twelve inputs, so it ran one element at a time; with these vectors it runs
+one cache line (64 bytes) per instruction (docs/FORWARD.md). The caller
+guarantees what the check would have: validation keeps ``out`` apart from every
+table (:mod:`kernels.validate`).
+
+Same bits as the scalar loop: each lane computes ``(a + b) + c`` in the arrays'
+dtype, the IEEE operations of the scalar code in the same order, with no
+contraction into fused multiply-adds.
+
+A streaming (``!nontemporal``) store writes a whole line without first reading
+it (the read for ownership a plain store pays) and keeps the output, written
+once, from evicting the rows the kernel is still reading. Such stores are weakly
+ordered: :func:`store_fence` makes them visible before the kernel returns.
+
+``VECTOR_BYTES`` is one cache line and one AVX-512 register; LLVM splits the
+vector into the registers a machine has (two AVX2, four SSE or NEON), so the
+same code compiles everywhere.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+VECTOR_BYTES = 64
+
+
+@intrinsic
+def vector_lanes(typingctx, row):
+    """Elements of ``row``'s dtype in one vector: a compile-time constant."""
+
+    def codegen(context, builder, signature, args):
+        element = context.get_data_type(signature.args[0].dtype)
+        return context.get_constant(types.intp, VECTOR_BYTES // context.get_abi_sizeof(element))
+
+    return types.intp(row), codegen
+
+
+def _sum3_intrinsic(streaming: bool):
+    @intrinsic
+    def sum3(typingctx, out, first, second, third, start):
+        if not first.dtype == second.dtype == third.dtype == out.dtype:
+            return None
+
+        def codegen(context, builder, signature, args):
+            element = context.get_data_type(signature.args[0].dtype)
+            vector = ir.VectorType(element, VECTOR_BYTES // context.get_abi_sizeof(element))
+
+            def at(position: int) -> ir.Value:
+                array = context.make_array(signature.args[position])(
+                    context, builder, args[position]
+                )
+                address = builder.gep(array.data, [args[4]])
+                return builder.bitcast(address, vector.as_pointer())
+
+            loaded = [builder.load(at(position), align=1) for position in (1, 2, 3)]
+            total = builder.fadd(builder.fadd(loaded[0], loaded[1]), loaded[2])
+            if streaming:
+                store = builder.store(total, at(0), align=VECTOR_BYTES)
+                store.set_metadata("nontemporal", builder.module.add_metadata([ir.IntType(32)(1)]))
+            else:
+                builder.store(total, at(0), align=1)
+            return context.get_dummy_value()
+
+        return types.void(out, first, second, third, start), codegen
+
+    return sum3
+
+
+# ``out[start : start + lanes] = (first[...] + second[...]) + third[...]``: one vector of
+# ``vector_lanes(out)`` elements from ``start``, which the caller keeps inside all four
+# rows (no bounds check runs here). Unaligned loads and store.
+sum3_store = _sum3_intrinsic(streaming=False)
+# The same with a streaming store: ``out`` at ``start`` must be ``VECTOR_BYTES``-aligned
+# (an unaligned streaming store faults on x86); end the kernel's writes with store_fence.
+sum3_stream = _sum3_intrinsic(streaming=True)
+
+
+@intrinsic
+def store_fence(typingctx):
+    """A full fence: every streaming store before it is visible before anything after it.
+
+    LLVM's ``fence seq_cst`` (``mfence`` on x86, which orders the weakly ordered
+    streaming stores too; ``dmb ish`` on ARM). numba's JIT has no assembler for
+    inline ``sfence``, and a target intrinsic would not compile elsewhere.
+    """
+
+    def codegen(context, builder, signature, args):
+        builder.fence("seq_cst")
+        return context.get_dummy_value()
+
+    return types.void(), codegen
