@@ -29,6 +29,8 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
+from .halfbits import BF16
+
 VECTOR_BYTES = 64
 
 
@@ -81,6 +83,84 @@ sum3_store = _sum3_intrinsic(streaming=False)
 # The same with a streaming store: ``out`` at ``start`` must be ``VECTOR_BYTES``-aligned
 # (an unaligned streaming store faults on x86); end the kernel's writes with store_fence.
 sum3_stream = _sum3_intrinsic(streaming=True)
+
+
+# Elements per vector of the 16-bit kernels: they add in float32, so one 64-byte float32 vector.
+HALF_LANES = VECTOR_BYTES // 4
+
+
+@intrinsic
+def sum3_half(typingctx, out, first, second, third, start, kind):
+    """``out[start : start + HALF_LANES]`` = the float32 sum of three rows of 16-bit patterns.
+
+    ``kind`` is :data:`kernels.halfbits.BF16` or ``F16``. Each lane is what
+    :func:`kernels.halfbits.widen` and ``store`` compute for one element: both
+    formats widen exactly, the float32 ``(a + b) + c`` is stored as it is into a
+    float32 ``out``, or rounded to nearest even into a uint16 ``out`` (bfloat16 by
+    integer arithmetic on the bits, a NaN kept a quiet NaN; float16 by LLVM's
+    ``fptrunc``), so the bits equal the scalar loop's.
+    """
+    halves = (first, second, third)
+    if any(row.dtype != types.uint16 for row in halves):
+        return None
+    if out.dtype not in (types.uint16, types.float32):
+        return None
+
+    def codegen(context, builder, signature, args):
+        i16, i32, f32 = ir.IntType(16), ir.IntType(32), ir.FloatType()
+        lanes = HALF_LANES
+
+        def vector(element):
+            return ir.VectorType(element, lanes)
+
+        def splat(value: int) -> ir.Constant:
+            return ir.Constant(vector(i32), [value] * lanes)
+
+        def pointer(position: int, element) -> ir.Value:
+            array = context.make_array(signature.args[position])(context, builder, args[position])
+            address = builder.gep(array.data, [args[4]])
+            return builder.bitcast(address, vector(element).as_pointer())
+
+        patterns = [builder.load(pointer(position, i16), align=1) for position in (1, 2, 3)]
+        is_bfloat16 = builder.icmp_signed("==", args[5], ir.Constant(args[5].type, BF16))
+        with builder.if_else(is_bfloat16) as (bfloat16, float16):
+            with bfloat16:
+                shifted = [builder.shl(builder.zext(p, vector(i32)), splat(16)) for p in patterns]
+                wide_bf16 = [builder.bitcast(value, vector(f32)) for value in shifted]
+                block_bf16 = builder.block
+            with float16:
+                halves_ = [builder.bitcast(p, vector(ir.HalfType())) for p in patterns]
+                wide_f16 = [builder.fpext(value, vector(f32)) for value in halves_]
+                block_f16 = builder.block
+        wide = []
+        for from_bf16, from_f16 in zip(wide_bf16, wide_f16, strict=True):
+            merged = builder.phi(vector(f32))
+            merged.add_incoming(from_bf16, block_bf16)
+            merged.add_incoming(from_f16, block_f16)
+            wide.append(merged)
+        total = builder.fadd(builder.fadd(wide[0], wide[1]), wide[2])
+        if signature.args[0].dtype == types.float32:
+            builder.store(total, pointer(0, f32), align=1)
+            return context.get_dummy_value()
+        with builder.if_else(is_bfloat16) as (bfloat16, float16):
+            with bfloat16:
+                value = builder.bitcast(total, vector(i32))
+                high = builder.lshr(value, splat(16))
+                magnitude = builder.and_(value, splat(0x7FFFFFFF))
+                is_nan = builder.icmp_unsigned(">", magnitude, splat(0x7F800000))
+                quiet_nan = builder.or_(high, splat(0x40))
+                even = builder.and_(high, splat(1))
+                rounded = builder.lshr(
+                    builder.add(value, builder.add(splat(0x7FFF), even)), splat(16)
+                )
+                chosen = builder.select(is_nan, quiet_nan, rounded)
+                builder.store(builder.trunc(chosen, vector(i16)), pointer(0, i16), align=1)
+            with float16:
+                narrowed = builder.fptrunc(total, vector(ir.HalfType()))
+                builder.store(builder.bitcast(narrowed, vector(i16)), pointer(0, i16), align=1)
+        return context.get_dummy_value()
+
+    return types.void(out, first, second, third, start, kind), codegen
 
 
 @intrinsic

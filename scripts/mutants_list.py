@@ -94,6 +94,23 @@ MUTANTS = [
         "vector boundary unwritten",
     },
     {
+        "name": "fused-half-vector-fourth-row",
+        "file": "kernels/methods/fused_half.py",
+        "within": "def _sum_rows_half(",
+        "old": "sum3_half(o3, t3, g3, p3, h, kind)",
+        "new": "sum3_half(o3, t2, g3, p3, h, kind)",
+        "tests": ["tests/test_half.py"],
+        "why": "the 16-bit fused sum's whole vectors read the wrong token row for the fourth row",
+    },
+    {
+        "name": "half-vector-ties-round-up",
+        "file": "kernels/_vectors.py",
+        "old": "builder.add(splat(0x7FFF), even)",
+        "new": "builder.add(splat(0x7FFF), splat(1))",
+        "tests": ["tests/test_half.py"],
+        "why": "the 16-bit vectors round bfloat16 ties up instead of to even",
+    },
+    {
         "name": "fused-half-fourth-row",
         "file": "kernels/methods/fused_half.py",
         "within": "def _sum_rows_half(",

@@ -18,6 +18,7 @@ from numba import njit
 import kernels
 from kernels import halfbits
 from kernels.bench.reference import naive_layer_norm
+from kernels.methods import fused_half
 from kernels.registry import REGISTRY
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
@@ -137,6 +138,44 @@ def test_nan_inf_and_subnormals_pass_through(dtype):
         assert np.isnan(y[0, 0, 0]) and y[0, 0, 1] == np.inf and y[0, 0, 2] == -np.inf
         assert y[0, 0, 3] == np.float32(tiny) and y[0, 0, 4] == -np.float32(tiny)
         assert np.isfinite(y[0, 1]).all()  # a gather touches only the rows it reads
+
+
+@pytest.mark.parametrize("parallel", [False, True], ids=["serial", "parallel"])
+@pytest.mark.parametrize("dtype", HALF)
+def test_whole_vectors_match_the_naive_loop_on_every_pattern(dtype, parallel, monkeypatch):
+    # The fused kernel adds four rows at once in whole 16-lane vectors (kernels/_vectors.py)
+    # and the columns after them one by one. Every 16-bit pattern (NaN, infinities,
+    # subnormals, the largest finite values) is a token-table element here, added to
+    # segment and position rows of random values and of the largest finite values, so
+    # that sums overflow, round and tie; 35 columns: two whole vectors and a tail of three.
+    # Same bits as the naive loop, stored 16-bit and as float32; a NaN stays a NaN of its sign
+    # (the payload: the kernels keep it, ml_dtypes' bfloat16 rounding makes it 0x7FC0).
+    if parallel:  # a small output through the parallel kernel: the same loop, threaded
+        monkeypatch.setattr(fused_half, "SERIAL_MAX_BYTES", 0)
+    hidden, seq = 35, 8
+    vocab = -(-65536 // hidden)
+    patterns = np.resize(np.arange(65536, dtype=np.uint32).astype(np.uint16), vocab * hidden)
+    rng = np.random.default_rng(7)
+    largest = ml_dtypes.finfo(dtype).max
+    segment = np.stack([rng.standard_normal(hidden), np.full(hidden, largest)]).astype(dtype)
+    position = rng.standard_normal((seq, hidden)) * np.logspace(-6, 6, hidden)
+    position[seq // 2] = largest
+    tables = kernels.EmbeddingTables(
+        patterns.reshape(vocab, hidden).view(dtype), segment, position.astype(dtype)
+    )
+    batch = -(-vocab // seq) + 1  # every token row, in four-row groups and a last few
+    ids = np.arange(batch * seq).reshape(batch, seq) % vocab
+    types = rng.integers(0, 2, (batch, seq))
+    with np.errstate(over="ignore", invalid="ignore"):
+        y = kernels.embed(tables, ids, types)
+        wide = kernels.embed(tables, ids, types, out_dtype=np.float32)
+        expected = _naive(tables, ids, types)
+        expected_wide = _naive(tables, ids, types, np.float32)
+    nan = np.isnan(expected.astype(np.float32))
+    assert np.array_equal(np.isnan(y.astype(np.float32)), nan)
+    assert np.array_equal(np.signbit(y.astype(np.float32)), np.signbit(expected.astype(np.float32)))
+    np.testing.assert_array_equal(y.view(np.uint16)[~nan], expected.view(np.uint16)[~nan])
+    np.testing.assert_array_equal(wide.view(np.uint32), expected_wide.view(np.uint32))
 
 
 @pytest.mark.parametrize("dtype", HALF)

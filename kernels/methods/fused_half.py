@@ -15,6 +15,7 @@ import numpy as np
 from numba import prange
 
 from .._jit import parallel_kernel, serial_kernel
+from .._vectors import HALF_LANES, sum3_half
 from ..halfbits import KIND, bits, store, widen
 from ..tables import EmbeddingTables
 from ..validate import Batch, kernel_ids
@@ -35,11 +36,19 @@ def _sum_rows_half(token, segment, position, input_ids, token_type_ids, position
             t2, g2, p2 = rows_of(tables, ids, b + 2, s)
             t3, g3, p3 = rows_of(tables, ids, b + 3, s)
             o0, o1, o2, o3 = out[b, s], out[b + 1, s], out[b + 2, s], out[b + 3, s]
-            for h in range(hidden):
+            h = 0
+            while h + HALF_LANES <= hidden:  # whole vectors (kernels/_vectors.py)
+                sum3_half(o0, t0, g0, p0, h, kind)
+                sum3_half(o1, t1, g1, p1, h, kind)
+                sum3_half(o2, t2, g2, p2, h, kind)
+                sum3_half(o3, t3, g3, p3, h, kind)
+                h += HALF_LANES
+            while h < hidden:  # the columns after the last whole vector
                 store(o0, h, widen(t0[h], kind) + widen(g0[h], kind) + widen(p0[h], kind), kind)
                 store(o1, h, widen(t1[h], kind) + widen(g1[h], kind) + widen(p1[h], kind), kind)
                 store(o2, h, widen(t2[h], kind) + widen(g2[h], kind) + widen(p2[h], kind), kind)
                 store(o3, h, widen(t3[h], kind) + widen(g3[h], kind) + widen(p3[h], kind), kind)
+                h += 1
             b += 4
         while b < last:
             token_row, segment_row, position_row = rows_of(tables, ids, b, s)
