@@ -45,6 +45,12 @@ def vector_lanes(typingctx, row):
     return types.intp(row), codegen
 
 
+def _vector_pointer(context, builder, signature, args, position: int, vector) -> ir.Value:
+    """A ``vector`` pointer to element ``args[4]`` (the start) of array argument ``position``."""
+    array = context.make_array(signature.args[position])(context, builder, args[position])
+    return builder.bitcast(builder.gep(array.data, [args[4]]), vector.as_pointer())
+
+
 def _sum3_intrinsic(streaming: bool):
     @intrinsic
     def sum3(typingctx, out, first, second, third, start):
@@ -56,11 +62,7 @@ def _sum3_intrinsic(streaming: bool):
             vector = ir.VectorType(element, VECTOR_BYTES // context.get_abi_sizeof(element))
 
             def at(position: int) -> ir.Value:
-                array = context.make_array(signature.args[position])(
-                    context, builder, args[position]
-                )
-                address = builder.gep(array.data, [args[4]])
-                return builder.bitcast(address, vector.as_pointer())
+                return _vector_pointer(context, builder, signature, args, position, vector)
 
             loaded = [builder.load(at(position), align=1) for position in (1, 2, 3)]
             total = builder.fadd(builder.fadd(loaded[0], loaded[1]), loaded[2])
@@ -100,8 +102,7 @@ def sum3_half(typingctx, out, first, second, third, start, kind):
     integer arithmetic on the bits, a NaN kept a quiet NaN; float16 by LLVM's
     ``fptrunc``), so the bits equal the scalar loop's.
     """
-    halves = (first, second, third)
-    if any(row.dtype != types.uint16 for row in halves):
+    if any(row.dtype != types.uint16 for row in (first, second, third)):
         return None
     if out.dtype not in (types.uint16, types.float32):
         return None
@@ -117,9 +118,7 @@ def sum3_half(typingctx, out, first, second, third, start, kind):
             return ir.Constant(vector(i32), [value] * lanes)
 
         def pointer(position: int, element) -> ir.Value:
-            array = context.make_array(signature.args[position])(context, builder, args[position])
-            address = builder.gep(array.data, [args[4]])
-            return builder.bitcast(address, vector(element).as_pointer())
+            return _vector_pointer(context, builder, signature, args, position, vector(element))
 
         patterns = [builder.load(pointer(position, i16), align=1) for position in (1, 2, 3)]
         is_bfloat16 = builder.icmp_signed("==", args[5], ir.Constant(args[5].type, BF16))
@@ -129,8 +128,8 @@ def sum3_half(typingctx, out, first, second, third, start, kind):
                 wide_bf16 = [builder.bitcast(value, vector(f32)) for value in shifted]
                 block_bf16 = builder.block
             with float16:
-                halves_ = [builder.bitcast(p, vector(ir.HalfType())) for p in patterns]
-                wide_f16 = [builder.fpext(value, vector(f32)) for value in halves_]
+                as_half = [builder.bitcast(p, vector(ir.HalfType())) for p in patterns]
+                wide_f16 = [builder.fpext(value, vector(f32)) for value in as_half]
                 block_f16 = builder.block
         wide = []
         for from_bf16, from_f16 in zip(wide_bf16, wide_f16, strict=True):
