@@ -45,10 +45,10 @@ def vector_lanes(typingctx, row):
     return types.intp(row), codegen
 
 
-def _vector_pointer(context, builder, signature, args, position: int, vector) -> ir.Value:
-    """A ``vector`` pointer to element ``args[4]`` (the start) of array argument ``position``."""
+def _vector_pointer(context, builder, signature, args, position: int, vector, start) -> ir.Value:
+    """A ``vector`` pointer to element ``start`` of array argument ``position``."""
     array = context.make_array(signature.args[position])(context, builder, args[position])
-    return builder.bitcast(builder.gep(array.data, [args[4]]), vector.as_pointer())
+    return builder.bitcast(builder.gep(array.data, [start]), vector.as_pointer())
 
 
 def _sum3_intrinsic(streaming: bool):
@@ -62,7 +62,7 @@ def _sum3_intrinsic(streaming: bool):
             vector = ir.VectorType(element, VECTOR_BYTES // context.get_abi_sizeof(element))
 
             def at(position: int) -> ir.Value:
-                return _vector_pointer(context, builder, signature, args, position, vector)
+                return _vector_pointer(context, builder, signature, args, position, vector, args[4])
 
             loaded = [builder.load(at(position), align=1) for position in (1, 2, 3)]
             total = builder.fadd(builder.fadd(loaded[0], loaded[1]), loaded[2])
@@ -91,6 +91,69 @@ sum3_stream = _sum3_intrinsic(streaming=True)
 HALF_LANES = VECTOR_BYTES // 4
 
 
+def _half_codegen(context, builder, signature, args, start: ir.Value, kind: ir.Value):
+    """Builders shared by the 16-bit intrinsics: vectors of ``HALF_LANES`` lanes, loads
+    that widen 16-bit patterns to float32 and a store that rounds them back."""
+    i16, i32, f32 = ir.IntType(16), ir.IntType(32), ir.FloatType()
+    lanes = HALF_LANES
+
+    def vector(element):
+        return ir.VectorType(element, lanes)
+
+    def splat(value: int) -> ir.Constant:
+        return ir.Constant(vector(i32), [value] * lanes)
+
+    def pointer(position: int, element) -> ir.Value:
+        return _vector_pointer(context, builder, signature, args, position, vector(element), start)
+
+    is_bfloat16 = builder.icmp_signed("==", kind, ir.Constant(kind.type, BF16))
+
+    def widened(positions) -> list[ir.Value]:
+        """The float32 values of the 16-bit patterns at the start of these arguments."""
+        patterns = [builder.load(pointer(position, i16), align=1) for position in positions]
+        with builder.if_else(is_bfloat16) as (bfloat16, float16):
+            with bfloat16:
+                shifted = [builder.shl(builder.zext(p, vector(i32)), splat(16)) for p in patterns]
+                wide_bf16 = [builder.bitcast(value, vector(f32)) for value in shifted]
+                block_bf16 = builder.block
+            with float16:
+                as_half = [builder.bitcast(p, vector(ir.HalfType())) for p in patterns]
+                wide_f16 = [builder.fpext(value, vector(f32)) for value in as_half]
+                block_f16 = builder.block
+        wide = []
+        for from_bf16, from_f16 in zip(wide_bf16, wide_f16, strict=True):
+            merged = builder.phi(vector(f32))
+            merged.add_incoming(from_bf16, block_bf16)
+            merged.add_incoming(from_f16, block_f16)
+            wide.append(merged)
+        return wide
+
+    def stored(total: ir.Value) -> None:
+        """``total`` (float32 lanes) into argument 0: as it is into a float32 row, else
+        rounded to nearest even into 16-bit patterns."""
+        if signature.args[0].dtype == types.float32:
+            builder.store(total, pointer(0, f32), align=1)
+            return
+        with builder.if_else(is_bfloat16) as (bfloat16, float16):
+            with bfloat16:
+                value = builder.bitcast(total, vector(i32))
+                high = builder.lshr(value, splat(16))
+                magnitude = builder.and_(value, splat(0x7FFFFFFF))
+                is_nan = builder.icmp_unsigned(">", magnitude, splat(0x7F800000))
+                quiet_nan = builder.or_(high, splat(0x40))
+                even = builder.and_(high, splat(1))
+                rounded = builder.lshr(
+                    builder.add(value, builder.add(splat(0x7FFF), even)), splat(16)
+                )
+                chosen = builder.select(is_nan, quiet_nan, rounded)
+                builder.store(builder.trunc(chosen, vector(i16)), pointer(0, i16), align=1)
+            with float16:
+                narrowed = builder.fptrunc(total, vector(ir.HalfType()))
+                builder.store(builder.bitcast(narrowed, vector(i16)), pointer(0, i16), align=1)
+
+    return widened, stored, pointer
+
+
 @intrinsic
 def sum3_half(typingctx, out, first, second, third, start, kind):
     """``out[start : start + HALF_LANES]`` = the float32 sum of three rows of 16-bit patterns.
@@ -108,58 +171,28 @@ def sum3_half(typingctx, out, first, second, third, start, kind):
         return None
 
     def codegen(context, builder, signature, args):
-        i16, i32, f32 = ir.IntType(16), ir.IntType(32), ir.FloatType()
-        lanes = HALF_LANES
-
-        def vector(element):
-            return ir.VectorType(element, lanes)
-
-        def splat(value: int) -> ir.Constant:
-            return ir.Constant(vector(i32), [value] * lanes)
-
-        def pointer(position: int, element) -> ir.Value:
-            return _vector_pointer(context, builder, signature, args, position, vector(element))
-
-        patterns = [builder.load(pointer(position, i16), align=1) for position in (1, 2, 3)]
-        is_bfloat16 = builder.icmp_signed("==", args[5], ir.Constant(args[5].type, BF16))
-        with builder.if_else(is_bfloat16) as (bfloat16, float16):
-            with bfloat16:
-                shifted = [builder.shl(builder.zext(p, vector(i32)), splat(16)) for p in patterns]
-                wide_bf16 = [builder.bitcast(value, vector(f32)) for value in shifted]
-                block_bf16 = builder.block
-            with float16:
-                as_half = [builder.bitcast(p, vector(ir.HalfType())) for p in patterns]
-                wide_f16 = [builder.fpext(value, vector(f32)) for value in as_half]
-                block_f16 = builder.block
-        wide = []
-        for from_bf16, from_f16 in zip(wide_bf16, wide_f16, strict=True):
-            merged = builder.phi(vector(f32))
-            merged.add_incoming(from_bf16, block_bf16)
-            merged.add_incoming(from_f16, block_f16)
-            wide.append(merged)
-        total = builder.fadd(builder.fadd(wide[0], wide[1]), wide[2])
-        if signature.args[0].dtype == types.float32:
-            builder.store(total, pointer(0, f32), align=1)
-            return context.get_dummy_value()
-        with builder.if_else(is_bfloat16) as (bfloat16, float16):
-            with bfloat16:
-                value = builder.bitcast(total, vector(i32))
-                high = builder.lshr(value, splat(16))
-                magnitude = builder.and_(value, splat(0x7FFFFFFF))
-                is_nan = builder.icmp_unsigned(">", magnitude, splat(0x7F800000))
-                quiet_nan = builder.or_(high, splat(0x40))
-                even = builder.and_(high, splat(1))
-                rounded = builder.lshr(
-                    builder.add(value, builder.add(splat(0x7FFF), even)), splat(16)
-                )
-                chosen = builder.select(is_nan, quiet_nan, rounded)
-                builder.store(builder.trunc(chosen, vector(i16)), pointer(0, i16), align=1)
-            with float16:
-                narrowed = builder.fptrunc(total, vector(ir.HalfType()))
-                builder.store(builder.bitcast(narrowed, vector(i16)), pointer(0, i16), align=1)
+        widened, stored, _ = _half_codegen(context, builder, signature, args, *args[4:6])
+        wide = widened((1, 2, 3))
+        stored(builder.fadd(builder.fadd(wide[0], wide[1]), wide[2]))
         return context.get_dummy_value()
 
     return types.void(out, first, second, third, start, kind), codegen
+
+
+@intrinsic
+def round_half(typingctx, out, row, start, kind):
+    """``out[start : start + HALF_LANES]`` = float32 ``row``'s elements there, rounded into
+    16-bit patterns of format ``kind`` as :func:`kernels.halfbits.store` rounds one (or
+    copied, where ``out`` is float32)."""
+    if row.dtype != types.float32 or out.dtype not in (types.uint16, types.float32):
+        return None
+
+    def codegen(context, builder, signature, args):
+        _, stored, pointer = _half_codegen(context, builder, signature, args, *args[2:4])
+        stored(builder.load(pointer(1, ir.FloatType()), align=1))
+        return context.get_dummy_value()
+
+    return types.void(out, row, start, kind), codegen
 
 
 @intrinsic

@@ -96,7 +96,7 @@ MUTANTS = [
     {
         "name": "fused-half-vector-fourth-row",
         "file": "kernels/methods/fused_half.py",
-        "within": "def _sum_rows_half(",
+        "within": "def sum_four_rows_half(",
         "old": "sum3_half(o3, t3, g3, p3, h, kind)",
         "new": "sum3_half(o3, t2, g3, p3, h, kind)",
         "tests": ["tests/test_half.py"],
@@ -113,13 +113,33 @@ MUTANTS = [
     {
         "name": "fused-half-fourth-row",
         "file": "kernels/methods/fused_half.py",
-        "within": "def _sum_rows_half(",
+        "within": "def sum_four_rows_half(",
         "old": "store(o3, h, widen(t3[h], kind)",
         "new": "store(o3, h, widen(t2[h], kind)",
         "tests": ["tests/test_half.py"],
         "why": "the 16-bit fused sum's four-rows loop reads the wrong token row for the fourth",
     },
     # -- forward with LayerNorm ------------------------------------------------------------
+    {
+        "name": "fused-half-norm-fourth-row",
+        "file": "kernels/methods/fused_half.py",
+        "within": "def _sum_norm_rows_half(",
+        "old": "(rows[0], rows[1], rows[2], rows[3])",
+        "new": "(rows[0], rows[1], rows[2], rows[2])",
+        "tests": ["tests/test_half.py"],
+        "why": "the 16-bit LayerNorm kernel normalises a stale float32 row in place of each "
+        "fourth row's sum",
+    },
+    {
+        "name": "half-round-row-tail",
+        "file": "kernels/methods/fused_half.py",
+        "within": "def round_row(",
+        "old": "store(out_row, h, row[h], kind)",
+        "new": "store(out_row, h, row[h - 1], kind)",
+        "tests": ["tests/test_half.py"],
+        "why": "the 16-bit LayerNorm kernel rounds the wrong float32 element into each column "
+        "after the last whole vector",
+    },
     {
         "name": "fused-norm-fourth-row-unnormalised",
         "file": "kernels/methods/fused.py",

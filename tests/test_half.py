@@ -180,8 +180,9 @@ def test_whole_vectors_match_the_naive_loop_on_every_pattern(dtype, parallel, mo
 
 @pytest.mark.parametrize("dtype", HALF)
 @pytest.mark.parametrize("method", _half_methods(kernels.METHODS))
-def test_layer_norm_rounds_once(dtype, method):
-    tables = _tables(dtype, hidden=64)
+@pytest.mark.parametrize("hidden", [64, 37])  # whole 16-lane vectors; and a tail after them
+def test_layer_norm_rounds_once(dtype, method, hidden):
+    tables = _tables(dtype, hidden=hidden)
     rng = np.random.default_rng(2)
     ids, types = rng.integers(0, 60, (70, 5)), rng.integers(0, 2, (70, 5))
     y, sums = kernels.embed(tables, ids, types, method=method, layer_norm=True, return_sum=True)
@@ -196,6 +197,29 @@ def test_layer_norm_rounds_once(dtype, method):
     # Statistics in float64 over the float32 sum, one rounding at the end; the
     # fused kernel's affine step is float32, so allow one ulp more than rounding.
     assert _ulps(y, exact, dtype).max() <= 1.0
+
+
+@pytest.mark.parametrize("dtype", HALF)
+@pytest.mark.parametrize("method", _half_methods(kernels.METHODS))
+def test_layer_norm_into_float32(dtype, method):
+    # out_dtype=float32: the normalised value before any 16-bit rounding, within a few
+    # float32 roundings of the exact LayerNorm (statistics in float64: their error is
+    # far below these), and the 16-bit result is within one ulp of the same exact value.
+    tables = _tables(dtype, hidden=37)
+    rng = np.random.default_rng(4)
+    ids, types = rng.integers(0, 60, (9, 7)), rng.integers(0, 2, (9, 7))
+    wide = kernels.embed(tables, ids, types, method=method, layer_norm=True, out_dtype=np.float32)
+    narrow = kernels.embed(tables, ids, types, method=method, layer_norm=True)
+    assert wide.dtype == np.float32 and narrow.dtype == dtype
+    sums = _naive(tables, ids, types, np.float32).astype(np.float64)
+    weight = tables.norm_weight.astype(np.float64)
+    bias = tables.norm_bias.astype(np.float64)
+    exact = naive_layer_norm(sums, weight, bias, tables.norm_eps)
+    centred = sums - sums.mean(-1, keepdims=True)
+    z = centred / np.sqrt(np.mean(centred**2, -1, keepdims=True) + tables.norm_eps)
+    bound = 4 * np.finfo(np.float32).eps * (np.abs(weight * z) + np.abs(bias))
+    assert (np.abs(wide - exact) <= bound).all()
+    assert _ulps(narrow, exact, dtype).max() <= 1.0
 
 
 @pytest.mark.parametrize("dtype", HALF)
