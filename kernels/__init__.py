@@ -11,6 +11,7 @@ measures and presents, and the core never imports it.
 
 from . import (
     _threading,  # noqa: F401  (first: picks numba's threading layer before any kernel)
+    hugepages,
     pool,
 )
 from .api import METHOD_FUNCTIONS, embed, embed_backward
@@ -30,6 +31,7 @@ __all__ = [
     "EmbeddingTables",
     "embed",
     "embed_backward",
+    "hugepages",
     "pool",
     *METHOD_FUNCTIONS,
 ]

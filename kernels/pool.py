@@ -28,11 +28,23 @@ from collections import OrderedDict
 
 import numpy as np
 
+from . import hugepages
+
 # Outputs smaller than this are allocated as usual: the allocator reuses them
 # itself (below its mmap threshold) and a holder costs ~2 us a small call lacks.
 MIN_BYTES = 1 << 20
 DEFAULT_MAX_BYTES = 256 << 20  # retained free buffers, all sizes together
 ALIGNMENT = 64  # bytes: every pooled buffer starts a cache line
+
+
+def _new_buffer(nbytes: int) -> np.ndarray:
+    """Bytes for a pooled output: in huge pages from hugepages.MIN_BYTES on (a large output
+    is written a sequence apart, row by row: fewer TLB misses), else cache-line aligned."""
+    if hugepages.SUPPORTED and nbytes >= hugepages.MIN_BYTES:
+        return hugepages.empty(nbytes, np.uint8)  # starts a 2 MiB page
+    block = np.empty(nbytes + ALIGNMENT, np.uint8)
+    offset = -block.ctypes.data % ALIGNMENT
+    return block[offset : offset + nbytes]
 
 
 class _Holder:
@@ -85,9 +97,7 @@ class OutputPool:
             return np.empty(shape, dtype)
         raw = self._take(nbytes)
         if raw is None:
-            block = np.empty(nbytes + ALIGNMENT, np.uint8)
-            offset = -block.ctypes.data % ALIGNMENT
-            raw = block[offset : offset + nbytes]
+            raw = _new_buffer(nbytes)
         else:
             self.reused += 1
         holder = _Holder(raw, shape, dtype)

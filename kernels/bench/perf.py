@@ -54,6 +54,14 @@ FORWARD_FIGURES = (
         invert=True,
     ),
     Figure(
+        "fused (out=, huge pages) / copy (huge pages)",
+        "fused (out=, huge pages)",
+        "copy (huge pages)",
+        ">= 0.90",
+        "out= from kernels.hugepages.empty, against a copy between such buffers",
+        invert=True,
+    ),
+    Figure(
         "fused allocating / fused (out=)",
         "fused",
         "fused (out=)",
@@ -144,6 +152,7 @@ def forward_calls(include_compile: bool = True) -> dict:
     expected = embed(tables, ids, types, method="gather")  # itself bit-tested against a loop
     normed = embed(tables, ids, types, method="gather", layer_norm=True)
     out = apart_from(tables.token, shape, np.float32)
+    out_huge = apart_from(tables.token, shape, np.float32, huge_pages=True)
     out_norm = apart_from(tables.token, shape, np.float32)
     half = make_inputs(replace(BERT_BASE, dtype="bfloat16"))[0]
     out_half = apart_from(half.token, shape, half.dtype)
@@ -151,7 +160,9 @@ def forward_calls(include_compile: bool = True) -> dict:
         "copy": CopyReference(shape, np.float32),
         "copy (non-temporal)": CopyReference(shape, np.float32, nontemporal=True),
         "copy bf16": CopyReference(shape, half.dtype),
+        "copy (huge pages)": CopyReference(shape, np.float32, huge_pages=True),
         "fused (out=)": lambda: embed(tables, ids, types, out=out),
+        "fused (out=, huge pages)": lambda: embed(tables, ids, types, out=out_huge),
         "fused": lambda: embed(tables, ids, types),
         "fused+LN (out=)": lambda: embed(tables, ids, types, out=out_norm, layer_norm=True),
         "fused+LN": lambda: embed(tables, ids, types, layer_norm=True),
@@ -311,8 +322,10 @@ def render(forward: Timings, backward: Timings, small: Estimate, first, load, co
         "`copy` is that copy, run in parallel by numba into a preallocated array; `copy "
         "(non-temporal)` stores with streaming stores that skip reading each output line "
         "first, the physical limit of writing. `fused (out=)` writes into a preallocated "
-        "array; `fused` and the peers allocate their output (ours from the output pool, "
-        "kernels.pool). Every contender was checked against the reference before timing.",
+        "array; `fused (out=, huge pages)` into one from `kernels.hugepages.empty`, against "
+        "`copy (huge pages)` between two such arrays; `fused` and the peers allocate their "
+        "output (ours from the output pool, kernels.pool, whose large buffers are in huge "
+        "pages). Every contender was checked against the reference before timing.",
         "",
         "**Fairness.** torch runs with `OMP_WAIT_POLICY=PASSIVE` and onnxruntime with "
         "`session.intra_op.allow_spinning=0`: spinning thread pools otherwise steal the CPU "

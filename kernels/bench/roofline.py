@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
+from .. import hugepages
 from .._jit import parallel_kernel
 from .streaming import ALIGNMENT, LANES, stream32
 
@@ -49,15 +50,22 @@ _PAGE = 4096
 _DESTINATION_OFFSET = _PAGE // 2
 
 
-def _apart(nbytes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Source and destination byte buffers of one block: page-aligned, and half a page past."""
-    block = np.empty(2 * nbytes + 3 * _PAGE, np.uint8)
+def _empty(nbytes: int, huge_pages: bool) -> np.ndarray:
+    return hugepages.empty(nbytes, np.uint8) if huge_pages else np.empty(nbytes, np.uint8)
+
+
+def _apart(nbytes: int, huge_pages: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Source and destination byte buffers of one block: page-aligned, and half a page past.
+
+    With ``huge_pages`` the block comes from :func:`kernels.hugepages.empty`.
+    """
+    block = _empty(2 * nbytes + 3 * _PAGE, huge_pages)
     first = -block.ctypes.data % _PAGE
     second = first + nbytes + (-nbytes % _PAGE) + _DESTINATION_OFFSET
     return block[first : first + nbytes], block[second : second + nbytes]
 
 
-def apart_from(table: np.ndarray, shape, dtype) -> np.ndarray:
+def apart_from(table: np.ndarray, shape, dtype, huge_pages: bool = False) -> np.ndarray:
     """An empty array for ``out=``, half a page from ``table`` modulo the page size.
 
     The same rule as the copy's, for the fused kernel's output against the token
@@ -67,7 +75,7 @@ def apart_from(table: np.ndarray, shape, dtype) -> np.ndarray:
     measured ``out=`` gets this layout, so that runs compare.
     """
     nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    block = np.empty(nbytes + _PAGE, np.uint8)
+    block = _empty(nbytes + _PAGE, huge_pages)  # with huge_pages, kernels.hugepages.empty's
     first = (table.ctypes.data + _DESTINATION_OFFSET - block.ctypes.data) % _PAGE
     return block[first : first + nbytes].view(dtype).reshape(shape)
 
@@ -84,9 +92,12 @@ class CopyReference:
         Store with streaming stores (:mod:`kernels.bench.streaming`), which skip the
         read-for-ownership of each output line: the limit of writing, below the
         plain copy that every forward call is compared with.
+    huge_pages : bool, default False
+        Both buffers from :func:`kernels.hugepages.empty`: the roofline of an
+        ``out=`` in huge pages.
     """
 
-    def __init__(self, shape, dtype, nontemporal: bool = False):
+    def __init__(self, shape, dtype, nontemporal: bool = False, huge_pages: bool = False):
         rows = int(np.prod(shape[:-1]))
         # Copied as unsigned integers of the dtype's width (or as float32 words for
         # the streaming copy): the same bytes move, and numba has no 16-bit float
@@ -94,7 +105,7 @@ class CopyReference:
         itemsize = np.dtype(dtype).itemsize
         self.nbytes = rows * shape[-1] * itemsize
         self.nontemporal = nontemporal and self.nbytes % 4 == 0
-        source, destination = _apart(self.nbytes)
+        source, destination = _apart(self.nbytes, huge_pages)
         assert destination.ctypes.data % ALIGNMENT == 0  # as streaming stores need
         source[:] = 1  # any bytes but fresh zero pages
         if self.nontemporal:
