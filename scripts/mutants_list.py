@@ -321,6 +321,25 @@ MUTANTS = [
         "tests": ["tests/test_memory_budget.py"],
         "why": "a last chunk of one token is never computed",
     },
+    # -- memory ----------------------------------------------------------------------------
+    {
+        "name": "pool-without-huge-pages",
+        "file": "kernels/pool.py",
+        "old": "if hugepages.SUPPORTED and nbytes >= hugepages.MIN_BYTES:",
+        "new": "if False:",
+        "tests": ["tests/test_hugepages.py"],
+        "why": "the output pool's large buffers are ordinary pages: every output row of a "
+        "large call costs a page walk again",
+    },
+    {
+        "name": "huge-page-array-misaligned",
+        "file": "kernels/hugepages.py",
+        "old": "start = -raw.ctypes.data % HUGE_PAGE",
+        "new": "start = 64",
+        "tests": ["tests/test_hugepages.py"],
+        "why": "huge-page arrays start off a 2 MiB boundary, so their first and last pages "
+        "are split between huge and small ones",
+    },
     # -- auto ------------------------------------------------------------------------------
     {
         "name": "auto-hard-wired",
