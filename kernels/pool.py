@@ -13,6 +13,8 @@ garbage, that is when the result and every view of it are gone. So a result
 never shares memory with a live earlier result, whatever the threads do.
 Buffers are kept per size (a loop asks for the same shape again), and at most
 ``max_bytes`` are retained in all (the oldest free buffers are dropped first).
+Buffers of ``hugepages.MIN_BYTES`` (4 MiB) or more are in transparent huge pages
+(:mod:`kernels.hugepages`), which spares the fused kernel a page walk per output row.
 
 >>> import kernels
 >>> kernels.pool.configure(max_bytes=512 * 2**20)   # retain up to 512 MiB   # doctest: +SKIP
