@@ -21,6 +21,7 @@ allocating calls get them; for ``out=``:
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 
 import numpy as np
@@ -49,18 +50,12 @@ def empty(shape, dtype=np.float32) -> np.ndarray:
     # One huge page more than needed, so that the array can start on a boundary;
     # the pages before it are never touched and never backed.
     mapping = mmap.mmap(-1, nbytes + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    mapping.madvise(mmap.MADV_HUGEPAGE)
+    # A kernel built without transparent huge pages refuses the hint: ordinary pages then.
+    with contextlib.suppress(OSError):
+        mapping.madvise(mmap.MADV_HUGEPAGE)
     raw = np.frombuffer(mapping, np.uint8)  # keeps the mapping alive as its base
     start = -raw.ctypes.data % HUGE_PAGE
     return raw[start : start + nbytes].view(dtype).reshape(shape)
-
-
-def copy(array) -> np.ndarray:
-    """A C-contiguous copy of ``array`` in memory from :func:`empty`."""
-    array = np.asarray(array)
-    result = empty(array.shape, array.dtype)
-    np.copyto(result, array, casting="no")
-    return result
 
 
 def huge_bytes(array: np.ndarray) -> int | None:

@@ -1,6 +1,7 @@
 """Huge-page arrays (kernels.hugepages): what they hold, where they start, who uses them."""
 
 import gc
+import mmap
 import weakref
 from pathlib import Path
 
@@ -65,11 +66,16 @@ def test_two_large_arrays_never_overlap_and_their_memory_is_released():
     assert released() is None  # the mmap (and so its memory) went with the last view
 
 
-def test_copy_is_an_equal_independent_array():
-    source = np.arange(np.prod(LARGE), dtype=np.float32).reshape(LARGE)[:, ::2]
-    result = hugepages.copy(source)
-    np.testing.assert_array_equal(result, source)
-    assert result.flags.c_contiguous and not np.may_share_memory(result, source)
+@needs_the_hint
+def test_a_kernel_without_huge_pages_gives_ordinary_ones(monkeypatch):
+    class Refusing(mmap.mmap):
+        def madvise(self, *args):
+            raise OSError(22, "Invalid argument")  # madvise's EINVAL without THP support
+
+    monkeypatch.setattr(mmap, "mmap", Refusing)
+    array = hugepages.empty(LARGE, np.float32)
+    array[...] = 3
+    assert array.shape == LARGE and (array == 3).all()
 
 
 @needs_huge_pages
