@@ -40,11 +40,9 @@ ALIGNMENT = 64  # bytes: every pooled buffer starts a cache line
 
 
 def _new_buffer(nbytes: int) -> np.ndarray:
-    """Bytes for a pooled output: in huge pages from hugepages.MIN_BYTES on (a large output
-    is written a sequence apart, row by row: fewer TLB misses), else cache-line aligned."""
-    if hugepages.SUPPORTED and nbytes >= hugepages.MIN_BYTES:
-        return hugepages.empty(nbytes, np.uint8)  # starts a 2 MiB page
-    block = np.empty(nbytes + ALIGNMENT, np.uint8)
+    """Cache-line-aligned bytes for a pooled output, in huge pages where hugepages.empty puts
+    them (a large output is written a sequence apart, row by row: fewer TLB misses)."""
+    block = hugepages.empty(nbytes + ALIGNMENT, np.uint8)
     offset = -block.ctypes.data % ALIGNMENT
     return block[offset : offset + nbytes]
 
