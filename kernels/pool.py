@@ -48,16 +48,21 @@ def _new_buffer(nbytes: int) -> np.ndarray:
 
 
 class _Holder:
-    """Owns one pooled buffer while any array made from it is alive."""
+    """Owns one pooled buffer while any array made from it is alive.
+
+    It shows numpy the buffer's bytes only; :meth:`OutputPool.empty` views them as
+    the dtype. An interface in the dtype's own type string would lose any dtype
+    numpy does not know by it: ml_dtypes' bfloat16 says ``<V2`` and came back as
+    raw two-byte voids, which numpy's arithmetic then filled with garbage.
+    """
 
     __slots__ = ("__array_interface__", "__weakref__", "raw")
 
-    def __init__(self, raw: np.ndarray, shape, dtype: np.dtype):
+    def __init__(self, raw: np.ndarray):
         self.raw = raw
         self.__array_interface__ = {
-            "shape": tuple(shape),
-            "typestr": dtype.str,
-            "descr": dtype.descr,
+            "shape": (raw.nbytes,),
+            "typestr": "|u1",
             "data": (raw.ctypes.data, False),
             "version": 3,
         }
@@ -100,9 +105,9 @@ class OutputPool:
             raw = _new_buffer(nbytes)
         else:
             self.reused += 1
-        holder = _Holder(raw, shape, dtype)
+        holder = _Holder(raw)
         weakref.finalize(holder, self._give_back, raw)
-        return np.asarray(holder)
+        return np.asarray(holder).view(dtype).reshape(shape)
 
     def _take(self, nbytes: int) -> np.ndarray | None:
         with self._lock:

@@ -332,6 +332,16 @@ MUTANTS = [
         "large call costs a page walk again",
     },
     {
+        "name": "pool-dtype-by-type-string",
+        "file": "kernels/pool.py",
+        "old": "return np.asarray(holder).view(dtype).reshape(shape)",
+        "new": "return np.asarray(holder).view(dtype.str).reshape(shape)",
+        "tests": ["tests/test_pool.py"],
+        "why": "a pooled output takes its dtype from the type string, which is '<V2' for "
+        "bfloat16: large bfloat16 results come back as raw voids, and gather's arithmetic "
+        "fills them with garbage",
+    },
+    {
         "name": "huge-page-array-misaligned",
         "file": "kernels/hugepages.py",
         "old": "start = -raw.ctypes.data % HUGE_PAGE",

@@ -126,6 +126,20 @@ def test_every_method_rounds_once(dtype, method, batch):
 
 
 @pytest.mark.parametrize("dtype", HALF)
+@pytest.mark.parametrize("method", _half_methods(kernels.METHODS))
+def test_allocated_outputs_keep_the_dtype(dtype, method):
+    """An allocating call large enough for the output pool (1 MiB and up) returns an
+    array of the tables' dtype with the rounded sums in it, like a small one."""
+    tables = kernels.EmbeddingTables.random(60, 512, max_positions=256, dtype=dtype, seed=2)
+    rng = np.random.default_rng(3)
+    ids, types = rng.integers(0, 60, (4, 256)), rng.integers(0, 2, (4, 256))
+    y = kernels.embed(tables, ids, types, method=method)
+    assert y.nbytes >= kernels.pool.MIN_BYTES  # the pooled path is the one tested
+    assert y.dtype == dtype
+    np.testing.assert_array_equal(y.view(np.uint16), _naive(tables, ids, types).view(np.uint16))
+
+
+@pytest.mark.parametrize("dtype", HALF)
 def test_nan_inf_and_subnormals_pass_through(dtype):
     tables = _tables(dtype, vocab=6, hidden=5)
     token = tables.token.copy()

@@ -3,6 +3,7 @@
 import gc
 import threading
 
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -87,3 +88,14 @@ def test_small_outputs_are_not_pooled():
     pool = OutputPool()
     small = pool.empty((8, 8), np.float32)
     assert small.base is None
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, ml_dtypes.bfloat16, np.int64])
+def test_pooled_arrays_have_the_dtype_and_shape_asked_for(dtype):
+    pool = OutputPool()
+    array = pool.empty((4, 256, 512), dtype)
+    assert array.nbytes >= MIN_BYTES and hasattr(array.base.base, "raw")  # pooled
+    assert array.dtype == np.dtype(dtype) and array.shape == (4, 256, 512)
+    assert array.flags.c_contiguous and array.flags.writeable
+    array[...] = 3
+    assert (array.astype(np.float64) == 3).all()
