@@ -121,6 +121,39 @@ def perf(arguments) -> int:
     return 0
 
 
+def scaling(arguments) -> int:
+    """Time the CPU kernels at several thread counts; print or write Markdown (and a plot)."""
+    import os
+
+    from . import scaling as scaling_module
+
+    try:
+        threads = scaling_module.check_threads(
+            arguments.threads or scaling_module.default_threads()
+        )
+    except ValueError as error:
+        print(f"embench scaling: --threads: {error}", file=sys.stderr)
+        return 2
+    print(f"embench scaling: threads {list(threads)} at BERT-base", file=sys.stderr)
+    load = [os.getloadavg()[0]]
+
+    def progress(rounds: int) -> None:  # the number of rounds is not known in advance
+        if sys.stderr.isatty():
+            print(f"embench scaling: round {rounds}", end="\r", file=sys.stderr, flush=True)
+
+    timings = scaling_module.measure(threads, arguments.budget, progress=progress)
+    load.append(os.getloadavg()[0])
+    text = scaling_module.render(timings, threads, "embench " + " ".join(arguments.argv), load)
+    if arguments.write:
+        with open(arguments.write, "w") as handle:
+            handle.write(text)
+        picture = arguments.write.rsplit(".", 1)[0] + ".png"
+        if scaling_module.plot(timings, threads, picture):
+            print(f"embench scaling: plot in {picture}", file=sys.stderr)
+    print(text)
+    return 0
+
+
 def _ints(text: str) -> tuple[int, ...]:
     values = tuple(int(v) for v in text.replace(",", " ").split())
     if not values or min(values) < 1:
@@ -313,6 +346,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--write", metavar="PATH", help="also write the Markdown to PATH (e.g. my-perf.md)"
     )
     perf_parser.set_defaults(run=perf)
+
+    scaling_parser = commands.add_parser(
+        "scaling",
+        help="the CPU kernels at 1, 2, 4, ... threads (docs/PERFORMANCE-16-cores.md)",
+        **defaults,
+    )
+    scaling_parser.add_argument(
+        "--threads", type=_ints, help="thread counts, e.g. 1,2,4,8,16 (default: powers of two)"
+    )
+    scaling_parser.add_argument(
+        "--budget", type=float, default=30.0, help="seconds of interleaved rounds"
+    )
+    scaling_parser.add_argument(
+        "--write", metavar="PATH", help="also write the Markdown to PATH, and a plot beside it"
+    )
+    scaling_parser.set_defaults(run=scaling)
 
     report_parser = commands.add_parser(
         "report", help="sweep vocab and seq len: check, time, fit, plot, recommend", **defaults

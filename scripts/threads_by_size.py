@@ -1,0 +1,71 @@
+"""The fused kernel at small and middle sizes: serial build against the parallel one at
+1, 2, 4, ... threads, to choose ``SERIAL_MAX_BYTES`` and a thread count per call size
+on a machine with many cores (docs/FORWARD.md, "the serial threshold").
+
+    .venv/bin/python scripts/threads_by_size.py          # prints a Markdown table
+
+hidden 768, vocab 30522, float32, uniform ids, into a preallocated output (plain
+stores: every size here is under ``STREAM_MIN_BYTES``). The kernels are called
+directly, without validation, so the table shows the kernel and the pool's
+wake-up alone. One timing engine per size (kernels.bench.timing.interleave):
+medians of interleaved rounds; ``kernels.embed(..., out=)`` at the default
+thread count is timed beside them as the public call.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+import kernels
+from kernels.bench import machine
+from kernels.bench.cases import Shape, make_inputs
+from kernels.bench.scaling import default_threads
+from kernels.bench.timing import interleave
+from kernels.methods import fused
+from kernels.validate import prepare
+
+SIZES = ((1, 32), (1, 64), (1, 128), (1, 256), (1, 512), (4, 128), (8, 128), (4, 512))
+
+
+def _at(threads, call):
+    def run():
+        numba.set_num_threads(threads)
+        return call()
+
+    return run
+
+
+def _calls(batch: int, seq: int, threads) -> tuple[dict, np.ndarray, np.ndarray]:
+    """(calls by column, the output they write, gather's result to check it against)."""
+    tables, ids, types = make_inputs(Shape(batch=batch, seq=seq, hidden=768, vocab=30522))
+    out = np.empty((batch, seq, 768), np.float32)
+    arguments = fused._arguments(tables, prepare(tables, ids, types, out=out))
+    calls = {"serial": lambda: fused._sum_rows_serial(*arguments, -1, out)}
+    for k in threads:
+        calls[f"{k} thr"] = _at(k, lambda: fused._sum_rows_parallel(*arguments, -1, out))
+    calls["embed(out=)"] = _at(threads[-1], lambda: kernels.embed(tables, ids, types, out=out))
+    return calls, out, kernels.embed(tables, ids, types, method="gather")
+
+
+def main() -> None:
+    threads = default_threads()
+    print("; ".join(f"{k}: {v}" for k, v in machine.describe().items()))
+    header = ["batch x seq", "KiB", "serial", *(f"{k} thr" for k in threads), "embed(out=)"]
+    print("\n| " + " | ".join(header) + " |\n|" + "---:|" * len(header))
+    for batch, seq in SIZES:
+        calls, out, expected = _calls(batch, seq, threads)
+        for name, call in calls.items():
+            out[...] = np.nan
+            call()
+            if not np.array_equal(out, expected):
+                raise AssertionError(f"{name} at {batch} x {seq} differs from gather")
+        timings = interleave(calls, budget=1.5, target=0.02)
+        medians = [f"{timings.estimate(name).median * 1e6:.1f}" for name in calls]
+        print(f"| {batch} x {seq} | {out.nbytes >> 10} | " + " | ".join(medians) + " |")
+    numba.set_num_threads(threads[-1])
+    print("\nmedian us per call; the fewest in each row is the best choice at that size")
+
+
+if __name__ == "__main__":
+    main()
