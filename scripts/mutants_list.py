@@ -321,6 +321,24 @@ MUTANTS = [
         "tests": ["tests/test_memory_budget.py"],
         "why": "a last chunk of one token is never computed",
     },
+    {
+        "name": "thread-cap-not-restored",
+        "file": "kernels/methods/fused.py",
+        "old": "    finally:\n        numba.set_num_threads(available)\n",
+        "new": "    finally:\n        pass\n",
+        "tests": ["tests/test_thread_cap.py"],
+        "why": "a small parallel call leaves the caller's thread with its lower thread count: "
+        "every later large call runs on two threads",
+    },
+    {
+        "name": "thread-cap-ignored",
+        "file": "kernels/methods/fused.py",
+        "old": "if wanted >= numba.config.NUMBA_NUM_THREADS:",
+        "new": "if True:",
+        "tests": ["tests/test_thread_cap.py"],
+        "why": "a small parallel call wakes every thread of the pool (61 us against 29 at "
+        "1 x 128 on 16 cores)",
+    },
     # -- memory ----------------------------------------------------------------------------
     {
         "name": "pool-without-huge-pages",

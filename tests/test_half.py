@@ -18,7 +18,7 @@ from numba import njit
 import kernels
 from kernels import halfbits
 from kernels.bench.reference import naive_layer_norm
-from kernels.methods import fused_half
+from kernels.methods import fused
 from kernels.registry import REGISTRY
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
@@ -165,7 +165,7 @@ def test_whole_vectors_match_the_naive_loop_on_every_pattern(dtype, parallel, mo
     # Same bits as the naive loop, stored 16-bit and as float32; a NaN stays a NaN of its sign
     # (the payload: the kernels keep it, ml_dtypes' bfloat16 rounding makes it 0x7FC0).
     if parallel:  # a small output through the parallel kernel: the same loop, threaded
-        monkeypatch.setattr(fused_half, "SERIAL_MAX_BYTES", 0)
+        monkeypatch.setattr(fused, "SERIAL_MAX_BYTES", 0)
     hidden, seq = 35, 8
     vocab = -(-65536 // hidden)
     patterns = np.resize(np.arange(65536, dtype=np.uint32).astype(np.uint16), vocab * hidden)

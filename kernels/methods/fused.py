@@ -8,11 +8,13 @@ while it is added to every sequence. The measured design history (what was
 tried, with numbers, and why it lost) is in docs/FORWARD.md.
 
 Small calls: waking the thread pool costs a few microseconds, so outputs below
-``SERIAL_MAX_BYTES`` run the same loop compiled without ``parallel``.
+``SERIAL_MAX_BYTES`` run the same loop compiled without ``parallel``, and larger
+ones wake at most one thread per ``BYTES_PER_THREAD`` of output (:func:`launch`).
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import prange
 
@@ -37,12 +39,38 @@ BATCH_BLOCK = 64
 # 192 KiB 17.8 vs 20.5; 384 KiB 46 vs 29 (GNU OpenMP's pool wakes faster:
 # 96 KiB 8.1 vs 8.5).
 SERIAL_MAX_BYTES = 256 * 1024
+# A parallel call wakes at most one thread per this many bytes of output (at least
+# two): each thread woken costs about 3 us on a 16-core Xeon (TBB), where a
+# 1 x 128 x 768 call took 61.5 us on 16 threads and 29.1 on 2, 1.5 MiB 76.4 on 16
+# and 69.7 on 8, 6 MiB 204 on 16 and 261 on 8 (docs/FORWARD.md). On 2 cores every
+# parallel call still gets both threads.
+BYTES_PER_THREAD = 192 * 1024
 # Outputs this large are written with streaming stores (kernels/_vectors.py): 1.3x faster
 # at BERT-base's 48 MiB, and already 1.16x at 12 MiB in isolation (docs/FORWARD.md). But
 # a smaller output written plainly stays in the last-level cache for its reader (the
 # next layer), which streaming would send to memory; 32 MiB is a large L3 (this
 # machine's), above which the output cannot stay in cache anyway.
 STREAM_MIN_BYTES = 32 * 1024 * 1024
+
+
+def launch(parallel, serial, nbytes: int, *args):
+    """Run a forward kernel on ``args`` for ``nbytes`` of output: the ``serial`` build below
+    ``SERIAL_MAX_BYTES``, else the ``parallel`` one on at most ``nbytes //
+    BYTES_PER_THREAD`` threads (at least two, at most the caller's numba thread count)."""
+    if nbytes < SERIAL_MAX_BYTES:
+        return serial(*args)
+    wanted = max(2, nbytes // BYTES_PER_THREAD)
+    # Reading the thread count costs 0.7 us and setting it 1 us: only where it can bind.
+    if wanted >= numba.config.NUMBA_NUM_THREADS:
+        return parallel(*args)
+    available = numba.get_num_threads()  # per Python thread; numba.set_num_threads sets it
+    if wanted >= available:
+        return parallel(*args)
+    numba.set_num_threads(wanted)
+    try:
+        return parallel(*args)
+    finally:
+        numba.set_num_threads(available)
 
 
 @row_helper
@@ -262,8 +290,8 @@ def _arguments(tables: EmbeddingTables, batch: Batch) -> tuple:
 def fused_sum(tables: EmbeddingTables, batch: Batch, out: np.ndarray) -> np.ndarray:
     """Compute the summed embeddings of ``batch`` into ``out`` with the numba kernel."""
     if batch.num_tokens:
-        kernel = _sum_rows_serial if out.nbytes < SERIAL_MAX_BYTES else _sum_rows_parallel
-        kernel(*_arguments(tables, batch), _stream_from(out), out)
+        arguments = (*_arguments(tables, batch), _stream_from(out), out)
+        launch(_sum_rows_parallel, _sum_rows_serial, out.nbytes, *arguments)
     return out
 
 
@@ -289,9 +317,10 @@ def fused_sum_norm(
 ) -> np.ndarray:
     """LayerNorm of the summed embeddings into ``out``; the sum into ``sums`` if not ``out``."""
     if batch.num_tokens:
-        parallel = out.nbytes >= SERIAL_MAX_BYTES
-        kernel = _sum_norm_rows_parallel if parallel else _sum_norm_rows_serial
-        kernel(
+        launch(
+            _sum_norm_rows_parallel,
+            _sum_norm_rows_serial,
+            out.nbytes,
             *_arguments(tables, batch),
             tables.norm_weight,
             tables.norm_bias,

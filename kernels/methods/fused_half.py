@@ -19,7 +19,7 @@ from .._vectors import HALF_LANES, round_half, sum3_half
 from ..halfbits import KIND, bits, store, widen
 from ..tables import EmbeddingTables
 from ..validate import Batch, kernel_ids
-from .fused import BATCH_BLOCK, SERIAL_MAX_BYTES, _normalise, block_rows, rows_of
+from .fused import BATCH_BLOCK, _normalise, block_rows, launch, rows_of
 
 
 @row_helper
@@ -169,9 +169,8 @@ def _arguments(tables: EmbeddingTables, batch: Batch) -> tuple:
 def fused_sum_half(tables: EmbeddingTables, batch: Batch, out: np.ndarray) -> np.ndarray:
     """The summed embeddings of 16-bit ``tables`` into ``out`` (their dtype or float32)."""
     if batch.num_tokens:
-        parallel = out.nbytes >= SERIAL_MAX_BYTES
-        kernel = _sum_rows_half_parallel if parallel else _sum_rows_half_serial
-        kernel(*_arguments(tables, batch), KIND[tables.dtype], _kernel_view(out))
+        arguments = (*_arguments(tables, batch), KIND[tables.dtype], _kernel_view(out))
+        launch(_sum_rows_half_parallel, _sum_rows_half_serial, out.nbytes, *arguments)
     return out
 
 
@@ -180,9 +179,10 @@ def fused_sum_norm_half(
 ) -> np.ndarray:
     """LayerNorm of the summed embeddings of 16-bit ``tables``; see :func:`fused_sum_half`."""
     if batch.num_tokens:
-        parallel = out.nbytes >= SERIAL_MAX_BYTES
-        kernel = _sum_norm_rows_half_parallel if parallel else _sum_norm_rows_half_serial
-        kernel(
+        launch(
+            _sum_norm_rows_half_parallel,
+            _sum_norm_rows_half_serial,
+            out.nbytes,
             *_arguments(tables, batch),
             _widened(tables.norm_weight),
             _widened(tables.norm_bias),

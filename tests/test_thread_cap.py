@@ -1,0 +1,73 @@
+"""A parallel forward call wakes at most one thread per ``fused.BYTES_PER_THREAD`` of output.
+
+The cap binds only where numba has more threads than the call wants, so the check
+runs in a child with ``NUMBA_NUM_THREADS=4`` (numba allows more threads than
+cores): there a 512 KiB output wants two threads. Every forward kernel (float32
+and 16-bit, with and without LayerNorm) must then ask numba for two threads, give
+the caller back its own count afterwards (also when the kernel raises), leave a
+caller who set two threads or fewer alone, and compute the same bits (as gather;
+with LayerNorm, as the same kernel uncapped).
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+_CHILD = textwrap.dedent("""
+    import numba, numpy as np, kernels
+    from kernels.methods import fused
+
+    assert numba.get_num_threads() == 4
+    requested = []
+    set_num_threads = numba.set_num_threads
+    def recording(n):
+        requested.append(n)
+        set_num_threads(n)
+    numba.set_num_threads = recording
+
+    for dtype in ("float32", "bfloat16"):
+        tables = kernels.EmbeddingTables.random(50, 512, max_positions=128, dtype=dtype)
+        batch = 2 if dtype == "float32" else 4  # 512 KiB of output either way
+        ids = np.random.default_rng(0).integers(0, 50, (batch, 128))
+        for layer_norm in (False, True):
+            out = np.empty((batch, 128, 512), tables.dtype)
+            assert 2 * fused.BYTES_PER_THREAD <= out.nbytes < 3 * fused.BYTES_PER_THREAD
+            requested.clear()
+            kernels.embed(tables, ids, out=out, layer_norm=layer_norm)
+            assert requested == [2, 4], (dtype, layer_norm, requested)
+            assert numba.get_num_threads() == 4
+            if layer_norm:  # LayerNorm's reference: the same kernel on all four threads
+                fused.BYTES_PER_THREAD, cap = 1, fused.BYTES_PER_THREAD
+                expected = kernels.embed(tables, ids, layer_norm=True)
+                fused.BYTES_PER_THREAD = cap
+            else:
+                expected = kernels.embed(tables, ids, method="gather")
+            assert np.array_equal(out.view(np.uint8), expected.view(np.uint8)), dtype
+
+    # The caller's own, lower count is a ceiling: nothing is set.
+    set_num_threads(2)
+    requested.clear()
+    kernels.embed(tables, ids, out=out)
+    assert requested == [] and numba.get_num_threads() == 2
+    set_num_threads(4)
+
+    # A kernel that raises still gives the count back.
+    def failing(*args):
+        raise RuntimeError("planted")
+    try:
+        fused.launch(failing, failing, 2 * fused.BYTES_PER_THREAD)
+    except RuntimeError:
+        pass
+    assert numba.get_num_threads() == 4
+    print("ok")
+""")
+
+
+def test_calls_wake_one_thread_per_share_of_output():
+    environment = dict(os.environ, NUMBA_NUM_THREADS="4")
+    result = subprocess.run(
+        [sys.executable, "-c", _CHILD], env=environment, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "ok"
