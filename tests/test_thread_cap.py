@@ -1,12 +1,14 @@
-"""A parallel forward call wakes at most one thread per ``fused.BYTES_PER_THREAD`` of output.
+"""A parallel forward call wakes at most one thread per ``fused.BYTES_PER_THREAD`` of output
+(``NORM_BYTES_PER_THREAD`` with LayerNorm).
 
 The cap binds only where numba has more threads than the call wants, so the check
 runs in a child with ``NUMBA_NUM_THREADS=4`` (numba allows more threads than
-cores): there a 512 KiB output wants two threads. Every forward kernel (float32
-and 16-bit, with and without LayerNorm) must then ask numba for two threads, give
-the caller back its own count afterwards (also when the kernel raises), leave a
-caller who set two threads or fewer alone, and compute the same bits (as gather;
-with LayerNorm, as the same kernel uncapped).
+cores): there an output of two such shares (or a little more) wants two threads.
+Every forward kernel (float32 and 16-bit, with and without LayerNorm) must then
+ask numba for two threads, give the caller back its own count afterwards (also
+when the kernel raises), leave a caller who set two threads or fewer alone, and
+compute the same bits (as gather; with LayerNorm, as the same loop compiled
+serially).
 """
 
 import os
@@ -28,19 +30,22 @@ _CHILD = textwrap.dedent("""
 
     for dtype in ("float32", "bfloat16"):
         tables = kernels.EmbeddingTables.random(50, 512, max_positions=128, dtype=dtype)
-        batch = 2 if dtype == "float32" else 4  # 512 KiB of output either way
-        ids = np.random.default_rng(0).integers(0, 50, (batch, 128))
-        for layer_norm in (False, True):
+        for layer_norm, per_thread in ((False, fused.BYTES_PER_THREAD),
+                                       (True, fused.NORM_BYTES_PER_THREAD)):
+            # two shares of output or a little more: two threads wanted
+            batch = -(-2 * per_thread // (128 * 512 * tables.dtype.itemsize))
+            ids = np.random.default_rng(0).integers(0, 50, (batch, 128))
             out = np.empty((batch, 128, 512), tables.dtype)
-            assert 2 * fused.BYTES_PER_THREAD <= out.nbytes < 3 * fused.BYTES_PER_THREAD
+            assert 2 * per_thread <= out.nbytes < 3 * per_thread
+            assert out.nbytes >= fused.SERIAL_MAX_BYTES
             requested.clear()
             kernels.embed(tables, ids, out=out, layer_norm=layer_norm)
             assert requested == [2, 4], (dtype, layer_norm, requested)
             assert numba.get_num_threads() == 4
-            if layer_norm:  # LayerNorm's reference: the same kernel on all four threads
-                fused.BYTES_PER_THREAD, cap = 1, fused.BYTES_PER_THREAD
+            if layer_norm:  # LayerNorm's reference: the same loop compiled serially
+                fused.SERIAL_MAX_BYTES, serial_max = float("inf"), fused.SERIAL_MAX_BYTES
                 expected = kernels.embed(tables, ids, layer_norm=True)
-                fused.BYTES_PER_THREAD = cap
+                fused.SERIAL_MAX_BYTES = serial_max
             else:
                 expected = kernels.embed(tables, ids, method="gather")
             assert np.array_equal(out.view(np.uint8), expected.view(np.uint8)), dtype
@@ -56,7 +61,7 @@ _CHILD = textwrap.dedent("""
     def failing(*args):
         raise RuntimeError("planted")
     try:
-        fused.launch(failing, failing, 2 * fused.BYTES_PER_THREAD)
+        fused.launch(failing, failing, 2 * fused.BYTES_PER_THREAD, fused.BYTES_PER_THREAD)
     except RuntimeError:
         pass
     assert numba.get_num_threads() == 4

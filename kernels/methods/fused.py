@@ -9,7 +9,8 @@ tried, with numbers, and why it lost) is in docs/FORWARD.md.
 
 Small calls: waking the thread pool costs a few microseconds, so outputs below
 ``SERIAL_MAX_BYTES`` run the same loop compiled without ``parallel``, and larger
-ones wake at most one thread per ``BYTES_PER_THREAD`` of output (:func:`launch`).
+ones wake at most one thread per ``BYTES_PER_THREAD`` of output
+(``NORM_BYTES_PER_THREAD`` with LayerNorm; :func:`launch`).
 """
 
 from __future__ import annotations
@@ -41,10 +42,13 @@ BATCH_BLOCK = 64
 SERIAL_MAX_BYTES = 256 * 1024
 # A parallel call wakes at most one thread per this many bytes of output (at least
 # two): each thread woken costs about 3 us on a 16-core Xeon (TBB), where a
-# 1 x 128 x 768 call took 61.5 us on 16 threads and 29.1 on 2, 1.5 MiB 76.4 on 16
-# and 69.7 on 8, 6 MiB 204 on 16 and 261 on 8 (docs/FORWARD.md). On 2 cores every
-# parallel call still gets both threads.
+# 1 x 128 x 768 call took 88.6 us on 16 threads and 60.2 on 2 (paired, one process),
+# 1.5 MiB ran best on 8 threads and 6 MiB on 16 (docs/FORWARD.md). LayerNorm does
+# about twice the work per byte and wants twice the threads (1 x 128: 65.1 us with
+# 96 KiB per thread, 69.6 with 192, 76.5 on 16 threads). Measured in float32; 16-bit
+# calls take the same rule by bytes. On 2 cores every parallel call gets both threads.
 BYTES_PER_THREAD = 192 * 1024
+NORM_BYTES_PER_THREAD = 96 * 1024
 # Outputs this large are written with streaming stores (kernels/_vectors.py): 1.3x faster
 # at BERT-base's 48 MiB, and already 1.16x at 12 MiB in isolation (docs/FORWARD.md). But
 # a smaller output written plainly stays in the last-level cache for its reader (the
@@ -53,13 +57,13 @@ BYTES_PER_THREAD = 192 * 1024
 STREAM_MIN_BYTES = 32 * 1024 * 1024
 
 
-def launch(parallel, serial, nbytes: int, *args):
+def launch(parallel, serial, nbytes: int, bytes_per_thread: int, *args):
     """Run a forward kernel on ``args`` for ``nbytes`` of output: the ``serial`` build below
     ``SERIAL_MAX_BYTES``, else the ``parallel`` one on at most ``nbytes //
-    BYTES_PER_THREAD`` threads (at least two, at most the caller's numba thread count)."""
+    bytes_per_thread`` threads (at least two, at most the caller's numba thread count)."""
     if nbytes < SERIAL_MAX_BYTES:
         return serial(*args)
-    wanted = max(2, nbytes // BYTES_PER_THREAD)
+    wanted = max(2, nbytes // bytes_per_thread)
     # Reading the thread count costs 0.7 us and setting it 1 us: only where it can bind.
     if wanted >= numba.config.NUMBA_NUM_THREADS:
         return parallel(*args)
@@ -291,7 +295,7 @@ def fused_sum(tables: EmbeddingTables, batch: Batch, out: np.ndarray) -> np.ndar
     """Compute the summed embeddings of ``batch`` into ``out`` with the numba kernel."""
     if batch.num_tokens:
         arguments = (*_arguments(tables, batch), _stream_from(out), out)
-        launch(_sum_rows_parallel, _sum_rows_serial, out.nbytes, *arguments)
+        launch(_sum_rows_parallel, _sum_rows_serial, out.nbytes, BYTES_PER_THREAD, *arguments)
     return out
 
 
@@ -321,6 +325,7 @@ def fused_sum_norm(
             _sum_norm_rows_parallel,
             _sum_norm_rows_serial,
             out.nbytes,
+            NORM_BYTES_PER_THREAD,
             *_arguments(tables, batch),
             tables.norm_weight,
             tables.norm_bias,

@@ -19,7 +19,15 @@ from .._vectors import HALF_LANES, round_half, sum3_half
 from ..halfbits import KIND, bits, store, widen
 from ..tables import EmbeddingTables
 from ..validate import Batch, kernel_ids
-from .fused import BATCH_BLOCK, _normalise, block_rows, launch, rows_of
+from .fused import (
+    BATCH_BLOCK,
+    BYTES_PER_THREAD,
+    NORM_BYTES_PER_THREAD,
+    _normalise,
+    block_rows,
+    launch,
+    rows_of,
+)
 
 
 @row_helper
@@ -170,7 +178,9 @@ def fused_sum_half(tables: EmbeddingTables, batch: Batch, out: np.ndarray) -> np
     """The summed embeddings of 16-bit ``tables`` into ``out`` (their dtype or float32)."""
     if batch.num_tokens:
         arguments = (*_arguments(tables, batch), KIND[tables.dtype], _kernel_view(out))
-        launch(_sum_rows_half_parallel, _sum_rows_half_serial, out.nbytes, *arguments)
+        launch(
+            _sum_rows_half_parallel, _sum_rows_half_serial, out.nbytes, BYTES_PER_THREAD, *arguments
+        )
     return out
 
 
@@ -183,6 +193,7 @@ def fused_sum_norm_half(
             _sum_norm_rows_half_parallel,
             _sum_norm_rows_half_serial,
             out.nbytes,
+            NORM_BYTES_PER_THREAD,
             *_arguments(tables, batch),
             _widened(tables.norm_weight),
             _widened(tables.norm_bias),
