@@ -59,13 +59,15 @@ STREAM_MIN_BYTES = 32 * 1024 * 1024
 
 def launch(parallel, serial, nbytes: int, bytes_per_thread: int, *args):
     """Run a forward kernel on ``args`` for ``nbytes`` of output: the ``serial`` build below
-    ``SERIAL_MAX_BYTES``, else the ``parallel`` one on at most ``nbytes //
-    bytes_per_thread`` threads (at least two, at most the caller's numba thread count)."""
-    if nbytes < SERIAL_MAX_BYTES:
-        return serial(*args)
+    ``SERIAL_MAX_BYTES`` or where numba has one thread (``NUMBA_NUM_THREADS=1``), else
+    the ``parallel`` one on at most ``nbytes // bytes_per_thread`` threads (at least
+    two, at most the caller's numba thread count)."""
+    most = numba.config.NUMBA_NUM_THREADS
+    if nbytes < SERIAL_MAX_BYTES or most == 1:
+        return serial(*args)  # on one thread the parallel build only adds its launch
     wanted = max(2, nbytes // bytes_per_thread)
     # Reading the thread count costs 0.7 us and setting it 1 us: only where it can bind.
-    if wanted >= numba.config.NUMBA_NUM_THREADS:
+    if wanted >= most:
         return parallel(*args)
     available = numba.get_num_threads()  # per Python thread; numba.set_num_threads sets it
     if wanted >= available:
