@@ -1,0 +1,76 @@
+"""onnxruntime's EmbedLayerNormalization through IOBinding against fused+LN (out=), with both
+outputs in 4 KiB pages and both in huge pages (``kernels.hugepages.empty``), in one process.
+
+    .venv/bin/python scripts/ort_bound_pages.py [BUDGET_SECONDS]
+
+BERT-base, float32. Each contender is checked against gather + LayerNorm, then the four are
+timed in interleaved rounds by the one timing engine; prints medians and paired ratios
+(docs/PERFORMANCE-16-cores.md has what it gave on 16 and 2 cores).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+
+import kernels
+from kernels.bench import machine
+from kernels.bench.cases import BERT_BASE, make_inputs
+from kernels.bench.onnx_peers import _onnxruntime_session, embed_layer_norm_model
+from kernels.bench.roofline import apart_from
+from kernels.bench.timing import interleave
+
+
+def main(budget: float) -> None:
+    tables, ids, types = make_inputs(BERT_BASE)
+    shape = (BERT_BASE.batch, BERT_BASE.seq, BERT_BASE.hidden)
+    session = _onnxruntime_session(embed_layer_norm_model(tables))
+    ids32, types32 = np.ascontiguousarray(ids, np.int32), np.ascontiguousarray(types, np.int32)
+
+    def onnxruntime_into(out: np.ndarray):
+        binding = session.io_binding()
+        binding.bind_cpu_input("input_ids", ids32)
+        binding.bind_cpu_input("segment_ids", types32)
+        binding.bind_output("output", "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
+
+        def run():
+            session.run_with_iobinding(binding)
+            return out
+
+        return run
+
+    def fused_into(out: np.ndarray):
+        return lambda: kernels.embed(tables, ids, types, out=out, layer_norm=True)
+
+    def output(huge: bool) -> np.ndarray:
+        return apart_from(tables.token, shape, np.float32, huge_pages=huge)
+
+    calls = {
+        "onnxruntime 4K": onnxruntime_into(output(False)),
+        "onnxruntime huge": onnxruntime_into(output(True)),
+        "fused+LN 4K": fused_into(output(False)),
+        "fused+LN huge": fused_into(output(True)),
+    }
+    expected = kernels.embed(tables, ids, types, method="gather", layer_norm=True)
+    for name, call in calls.items():
+        if np.abs(call() - expected).max() >= 1e-4:
+            raise AssertionError(f"{name} differs from gather + LayerNorm; not timed")
+    print(machine.describe()["cpu"], os.cpu_count(), "cores; load", os.getloadavg()[0])
+    timings = interleave(calls, budget=budget, target=0.01)
+    for name in calls:
+        estimate = timings.estimate(name)
+        print(f"{name}: {estimate.median * 1e3:.3f} ms +-{estimate.half_width * 100:.1f}%")
+    for first, second in (
+        ("onnxruntime 4K", "fused+LN 4K"),
+        ("onnxruntime huge", "fused+LN huge"),
+        ("fused+LN 4K", "fused+LN huge"),
+    ):
+        ratio = timings.ratio(first, second)
+        print(f"{first} / {second}: {ratio.median:.2f} [{ratio.low:.2f}, {ratio.high:.2f}]")
+    print(timings.rounds, "rounds")
+
+
+if __name__ == "__main__":
+    main(float(sys.argv[1]) if len(sys.argv) > 1 else 20.0)
