@@ -18,7 +18,7 @@ import numpy as np
 import kernels
 from kernels.bench import machine
 from kernels.bench.cases import BERT_BASE, make_inputs
-from kernels.bench.onnx_peers import _onnxruntime_session, embed_layer_norm_model
+from kernels.bench.onnx_peers import _onnxruntime_session, bound_call, embed_layer_norm_model
 from kernels.bench.roofline import apart_from
 from kernels.bench.timing import interleave
 
@@ -27,19 +27,9 @@ def main(budget: float) -> None:
     tables, ids, types = make_inputs(BERT_BASE)
     shape = (BERT_BASE.batch, BERT_BASE.seq, BERT_BASE.hidden)
     session = _onnxruntime_session(embed_layer_norm_model(tables))
-    ids32, types32 = np.ascontiguousarray(ids, np.int32), np.ascontiguousarray(types, np.int32)
 
     def onnxruntime_into(out: np.ndarray):
-        binding = session.io_binding()
-        binding.bind_cpu_input("input_ids", ids32)
-        binding.bind_cpu_input("segment_ids", types32)
-        binding.bind_output("output", "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
-
-        def run():
-            session.run_with_iobinding(binding)
-            return out
-
-        return run
+        return bound_call(session, ids, types, out)
 
     def fused_into(out: np.ndarray):
         return lambda: kernels.embed(tables, ids, types, out=out, layer_norm=True)

@@ -67,7 +67,7 @@ def _calls(batch: int, seq: int, threads, layer_norm: bool) -> tuple[dict, np.nd
 
 def main() -> None:
     threads = default_threads()
-    print("; ".join(f"{k}: {v}" for k, v in machine.describe().items()))
+    print(machine.summary())
     header = ["batch x seq", "KiB", "serial", *(f"{k} thr" for k in threads), "embed(out=)"]
     for layer_norm in (False, True):
         print(f"\n{'with' if layer_norm else 'without'} LayerNorm, median us per call\n")

@@ -69,13 +69,18 @@ _CHILD = textwrap.dedent("""
 """)
 
 
-def test_calls_wake_one_thread_per_share_of_output():
-    environment = dict(os.environ, NUMBA_NUM_THREADS="4")
+def _run_child(code: str, numba_threads: int) -> None:
+    """Run ``code`` in a fresh interpreter with ``numba_threads``; it must print "ok"."""
+    environment = dict(os.environ, NUMBA_NUM_THREADS=str(numba_threads))
     result = subprocess.run(
-        [sys.executable, "-c", _CHILD], env=environment, capture_output=True, text=True
+        [sys.executable, "-c", code], env=environment, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "ok"
+
+
+def test_calls_wake_one_thread_per_share_of_output():
+    _run_child(_CHILD, numba_threads=4)
 
 
 _ONE_THREAD_CHILD = textwrap.dedent("""
@@ -97,9 +102,4 @@ _ONE_THREAD_CHILD = textwrap.dedent("""
 
 def test_one_numba_thread_runs_the_serial_build():
     # The parallel build on one thread only adds its launch (1 x 128: 20.0 us against 17.4).
-    environment = dict(os.environ, NUMBA_NUM_THREADS="1")
-    result = subprocess.run(
-        [sys.executable, "-c", _ONE_THREAD_CHILD], env=environment, capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip() == "ok"
+    _run_child(_ONE_THREAD_CHILD, numba_threads=1)

@@ -37,3 +37,8 @@ def describe() -> dict[str, str]:
         "kernels": __version__,
         "platform": f"{sys.platform} {platform.machine()}",
     }
+
+
+def summary() -> str:
+    """:func:`describe` as one line, ``key: value; ...``, for the head of a results file."""
+    return "; ".join(f"{key}: {value}" for key, value in describe().items())

@@ -206,9 +206,15 @@ def onnxruntime_embed_layer_norm_bound(tables: EmbeddingTables, input_ids, token
     output array.
     """
     session = _onnxruntime_session(embed_layer_norm_model(tables))
+    out = np.empty((*np.shape(input_ids), tables.hidden_size), np.float32)
+    return bound_call(session, input_ids, token_type_ids, out)
+
+
+def bound_call(session, input_ids, token_type_ids, out: np.ndarray) -> Callable[[], np.ndarray]:
+    """A zero-argument call running an EmbedLayerNormalization ``session`` with its ids bound
+    once and its output written into ``out`` (float32, C-contiguous); returns ``out``."""
     ids = np.ascontiguousarray(input_ids, dtype=np.int32)
     types = np.ascontiguousarray(token_type_ids, dtype=np.int32)
-    out = np.empty((*ids.shape, tables.hidden_size), np.float32)
     binding = session.io_binding()
     binding.bind_cpu_input("input_ids", ids)  # the arrays must outlive the binding: they do
     binding.bind_cpu_input("segment_ids", types)
