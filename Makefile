@@ -1,16 +1,30 @@
 # Quick start: `make report` runs the main job, `make test` runs the tests.
-# Both create .venv (from python3, or PYTHON=...) and install the package into it.
+# Both create .venv (from python3, or PYTHON=...) and install the package into it as a user
+# does: the wheel built from this checkout, not an editable install, with the newest releases
+# of its dependencies that pip picks today (torch pinned). A change to the package's files
+# rebuilds and reinstalls the wheel; the dependencies already there are kept.
 PYTHON ?= python3
 VENV ?= .venv
-BIN := $(VENV)/bin
+BIN := $(abspath $(VENV))/bin
+EXTRAS ?= dev,real,peers
+PACKAGE_FILES := $(shell find kernels -type f -not -path '*/__pycache__/*' -not -path '*.egg-info/*' -not -name '*.nb[ic]')
 
-.PHONY: report check test lint calibrate clean mutants gate-baseline gate
+.PHONY: report check test lint calibrate clean mutants gate-baseline gate wheel
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,real,peers]'
+
+# The wheel is built from a clean build/ (setuptools keeps deleted modules in a stale one).
+$(BIN)/.installed: $(BIN)/python pyproject.toml $(PACKAGE_FILES)
+	rm -rf build dist
+	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist .
+	$(BIN)/python -m pip install --quiet "$$(ls dist/*.whl)[$(EXTRAS)]"
+	$(BIN)/python -m pip install --quiet --no-deps --force-reinstall dist/*.whl
+	rm -rf build
 	touch $@
+
+wheel: $(BIN)/.installed
 
 report: $(BIN)/.installed
 	$(BIN)/embench report --out report
@@ -18,8 +32,12 @@ report: $(BIN)/.installed
 check: $(BIN)/.installed
 	$(BIN)/embench check
 
+# The suite runs from an empty directory outside the checkout, so that what it imports is the
+# installed wheel (tests/test_install.py checks this when EXPECT_INSTALLED_WHEEL is set).
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest
+	@here=$$(pwd); work=$$(mktemp -d); cd $$work && \
+	EXPECT_INSTALLED_WHEEL=1 $(BIN)/python -m pytest --rootdir "$$here" -c "$$here/pyproject.toml" \
+	    "$$here/tests" $(PYTEST_ARGS); status=$$?; rm -rf "$$work"; exit $$status
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
@@ -32,7 +50,7 @@ mutants: $(BIN)/.installed
 # The shipped report and the cost model behind method="auto" (run on a quiet machine).
 calibrate: $(BIN)/.installed
 	$(BIN)/embench report --out docs/report
-	cp docs/report/calibration.json kernels/calibration.json
+	cp docs/report/calibration.json kernels/bert_embedding_kernels/calibration.json
 
 # The regression gate (docs/RESULTS.md): BERT-base, gather and fused, the LayerNorm peers,
 # each run normalised by its own copy roofline. `make gate-baseline` on main, then
@@ -48,4 +66,4 @@ gate: $(BIN)/.installed
 	$(BIN)/embench compare .gate/base/results.json .gate/change/results.json --fail-above 0.2
 
 clean:
-	rm -rf $(VENV) .asv .benchmarks .pytest_cache .hypothesis .gate
+	rm -rf $(VENV) .asv .benchmarks .pytest_cache .hypothesis .gate build dist

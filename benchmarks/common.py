@@ -4,17 +4,20 @@ asv runs this checkout's suite against every commit it benchmarks, and files eac
 result under its parameter's position in the grid it discovered (the product of
 the parameter lists). The grid must therefore be the same at every commit: it is
 read from this checkout's sources (the method names registered in
-``kernels/registry.py``, the sizes in ``kernels/bench/cases.py``, the peers in
-``kernels/bench/peers.py``), not from the package installed for the commit under
+``kernels/bert_embedding_kernels/registry.py``, the sizes in
+``kernels/bert_embedding_kernels/bench/cases.py``, the peers in
+``kernels/bert_embedding_kernels/bench/peers.py``), not from the package installed for the commit
+under
 test, whose lists may differ (a list that differs in any way, even by one
 appended value, would file that commit's results under the wrong values). A
 method a commit lacks is skipped there.
 
 Everything else comes from the installed commit, under guards for what it may
-lack: the bench modules moved into ``kernels.bench`` (shapes, inputs, copy
-reference, reference) with the registry; before that they were
-``kernels.cases``, ``kernels.roofline`` and ``kernels.equivalence``, which
-landed in c9a97b2. Before it, shapes and
+lack: the package was imported as ``kernels`` before the rename to
+``bert_embedding_kernels`` (issue 28), and ``bek`` below is whichever the commit
+installed; the bench modules moved into ``bek.bench`` (shapes, inputs, copy
+reference, reference) with the registry; before that they were ``kernels.cases``,
+``kernels.roofline`` and ``kernels.equivalence``, which landed in c9a97b2. Before it, shapes and
 inputs fall back to a copy of c9a97b2's (the same values and the same random
 inputs, so results line up across that commit); the copy reference and the
 equivalence numbers are skipped there. ``embed(..., layer_norm=True)`` arrived in
@@ -35,23 +38,40 @@ from __future__ import annotations
 
 import ast
 import functools
+import importlib
 import inspect
 import math
 from pathlib import Path
 
 import numpy as np
 
-import kernels
+try:
+    import bert_embedding_kernels as bek
+except ImportError:  # a commit before the rename installed the package as `kernels`
+    import kernels as bek
+
+
+def package_module(*names: str):
+    """The first of the package's modules ``names`` (newest layout first) this commit has, or
+    None."""
+    for name in names:
+        try:
+            return importlib.import_module(f"{bek.__name__}.{name}")
+        except ImportError:
+            continue
+    return None
 
 
 def _checkout_tree(module: str) -> ast.Module:
-    """The syntax tree of this checkout's ``kernels/<module>.py`` (module may contain '/')."""
-    source = Path(__file__).resolve().parents[1] / "kernels" / f"{module}.py"
+    """The syntax tree of this checkout's ``<module>.py`` (module may contain '/')."""
+    source = (
+        Path(__file__).resolve().parents[1] / "kernels" / "bert_embedding_kernels" / f"{module}.py"
+    )
     return ast.parse(source.read_text())
 
 
 def _checkout_literals(module: str, names: tuple[str, ...]) -> tuple:
-    """The literal values of ``names`` in this checkout's ``kernels/<module>.py``."""
+    """The literal values of ``names`` in this checkout's ``<module>.py``."""
     found = {
         target.id: ast.literal_eval(node.value)
         for node in _checkout_tree(module).body
@@ -79,7 +99,7 @@ def _registered_names(module: str, assignment: str, factory: str) -> tuple[str, 
             name = keywords.get("name", call.args[0] if call.args else None)
             names.append(ast.literal_eval(name))
         return tuple(names)
-    raise LookupError(f"kernels/{module}.py has no {assignment}")
+    raise LookupError(f"{module}.py has no {assignment}")
 
 
 METHODS = _registered_names("registry", "REGISTRY", "Implementation")
@@ -87,13 +107,8 @@ VOCAB_SIZES, SEQ_LENS, DTYPES = _checkout_literals(
     "bench/cases", ("VOCAB_SIZES", "SEQ_LENS", "BENCH_DTYPES")
 )
 
-try:
-    from kernels.bench.cases import SWEEP_BASE, make_inputs
-except ImportError:  # before the bench package
-    try:
-        from kernels.cases import SWEEP_BASE, make_inputs
-    except ImportError:  # before c9a97b2
-        SWEEP_BASE = make_inputs = None
+_cases = package_module("bench.cases", "cases")  # None before c9a97b2
+SWEEP_BASE, make_inputs = (_cases.SWEEP_BASE, _cases.make_inputs) if _cases else (None, None)
 if make_inputs is None:
     from dataclasses import dataclass, replace
 
@@ -116,7 +131,7 @@ if make_inputs is None:
     SWEEP_BASE = _Shape(batch=8, seq=128, hidden=768, vocab=30522)
 
     def make_inputs(shape, seed=0):
-        tables = kernels.EmbeddingTables.random(
+        tables = bek.EmbeddingTables.random(
             shape.vocab,
             shape.hidden,
             max_positions=shape.max_positions,
@@ -130,13 +145,8 @@ if make_inputs is None:
         return tables, input_ids, token_type_ids
 
 
-try:
-    from kernels.bench.roofline import CopyReference
-except ImportError:
-    try:
-        from kernels.roofline import CopyReference
-    except ImportError:  # before c9a97b2
-        CopyReference = None
+_roofline = package_module("bench.roofline", "roofline")  # None before c9a97b2
+CopyReference = _roofline.CopyReference if _roofline else None
 
 # The forward classes time the memory roofline as one more "method": asv then draws
 # it in the same graph as the four methods, at every parameter value.
@@ -153,7 +163,7 @@ FORWARD_METHODS = (*METHODS, COPY)
 ONE_HOT_MAX_CELLS = 2**27
 
 # The outside peers, plain-sum then layer-norm ones, as this checkout's
-# kernels/bench/peers.py names them (the grid, like the methods', must not depend on
+# bench/peers.py names them (the grid, like the methods', must not depend on
 # the commit under test or on what is installed: a peer whose libraries are
 # missing, or that the commit lacks, is skipped). torch-compile is left out: it
 # compiles anew for every shape, about 20 s each, in every setup process.
@@ -169,8 +179,8 @@ BITWISE_METHODS = ("gather", "fused")
 
 def require_method(method: str) -> None:
     """Skip (asv: n/a) a method of the grid that the commit under test lacks."""
-    if method not in kernels.METHODS:
-        raise NotImplementedError(f"method {method!r} is not in this commit's kernels.METHODS")
+    if method not in bek.METHODS:
+        raise NotImplementedError(f"method {method!r} is not in this commit's METHODS")
 
 
 def output_shape(shape) -> tuple[int, int, int]:
@@ -179,7 +189,7 @@ def output_shape(shape) -> tuple[int, int, int]:
 
 def require_layer_norm() -> None:
     """Skip (asv: n/a) a LayerNorm row at a commit whose ``embed`` has no ``layer_norm``."""
-    if "layer_norm" not in inspect.signature(kernels.embed).parameters:
+    if "layer_norm" not in inspect.signature(bek.embed).parameters:
         raise NotImplementedError("embed(..., layer_norm=True) is missing (before db46217)")
 
 
@@ -312,7 +322,7 @@ def forward_call(method: str, shape, layer_norm: bool = False):
     """
     if method == COPY:
         if CopyReference is None:
-            raise NotImplementedError("kernels.roofline.CopyReference is missing (before c9a97b2)")
+            raise NotImplementedError("roofline.CopyReference is missing (before c9a97b2)")
         return CopyReference(output_shape(shape), shape.dtype)  # runs itself once
     require_method(method)
     if layer_norm:
@@ -327,7 +337,7 @@ def forward_call(method: str, shape, layer_norm: bool = False):
     out = np.full(output_shape(shape), np.nan, dtype=tables.token.dtype)
     options = {"layer_norm": True} if layer_norm else {}
     call = functools.partial(
-        kernels.embed, tables, input_ids, token_type_ids, method=method, out=out, **options
+        bek.embed, tables, input_ids, token_type_ids, method=method, out=out, **options
     )
     try:
         call()
@@ -354,16 +364,12 @@ def peer_call(name: str, shape):
     Raises NotImplementedError (asv: skipped) for a peer the commit under test
     lacks or whose libraries are not installed.
     """
-    try:
-        from kernels.bench import peers
-    except ImportError:
-        try:
-            from kernels import peers
-        except ImportError:
-            raise NotImplementedError("kernels.peers is missing (before 19a1fc4)") from None
+    peers = package_module("bench.peers", "peers")
+    if peers is None:
+        raise NotImplementedError("kernels.peers is missing (before 19a1fc4)")
     norm_peers = getattr(peers, "LAYER_NORM_PEERS", {})  # since ec2a385
     if name not in peers.PEERS and name not in norm_peers:
-        raise NotImplementedError(f"peer {name!r} is not in this commit's kernels.peers")
+        raise NotImplementedError(f"peer {name!r} is not in this commit's peers")
     layer_norm = name in norm_peers
     installed = peers.available_peers(layer_norm=True) if layer_norm else peers.available_peers()
     if name not in installed:

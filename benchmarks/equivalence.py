@@ -11,19 +11,12 @@ from dataclasses import replace
 
 import numpy as np
 
-import kernels
+from .common import BITWISE_METHODS, METHODS, bek, package_module, require_method, verify_sum
 
-from .common import BITWISE_METHODS, METHODS, require_method, verify_sum
-
-try:
-    from kernels.bench.cases import CI_BASE, make_inputs
-    from kernels.bench.reference import Reference
-except ImportError:  # before the bench package
-    try:
-        from kernels.cases import CI_BASE, make_inputs
-        from kernels.equivalence import Reference
-    except ImportError:  # both landed in c9a97b2
-        Reference = None
+# Both landed in c9a97b2, and moved into the bench package with the registry.
+_cases = package_module("bench.cases", "cases")
+_reference = package_module("bench.reference", "equivalence")
+Reference = _reference.Reference if _reference else None
 
 
 class Equivalence:
@@ -37,9 +30,9 @@ class Equivalence:
             raise NotImplementedError("kernels.equivalence is missing (before c9a97b2)")
         require_method(method)
         # The reference is a Python loop over tokens: the CI shape keeps it to a second.
-        tables, input_ids, token_type_ids = make_inputs(replace(CI_BASE, dtype=dtype))
+        tables, input_ids, token_type_ids = _cases.make_inputs(replace(_cases.CI_BASE, dtype=dtype))
         out = np.full((*input_ids.shape, tables.token.shape[1]), np.nan, tables.token.dtype)
-        y = kernels.embed(tables, input_ids, token_type_ids, method=method, out=out)
+        y = bek.embed(tables, input_ids, token_type_ids, method=method, out=out)
         self.agreement = Reference(tables, input_ids, token_type_ids).compare(method, y)
         self.bitwise = method in BITWISE_METHODS
         # The suite's own naive reference and rules, whatever the package's say.

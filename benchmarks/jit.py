@@ -6,12 +6,11 @@ from the kernel's Python source with the kernel's own options, caching off, and
 its compilation for the signature the forward pass uses is timed.
 """
 
-import importlib
 import time
 
 import numba
 
-from .common import SWEEP_BASE, forward_call
+from .common import SWEEP_BASE, forward_call, package_module
 
 
 class CompileFused:
@@ -23,13 +22,9 @@ class CompileFused:
         # Runs the real kernel once at a shape that takes the parallel path: that
         # records the exact signature and pays numba's one-time start-up costs.
         forward_call("fused", SWEEP_BASE.with_vocab(1000))
-        # ``kernels.fused`` is the public function; the module holds the kernel
-        # (kernels.methods.fused since the registry, kernels.fused before), named
-        # _sum_rows_parallel since 7ba90b0 and _sum_rows before.
-        try:
-            module = importlib.import_module("kernels.methods.fused")
-        except ImportError:
-            module = importlib.import_module("kernels.fused")
+        # The module holds the kernel (methods.fused since the registry, fused before),
+        # named _sum_rows_parallel since 7ba90b0 and _sum_rows before.
+        module = package_module("methods.fused", "fused")
         kernel = getattr(module, "_sum_rows_parallel", None) or module._sum_rows
         (self.signature,) = kernel.signatures
         self.fresh = numba.jit(**kernel.targetoptions)(kernel.py_func)

@@ -2,7 +2,7 @@
 
 Each is measured beside the shipped fused backward; docs/BACKWARD.md has the
 numbers and why each was rejected. Shapes come from the one grid
-(:data:`kernels.bench.cases.BERT_BASE`).
+(:data:`bert_embedding_kernels.bench.cases.BERT_BASE`).
 """
 
 from __future__ import annotations
@@ -13,11 +13,14 @@ import numba
 import numpy as np
 from numba import prange
 
-from kernels import EmbeddingGradients
-from kernels._jit import parallel_kernel, serial_kernel
-from kernels.bench.cases import BERT_BASE
-from kernels.gradients import aligned_zeros as _aligned_zeros
-from kernels.methods.fused_backward import _scatter_add_columns_parallel, column_block
+from bert_embedding_kernels import EmbeddingGradients
+from bert_embedding_kernels._jit import parallel_kernel, serial_kernel
+from bert_embedding_kernels.bench.cases import BERT_BASE
+from bert_embedding_kernels.gradients import aligned_zeros as _aligned_zeros
+from bert_embedding_kernels.methods.fused_backward import (
+    _scatter_add_columns_parallel,
+    column_block,
+)
 
 BATCH, SEQ, HIDDEN, VOCAB = BERT_BASE.batch, BERT_BASE.seq, BERT_BASE.hidden, BERT_BASE.vocab
 

@@ -1,4 +1,4 @@
-"""On a GPU: torch CUDA tensors and CuPy arrays through kernels.embed / embed_backward.
+"""On a GPU: torch CUDA tensors and CuPy arrays through bek.embed / embed_backward.
 
     NUMBA_ENABLE_CUDASIM=0 python scripts/device_interop.py
 
@@ -13,13 +13,13 @@ import sys
 import numpy as np
 import torch
 
-import kernels
+import bert_embedding_kernels as bek
 
 
 def main() -> int:
     rng = np.random.default_rng(0)
     vocab, hidden, batch, seq = 1000, 96, 3, 17
-    host = kernels.EmbeddingTables(
+    host = bek.EmbeddingTables(
         token=rng.standard_normal((vocab, hidden)).astype(np.float32),
         segment=rng.standard_normal((2, hidden)).astype(np.float32),
         position=rng.standard_normal((64, hidden)).astype(np.float32),
@@ -27,7 +27,7 @@ def main() -> int:
     device = host.to_device()
     ids = rng.integers(0, vocab, (batch, seq))
     types = rng.integers(0, 2, (batch, seq))
-    expected = kernels.embed(host, ids, types, method="fused")
+    expected = bek.embed(host, ids, types, method="fused")
     failures = 0
 
     def check(label, got):
@@ -39,21 +39,21 @@ def main() -> int:
     for dtype in (torch.int64, torch.int32):
         t_ids = torch.as_tensor(ids, dtype=dtype, device="cuda")
         t_types = torch.as_tensor(types, dtype=dtype, device="cuda")
-        check(f"torch {dtype} ids", kernels.embed(device, t_ids, t_types).copy_to_host())
+        check(f"torch {dtype} ids", bek.embed(device, t_ids, t_types).copy_to_host())
         out = torch.empty((batch, seq, hidden), dtype=torch.float32, device="cuda")
-        kernels.embed(device, t_ids, t_types, out=out)
+        bek.embed(device, t_ids, t_types, out=out)
         check(f"torch {dtype} ids, out= torch tensor", out.cpu().numpy())
     bad = torch.as_tensor(ids, device="cuda")
     bad[1, 2] = vocab
     try:
-        kernels.embed(device, bad, torch.as_tensor(types, device="cuda"))
+        bek.embed(device, bad, torch.as_tensor(types, device="cuda"))
         print("out-of-range id on the device: NOT raised")
         failures += 1
     except IndexError as error:
         print(f"out-of-range id on the device: IndexError: {error}")
     grad = rng.standard_normal((batch, seq, hidden)).astype(np.float32)
-    want = kernels.embed_backward(host, grad, ids, types, method="fused")
-    got = kernels.embed_backward(
+    want = bek.embed_backward(host, grad, ids, types, method="fused")
+    got = bek.embed_backward(
         device,
         torch.as_tensor(grad, device="cuda"),
         torch.as_tensor(ids, device="cuda"),
@@ -68,7 +68,7 @@ def main() -> int:
     except ImportError:
         print("cupy: not installed")
     else:
-        got = kernels.embed(device, cupy.asarray(ids), cupy.asarray(types))
+        got = bek.embed(device, cupy.asarray(ids), cupy.asarray(types))
         check("cupy ids", got.copy_to_host())
     return 1 if failures else 0
 

@@ -7,7 +7,7 @@
    several unroll depths, each the median of 20 event-timed runs, and the
    unroll variants checked bit for bit against the shipped one.
 2. At 1 x 128: cProfile of 300 host calls of ``kc.fused_sum`` (prepared batch,
-   ``out=``) and of ``kernels.embed`` on device tables and device ids (with and
+   ``out=``) and of ``bert_embedding_kernels.embed`` on device tables and device ids (with and
    without the range check): the functions that cost the host most.
 """
 
@@ -18,10 +18,10 @@ import sys
 
 import numpy as np
 
-import kernels
-import kernels.cuda as kc
-from kernels.bench.gpu_perf import Timer, zipf_ids
-from kernels.cuda import backward
+import bert_embedding_kernels as bek
+import bert_embedding_kernels.cuda as kc
+from bert_embedding_kernels.bench.gpu_perf import Timer, zipf_ids
+from bert_embedding_kernels.cuda import backward
 
 cuda = kc.cuda
 
@@ -43,7 +43,7 @@ def event_median(function, runs=RUNS):
 def backward_stages():
     rng = np.random.default_rng(0)
     vocab, hidden, batch_size, seq, positions = BERT
-    host = kernels.EmbeddingTables.random(vocab, hidden, max_positions=positions, seed=0)
+    host = bek.EmbeddingTables.random(vocab, hidden, max_positions=positions, seed=0)
     device = host.to_device()
     ids = cuda.to_device(zipf_ids(vocab, (batch_size, seq)))
     types = cuda.to_device(rng.integers(0, 2, (batch_size, seq)))
@@ -82,10 +82,10 @@ def backward_stages():
 def sum_launch_shapes():
     """The sum kernels at several elements per thread (threads per token: hidden / that):
     float32 pairs as 8-byte words (the default for float32), and one element at a time."""
-    from kernels.cuda import forward
+    from bert_embedding_kernels.cuda import forward
 
     vocab, hidden, batch_size, seq, positions = BERT
-    host = kernels.EmbeddingTables.random(vocab, hidden, max_positions=positions, seed=0)
+    host = bek.EmbeddingTables.random(vocab, hidden, max_positions=positions, seed=0)
     device = host.to_device()
     batch = kc.prepare(device, cuda.to_device(zipf_ids(vocab, (batch_size, seq))))
     out = cuda.device_array((batch_size, seq, hidden), np.float32)
@@ -110,17 +110,17 @@ def host_profile():
     rng = np.random.default_rng(1)
     vocab, hidden, _, _, positions = BERT
     seq = 5 if SMOKE else 128
-    host = kernels.EmbeddingTables.random(vocab, hidden, max_positions=positions, seed=0)
+    host = bek.EmbeddingTables.random(vocab, hidden, max_positions=positions, seed=0)
     device = host.to_device()
     ids = cuda.to_device(rng.integers(0, vocab, (1, seq)))
     out = cuda.device_array((1, seq, hidden), np.float32)
     batch = kc.prepare(device, ids)
     calls = {
         "kc.fused_sum(prepared, out=)": lambda: kc.fused_sum(device, batch, out),
-        "kernels.embed(device ids, out=, check=False)": lambda: kc.embed(
+        "bert_embedding_kernels.embed(device ids, out=, check=False)": lambda: kc.embed(
             device, ids, out=out, check=False
         ),
-        "kernels.embed(device ids, out=)": lambda: kernels.embed(device, ids, out=out),
+        "bert_embedding_kernels.embed(device ids, out=)": lambda: bek.embed(device, ids, out=out),
     }
     for label, call in calls.items():
         for _ in range(20):

@@ -15,8 +15,8 @@ import time
 import torch
 import transformers
 
-import kernels.cuda.validate as device_validate
-from kernels.nn import BertEmbeddings
+import bert_embedding_kernels.cuda.validate as device_validate
+from bert_embedding_kernels.nn import BertEmbeddings
 
 STEPS = 50
 
@@ -44,10 +44,10 @@ def main():
         return (time.perf_counter() - began) * 1e6 / STEPS
 
     print(f"transformers eager: {per_step(reference):.0f} us/step")
-    print(f"kernels.nn: {per_step(drop_in):.0f} us/step")
+    print(f"bert_embedding_kernels.nn: {per_step(drop_in):.0f} us/step")
     check_range = device_validate.check_range
     device_validate.check_range = lambda *args, **kwargs: None
-    print(f"kernels.nn without the range check: {per_step(drop_in):.0f} us/step")
+    print(f"bert_embedding_kernels.nn without the range check: {per_step(drop_in):.0f} us/step")
     device_validate.check_range = check_range
 
     profile = cProfile.Profile()

@@ -4,10 +4,10 @@
     .venv/bin/python scripts/measure_backward.py --alternatives  # plus the rejected designs
 
 BERT-base: batch 32 x seq 512, hidden 768, vocab 30522, float32, Zipf ids
-(exponent 1, ``kernels.bench.cases.zipf_ids``), token types 0 then 1 for each
+(exponent 1, ``bert_embedding_kernels.bench.cases.zipf_ids``), token types 0 then 1 for each
 half of a sequence, default positions. Every contender produces all three
 gradients. Each is checked against the naive reference first, then timed by the
-one timing engine (``kernels.bench.timing.interleave``: interleaved rounds in
+one timing engine (``bert_embedding_kernels.bench.timing.interleave``: interleaved rounds in
 rotating order, buffers re-zeroed untimed before a sample where a contender
 needs it); the table reports medians with 95% intervals and paired ratios.
 """
@@ -35,13 +35,13 @@ from backward_alternatives import (  # beside this script
     without_fault_in,
 )
 
-import kernels
-from kernels import EmbeddingGradients, embed_backward
-from kernels.bench import machine
-from kernels.bench.cases import BERT_BASE, zipf_ids
-from kernels.bench.reference import naive_embed_backward
-from kernels.bench.roofline import CopyReference
-from kernels.bench.timing import interleave
+import bert_embedding_kernels as bek
+from bert_embedding_kernels import EmbeddingGradients, embed_backward
+from bert_embedding_kernels.bench import machine
+from bert_embedding_kernels.bench.cases import BERT_BASE, zipf_ids
+from bert_embedding_kernels.bench.reference import naive_embed_backward
+from bert_embedding_kernels.bench.roofline import CopyReference
+from bert_embedding_kernels.bench.timing import interleave
 
 POSITIONS, TYPES = BERT_BASE.max_positions, BERT_BASE.type_vocab
 
@@ -52,7 +52,7 @@ except ImportError:
 
 
 def make_inputs(dtype=np.float32):
-    tables = kernels.EmbeddingTables.random(VOCAB, HIDDEN, dtype=dtype)
+    tables = bek.EmbeddingTables.random(VOCAB, HIDDEN, dtype=dtype)
     input_ids = zipf_ids(VOCAB, (BATCH, SEQ), seed=0)
     token_type_ids = np.zeros((BATCH, SEQ), np.int64)
     token_type_ids[:, SEQ // 2 :] = 1
@@ -118,10 +118,10 @@ def main(argv=None) -> int:
     tables, grad, input_ids, token_type_ids = make_inputs()
     call = (grad, input_ids, token_type_ids)
     contenders = {
-        "fused (kernels.embed_backward)": lambda: embed_backward(tables, *call, method="fused"),
+        "fused (bek.embed_backward)": lambda: embed_backward(tables, *call, method="fused"),
         "np.add.at x3 (method='gather')": lambda: embed_backward(tables, *call, method="gather"),
     }
-    bitwise = {"fused (kernels.embed_backward)", "np.add.at x3 (method='gather')"}
+    bitwise = {"fused (bek.embed_backward)", "np.add.at x3 (method='gather')"}
     if torch is not None:
         contenders["torch embedding_dense_backward x3"] = torch_backward(*call)
     copy = CopyReference((BATCH, SEQ, HIDDEN), tables.dtype)
@@ -177,7 +177,7 @@ def main(argv=None) -> int:
     timings = interleave(contenders, budget=arguments.budget, setup=before)
     load_after = load_average()
     estimates = {name: timings.estimate(name) for name in contenders}
-    fused_name = "fused (kernels.embed_backward)"
+    fused_name = "fused (bek.embed_backward)"
 
     unique = len(np.unique(input_ids))
     top = np.bincount(input_ids.ravel()).max() / input_ids.size
@@ -192,7 +192,7 @@ def main(argv=None) -> int:
     described["platform"] += f" ({platform.release()})"
     print(" | ".join(f"{key}: {value}" for key, value in described.items()))
     print(
-        f"{timings.rounds} interleaved rounds (kernels.bench.timing) in {timings.seconds:.0f} s; "
+        f"{timings.rounds} interleaved rounds (bek.bench.timing) in {timings.seconds:.0f} s; "
         f"times in ms; load average before {load_before}, after {load_after}\n"
     )
     print("| contender | median | 95% CI | / fused [95% CI] | check |")

@@ -6,7 +6,7 @@ that copy, which must fail. The working tree is never modified.
 
 - The copy comes first on the import path: the tests run with the copy as the
   working directory and on ``PYTHONPATH``, both of which precede the editable
-  install's finder in site-packages (checked once per run: ``kernels.__file__``
+  install's finder in site-packages (checked once per run: ``bert_embedding_kernels.__file__``
   must lie in the copy).
 - numba's on-disk cache must never serve unmutated code (its key is the source
   file's path, modification time and size, and it does not track calls between
@@ -98,7 +98,9 @@ def copy_tree(destination: Path) -> None:
 
 def environment(work: Path, cache: Path) -> dict:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(work), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    # The copy's src root (the package) and its top (tests/ and benchmarks/ import helpers).
+    path = [str(work / "kernels"), str(work), env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(path).rstrip(os.pathsep)
     env["NUMBA_CACHE_DIR"] = str(cache)
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env.pop("NUMBA_DISABLE_JIT", None)
@@ -106,9 +108,13 @@ def environment(work: Path, cache: Path) -> dict:
 
 
 def check_import_precedence(work: Path, cache: Path) -> None:
-    """The copy's kernels, not the editable install's, is what the tests import."""
+    """The copy's package, not the installed one, is what the tests import."""
     probe = subprocess.run(
-        [sys.executable, "-c", "import kernels; print(kernels.__file__)"],
+        [
+            sys.executable,
+            "-c",
+            "import bert_embedding_kernels; print(bert_embedding_kernels.__file__)",
+        ],
         cwd=work,
         env=environment(work, cache),
         capture_output=True,
@@ -117,7 +123,10 @@ def check_import_precedence(work: Path, cache: Path) -> None:
     )
     imported = Path(probe.stdout.strip() or "?").resolve()
     if probe.returncode != 0 or work.resolve() not in imported.parents:
-        sys.exit(f"mutants: the copy is not what imports: kernels from {imported}\n{probe.stderr}")
+        sys.exit(
+            f"mutants: the copy is not what imports: the package came from {imported}\n"
+            f"{probe.stderr}"
+        )
 
 
 def run_tests(work: Path, cache: Path, tests: list[str]) -> tuple[int, str, float]:

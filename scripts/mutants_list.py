@@ -12,7 +12,7 @@ MUTANTS = [
     # -- forward, one per method -----------------------------------------------------------
     {
         "name": "onehot-code-not-cleared",
-        "file": "kernels/methods/onehot.py",
+        "file": "kernels/bert_embedding_kernels/methods/onehot.py",
         "within": "def onehot_sum(",
         "old": "            codes[rows, ids] = 0\n",
         "new": "            codes[rows[:-1], ids[:-1]] = 0\n",
@@ -21,7 +21,7 @@ MUTANTS = [
     },
     {
         "name": "concat-segment-offset",
-        "file": "kernels/methods/onehot.py",
+        "file": "kernels/bert_embedding_kernels/methods/onehot.py",
         "old": "offsets = (0, tables.vocab_size, tables.vocab_size + tables.type_vocab_size)",
         "new": "offsets = (0, tables.vocab_size, tables.vocab_size + 2)",
         "tests": ["tests/test_equivalence.py"],
@@ -29,7 +29,7 @@ MUTANTS = [
     },
     {
         "name": "gather-shared-positions",
-        "file": "kernels/methods/gather.py",
+        "file": "kernels/bert_embedding_kernels/methods/gather.py",
         "old": "position = tables.position[batch.position_ids]",
         "new": "position = tables.position[batch.position_ids[:1]]",
         "tests": ["tests/test_code_paths.py"],
@@ -37,7 +37,7 @@ MUTANTS = [
     },
     {
         "name": "fused-sum-first-block-only",
-        "file": "kernels/methods/fused.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused.py",
         "within": "def block_rows(",
         "old": "return s, first, min(first + BATCH_BLOCK, batch)",
         "new": "return s, first, min(BATCH_BLOCK, batch)",
@@ -47,7 +47,7 @@ MUTANTS = [
     },
     {
         "name": "fused-sum-last-column",
-        "file": "kernels/methods/fused.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused.py",
         "within": "def sum_row(",
         "old": "for h in range(out_row.size):",
         "new": "for h in range(out_row.size - 1):",
@@ -56,7 +56,7 @@ MUTANTS = [
     },
     {
         "name": "fused-sum-fourth-row",
-        "file": "kernels/methods/fused.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused.py",
         "within": "def sum_four_rows(",
         "old": "sum3_store(o3, t3, g3, p3, h)",
         "new": "sum3_store(o3, t2, g3, p3, h)",
@@ -65,7 +65,7 @@ MUTANTS = [
     },
     {
         "name": "fused-sum-fourth-row-tail",
-        "file": "kernels/methods/fused.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused.py",
         "within": "    while h < hidden:  # the columns after the last whole vector",
         "old": "o3[h] = t3[h] + g3[h] + p3[h]",
         "new": "o3[h] = t2[h] + g3[h] + p3[h]",
@@ -75,7 +75,7 @@ MUTANTS = [
     },
     {
         "name": "fused-stream-fourth-row",
-        "file": "kernels/methods/fused.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused.py",
         "within": "def sum_four_rows(",
         "old": "sum3_stream(o3, t3, g3, p3, h)",
         "new": "sum3_stream(o3, t2, g3, p3, h)",
@@ -85,7 +85,7 @@ MUTANTS = [
     },
     {
         "name": "fused-stream-head-skipped",
-        "file": "kernels/methods/fused.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused.py",
         "within": "def sum_four_rows(",
         "old": "        while h < stream_from:  # up to the first aligned column\n",
         "new": "        h = stream_from\n        while h < stream_from:\n",
@@ -95,7 +95,7 @@ MUTANTS = [
     },
     {
         "name": "fused-half-vector-fourth-row",
-        "file": "kernels/methods/fused_half.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused_half.py",
         "within": "def sum_four_rows_half(",
         "old": "sum3_half(o3, t3, g3, p3, h, kind)",
         "new": "sum3_half(o3, t2, g3, p3, h, kind)",
@@ -104,7 +104,7 @@ MUTANTS = [
     },
     {
         "name": "half-vector-ties-round-up",
-        "file": "kernels/_vectors.py",
+        "file": "kernels/bert_embedding_kernels/_vectors.py",
         "old": "builder.add(splat(0x7FFF), even)",
         "new": "builder.add(splat(0x7FFF), splat(1))",
         "tests": ["tests/test_half.py"],
@@ -112,7 +112,7 @@ MUTANTS = [
     },
     {
         "name": "fused-half-fourth-row",
-        "file": "kernels/methods/fused_half.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused_half.py",
         "within": "def sum_four_rows_half(",
         "old": "store(o3, h, widen(t3[h], kind)",
         "new": "store(o3, h, widen(t2[h], kind)",
@@ -122,7 +122,7 @@ MUTANTS = [
     # -- forward with LayerNorm ------------------------------------------------------------
     {
         "name": "fused-half-norm-fourth-row",
-        "file": "kernels/methods/fused_half.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused_half.py",
         "within": "def _sum_norm_rows_half(",
         "old": "(rows[0], rows[1], rows[2], rows[3])",
         "new": "(rows[0], rows[1], rows[2], rows[2])",
@@ -132,7 +132,7 @@ MUTANTS = [
     },
     {
         "name": "half-round-row-tail",
-        "file": "kernels/methods/fused_half.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused_half.py",
         "within": "def round_row(",
         "old": "store(out_row, h, row[h], kind)",
         "new": "store(out_row, h, row[h - 1], kind)",
@@ -142,7 +142,7 @@ MUTANTS = [
     },
     {
         "name": "fused-norm-fourth-row-unnormalised",
-        "file": "kernels/methods/fused.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused.py",
         "within": "def _sum_norm_rows(",
         "old": "for r in range(4):",
         "new": "for r in range(3):",
@@ -151,7 +151,7 @@ MUTANTS = [
     },
     {
         "name": "fused-norm-sum-not-kept",
-        "file": "kernels/methods/fused.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused.py",
         "old": "    if keep_sum:\n",
         "new": "    if not keep_sum:\n",
         "tests": ["tests/test_layer_norm.py"],
@@ -159,7 +159,7 @@ MUTANTS = [
     },
     {
         "name": "fused-norm-unbiased-variance",
-        "file": "kernels/methods/fused.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused.py",
         "old": "max(squares / row.size - mean_deviation * mean_deviation, 0.0)",
         "new": "max(squares / max(row.size - 1, 1) - mean_deviation * mean_deviation, 0.0)",
         "tests": ["tests/test_layer_norm.py"],
@@ -167,7 +167,7 @@ MUTANTS = [
     },
     {
         "name": "fused-norm-unshifted-statistics",
-        "file": "kernels/methods/fused.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused.py",
         "old": "shift = np.float64(row[0])",
         "new": "shift = 0.0",
         "tests": ["tests/test_layer_norm.py"],
@@ -175,7 +175,7 @@ MUTANTS = [
     },
     {
         "name": "fused-norm-mean-rounded",
-        "file": "kernels/methods/fused.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused.py",
         "old": "low = row.dtype.type(mean - high)",
         "new": "low = row.dtype.type(0.0)",
         "tests": ["tests/test_layer_norm.py"],
@@ -183,7 +183,7 @@ MUTANTS = [
     },
     {
         "name": "numpy-layer-norm-no-eps",
-        "file": "kernels/methods/layernorm.py",
+        "file": "kernels/bert_embedding_kernels/methods/layernorm.py",
         "old": "1.0 / np.sqrt(variance + tables.norm_eps)",
         "new": "1.0 / np.sqrt(variance)",
         "tests": ["tests/test_layer_norm.py"],
@@ -192,7 +192,7 @@ MUTANTS = [
     # -- backward --------------------------------------------------------------------------
     {
         "name": "fused-bwd-partial-block-dropped",
-        "file": "kernels/methods/fused_backward.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused_backward.py",
         "old": "blocks = (hidden + block - 1) // block",
         "new": "blocks = hidden // block",
         "tests": ["tests/test_code_paths_backward.py"],
@@ -200,7 +200,7 @@ MUTANTS = [
     },
     {
         "name": "fused-bwd-serial-half-block",
-        "file": "kernels/methods/fused_backward.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused_backward.py",
         "old": "kernel, block = _scatter_add_columns_serial, tables.hidden_size",
         "new": "kernel, block = _scatter_add_columns_serial, tables.hidden_size // 2",
         "tests": ["tests/test_code_paths_backward.py"],
@@ -208,7 +208,7 @@ MUTANTS = [
     },
     {
         "name": "fused-bwd-padding-ignored",
-        "file": "kernels/methods/fused_backward.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused_backward.py",
         "old": "        -1 if padding_idx is None else padding_idx,\n        block,\n",
         "new": "        -1,\n        block,\n",
         "tests": ["tests/test_code_paths_backward.py"],
@@ -216,7 +216,7 @@ MUTANTS = [
     },
     {
         "name": "fused-bwd-shared-positions",
-        "file": "kernels/methods/fused_backward.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused_backward.py",
         "old": "position_ids[0 if position_ids.shape[0] == 1 else b, s],",
         "new": "position_ids[0, s],",
         "tests": ["tests/test_code_paths_backward.py"],
@@ -224,7 +224,7 @@ MUTANTS = [
     },
     {
         "name": "fused-bwd-four-tokens-mixed-segments",
-        "file": "kernels/methods/fused_backward.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused_backward.py",
         "old": "one_segment = j0 == j1 and j0 == j2 and j0 == j3",
         "new": "one_segment = True",
         "tests": ["tests/test_backward.py", "tests/test_code_paths_backward.py"],
@@ -232,7 +232,7 @@ MUTANTS = [
     },
     {
         "name": "fused-bwd-four-tokens-padding",
-        "file": "kernels/methods/fused_backward.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused_backward.py",
         "old": "i0 != padding_idx and i1 != padding_idx",
         "new": "True or i0 != padding_idx and i1 != padding_idx",
         "tests": ["tests/test_backward.py", "tests/test_code_paths_backward.py"],
@@ -240,7 +240,7 @@ MUTANTS = [
     },
     {
         "name": "fused-bwd-four-tokens-segment-order",
-        "file": "kernels/methods/fused_backward.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused_backward.py",
         "old": "segment_row[h] = (((segment_row[h] + v0) + v1) + v2) + v3",
         "new": "segment_row[h] = segment_row[h] + (((v0 + v1) + v2) + v3)",
         "tests": ["tests/test_backward.py", "tests/test_code_paths_backward.py"],
@@ -248,7 +248,7 @@ MUTANTS = [
     },
     {
         "name": "onehot-bwd-padding-ignored",
-        "file": "kernels/methods/onehot.py",
+        "file": "kernels/bert_embedding_kernels/methods/onehot.py",
         "within": "def onehot_backward(",
         "old": "        grads.token[padding_idx] = 0\n",
         "new": "        pass\n",
@@ -257,7 +257,7 @@ MUTANTS = [
     },
     {
         "name": "concat-bwd-segment-offset",
-        "file": "kernels/methods/onehot.py",
+        "file": "kernels/bert_embedding_kernels/methods/onehot.py",
         "old": "offsets = (0, sizes[0], sizes[0] + sizes[1])",
         "new": "offsets = (0, sizes[0], sizes[0] + 2)",
         "tests": ["tests/test_backward.py"],
@@ -265,7 +265,7 @@ MUTANTS = [
     },
     {
         "name": "gather-bwd-buffered-add",
-        "file": "kernels/methods/gather.py",
+        "file": "kernels/bert_embedding_kernels/methods/gather.py",
         "old": "np.add.at(table_grad, ids, flat)",
         "new": "table_grad[ids] += flat",
         "tests": ["tests/test_code_paths_backward.py"],
@@ -273,7 +273,7 @@ MUTANTS = [
     },
     {
         "name": "onehot-bwd-tiles-overwrite",
-        "file": "kernels/methods/onehot.py",
+        "file": "kernels/bert_embedding_kernels/methods/onehot.py",
         "old": "                target += product_buffer[: len(target)]\n",
         "new": "                target[...] = product_buffer[: len(target)]\n",
         "tests": ["tests/test_memory_budget.py", "tests/test_backward_errors.py"],
@@ -282,7 +282,7 @@ MUTANTS = [
     # -- validation ------------------------------------------------------------------------
     {
         "name": "validate-range-off-by-one",
-        "file": "kernels/validate/__init__.py",
+        "file": "kernels/bert_embedding_kernels/validate/__init__.py",
         "old": "if value < 0 or value >= size:",
         "new": "if value < 0 or value > size:",
         "tests": ["tests/test_errors.py"],
@@ -290,7 +290,7 @@ MUTANTS = [
     },
     {
         "name": "validate-token-types-shape",
-        "file": "kernels/validate/__init__.py",
+        "file": "kernels/bert_embedding_kernels/validate/__init__.py",
         "old": "if token_type_ids.shape != input_ids.shape:",
         "new": "if token_type_ids.shape[-1:] != input_ids.shape[-1:]:",
         "tests": ["tests/test_errors.py"],
@@ -298,7 +298,7 @@ MUTANTS = [
     },
     {
         "name": "validate-positions-shape",
-        "file": "kernels/validate/__init__.py",
+        "file": "kernels/bert_embedding_kernels/validate/__init__.py",
         "old": "if position_ids.shape not in allowed:",
         "new": "if position_ids.shape[-1:] != (seq,):",
         "tests": ["tests/test_errors.py"],
@@ -307,7 +307,7 @@ MUTANTS = [
     # -- chunking --------------------------------------------------------------------------
     {
         "name": "chunk-tokens-ignores-itemsize",
-        "file": "kernels/methods/onehot.py",
+        "file": "kernels/bert_embedding_kernels/methods/onehot.py",
         "old": "per_token = (code_width + buffer_width) * itemsize + _INDEX_BYTES_PER_TOKEN",
         "new": "per_token = code_width + buffer_width + _INDEX_BYTES_PER_TOKEN",
         "tests": ["tests/test_memory_budget.py"],
@@ -315,7 +315,7 @@ MUTANTS = [
     },
     {
         "name": "chunks-drop-a-last-token",
-        "file": "kernels/methods/onehot.py",
+        "file": "kernels/bert_embedding_kernels/methods/onehot.py",
         "old": "for start in range(0, batch.num_tokens, chunk):",
         "new": "for start in range(0, batch.num_tokens - 1, chunk):",
         "tests": ["tests/test_memory_budget.py"],
@@ -323,7 +323,7 @@ MUTANTS = [
     },
     {
         "name": "thread-cap-not-restored",
-        "file": "kernels/methods/fused.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused.py",
         "old": "    finally:\n        numba.set_num_threads(available)\n",
         "new": "    finally:\n        pass\n",
         "tests": ["tests/test_thread_cap.py"],
@@ -332,7 +332,7 @@ MUTANTS = [
     },
     {
         "name": "one-thread-launches-in-parallel",
-        "file": "kernels/methods/fused.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused.py",
         "old": "if nbytes < SERIAL_MAX_BYTES or most == 1:",
         "new": "if nbytes < SERIAL_MAX_BYTES:",
         "tests": ["tests/test_thread_cap.py"],
@@ -341,7 +341,7 @@ MUTANTS = [
     },
     {
         "name": "thread-cap-ignored",
-        "file": "kernels/methods/fused.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused.py",
         "old": "    if wanted >= most:\n",
         "new": "    if True:\n",
         "tests": ["tests/test_thread_cap.py"],
@@ -351,7 +351,7 @@ MUTANTS = [
     # -- memory ----------------------------------------------------------------------------
     {
         "name": "pool-without-huge-pages",
-        "file": "kernels/pool.py",
+        "file": "kernels/bert_embedding_kernels/pool.py",
         "old": "block = hugepages.empty(nbytes + ALIGNMENT, np.uint8)",
         "new": "block = np.empty(nbytes + ALIGNMENT, np.uint8)",
         "tests": ["tests/test_hugepages.py"],
@@ -360,7 +360,7 @@ MUTANTS = [
     },
     {
         "name": "pool-dtype-by-type-string",
-        "file": "kernels/pool.py",
+        "file": "kernels/bert_embedding_kernels/pool.py",
         "old": "return np.asarray(holder).view(dtype).reshape(shape)",
         "new": "return np.asarray(holder).view(dtype.str).reshape(shape)",
         "tests": ["tests/test_pool.py"],
@@ -370,7 +370,7 @@ MUTANTS = [
     },
     {
         "name": "huge-page-array-misaligned",
-        "file": "kernels/hugepages.py",
+        "file": "kernels/bert_embedding_kernels/hugepages.py",
         "old": "start = -raw.ctypes.data % HUGE_PAGE",
         "new": "start = 64",
         "tests": ["tests/test_hugepages.py"],
@@ -380,7 +380,7 @@ MUTANTS = [
     # -- auto ------------------------------------------------------------------------------
     {
         "name": "auto-hard-wired",
-        "file": "kernels/auto.py",
+        "file": "kernels/bert_embedding_kernels/auto.py",
         "old": "return min(predictions, key=predictions.get)",
         "new": 'return "fused"',
         "tests": ["tests/test_auto_dispatch.py"],
@@ -388,7 +388,7 @@ MUTANTS = [
     },
     {
         "name": "auto-ignores-own-calibration",
-        "file": "kernels/auto.py",
+        "file": "kernels/bert_embedding_kernels/auto.py",
         "old": 'path = Path(os.environ.get("EMBENCH_CALIBRATION", CALIBRATION_FILE))',
         "new": "path = CALIBRATION_FILE",
         "tests": ["tests/test_auto_dispatch.py"],
@@ -397,7 +397,7 @@ MUTANTS = [
     # -- the pass/fail rules themselves ----------------------------------------------------
     {
         "name": "registry-fused-bounded",
-        "file": "kernels/registry.py",
+        "file": "kernels/bert_embedding_kernels/registry.py",
         "old": 'name="fused",\n',
         "new": 'name="fused",\n            agreement=BOUNDED,\n',
         "tests": ["tests/test_rules.py"],
@@ -405,7 +405,7 @@ MUTANTS = [
     },
     {
         "name": "reference-bound-doubled",
-        "file": "kernels/bench/reference.py",
+        "file": "kernels/bert_embedding_kernels/bench/reference.py",
         "old": "self.bound = float(ml_dtypes.finfo(tables.dtype).eps) * magnitude",
         "new": "self.bound = 2 * float(ml_dtypes.finfo(tables.dtype).eps) * magnitude",
         "tests": ["tests/test_rules.py"],
@@ -413,7 +413,7 @@ MUTANTS = [
     },
     {
         "name": "agreement-ok-loosened",
-        "file": "kernels/bench/reference.py",
+        "file": "kernels/bert_embedding_kernels/bench/reference.py",
         "old": "        return self.bound_ratio <= 1.0\n",
         "new": "        return self.bound_ratio <= 1.5\n",
         "tests": ["tests/test_rules.py"],
@@ -422,7 +422,7 @@ MUTANTS = [
     # -- threading policy ------------------------------------------------------------------
     {
         "name": "threading-refuses-tbb",
-        "file": "kernels/_threading.py",
+        "file": "kernels/bert_embedding_kernels/_threading.py",
         "old": "MIN_TBB_INTERFACE_VERSION = 12060",
         "new": "MIN_TBB_INTERFACE_VERSION = 10**9",
         "tests": ["tests/test_machine.py"],

@@ -1,5 +1,6 @@
 """onnxruntime's EmbedLayerNormalization through IOBinding against fused+LN (out=), with both
-outputs in 4 KiB pages and both in huge pages (``kernels.hugepages.empty``), in one process.
+outputs in 4 KiB pages and both in huge pages (``bert_embedding_kernels.hugepages.empty``), in one
+process.
 
     .venv/bin/python scripts/ort_bound_pages.py [BUDGET_SECONDS]
 
@@ -15,12 +16,16 @@ import sys
 
 import numpy as np
 
-import kernels
-from kernels.bench import machine
-from kernels.bench.cases import BERT_BASE, make_inputs
-from kernels.bench.onnx_peers import _onnxruntime_session, bound_call, embed_layer_norm_model
-from kernels.bench.roofline import apart_from
-from kernels.bench.timing import interleave
+import bert_embedding_kernels as bek
+from bert_embedding_kernels.bench import machine
+from bert_embedding_kernels.bench.cases import BERT_BASE, make_inputs
+from bert_embedding_kernels.bench.onnx_peers import (
+    _onnxruntime_session,
+    bound_call,
+    embed_layer_norm_model,
+)
+from bert_embedding_kernels.bench.roofline import apart_from
+from bert_embedding_kernels.bench.timing import interleave
 
 
 def main(budget: float) -> None:
@@ -32,7 +37,7 @@ def main(budget: float) -> None:
         return bound_call(session, ids, types, out)
 
     def fused_into(out: np.ndarray):
-        return lambda: kernels.embed(tables, ids, types, out=out, layer_norm=True)
+        return lambda: bek.embed(tables, ids, types, out=out, layer_norm=True)
 
     def output(huge: bool) -> np.ndarray:
         return apart_from(tables.token, shape, np.float32, huge_pages=huge)
@@ -43,7 +48,7 @@ def main(budget: float) -> None:
         "fused+LN 4K": fused_into(output(False)),
         "fused+LN huge": fused_into(output(True)),
     }
-    expected = kernels.embed(tables, ids, types, method="gather", layer_norm=True)
+    expected = bek.embed(tables, ids, types, method="gather", layer_norm=True)
     for name, call in calls.items():
         if np.abs(call() - expected).max() >= 1e-4:
             raise AssertionError(f"{name} differs from gather + LayerNorm; not timed")

@@ -7,8 +7,8 @@ on a machine with many cores (docs/FORWARD.md, "the serial threshold").
 hidden 768, vocab 30522, float32, uniform ids, into a preallocated output (plain
 stores: every size here is under ``STREAM_MIN_BYTES``). The kernels are called
 directly, without validation, so the table shows the kernel and the pool's
-wake-up alone. One timing engine per size (kernels.bench.timing.interleave):
-medians of interleaved rounds; ``kernels.embed(..., out=)`` at the default
+wake-up alone. One timing engine per size (bek.bench.timing.interleave):
+medians of interleaved rounds; ``bert_embedding_kernels.embed(..., out=)`` at the default
 thread count is timed beside them as the public call. Then the same with LayerNorm.
 """
 
@@ -17,13 +17,13 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-import kernels
-from kernels.bench import machine
-from kernels.bench.cases import Shape, make_inputs
-from kernels.bench.scaling import default_threads
-from kernels.bench.timing import interleave
-from kernels.methods import fused
-from kernels.validate import prepare
+import bert_embedding_kernels as bek
+from bert_embedding_kernels.bench import machine
+from bert_embedding_kernels.bench.cases import Shape, make_inputs
+from bert_embedding_kernels.bench.scaling import default_threads
+from bert_embedding_kernels.bench.timing import interleave
+from bert_embedding_kernels.methods import fused
+from bert_embedding_kernels.validate import prepare
 
 SIZES = ((1, 32), (1, 64), (1, 128), (1, 256), (1, 512), (4, 128), (8, 128), (4, 512))
 
@@ -48,19 +48,19 @@ def _calls(batch: int, seq: int, threads, layer_norm: bool) -> tuple[dict, np.nd
             fused._sum_norm_rows_serial,
             fused._sum_norm_rows_parallel,
         )
-        expected = kernels.embed(tables, ids, types, layer_norm=True)
+        expected = bek.embed(tables, ids, types, layer_norm=True)
     else:
         arguments, serial, parallel = (
             (*arguments, -1, out),
             fused._sum_rows_serial,
             fused._sum_rows_parallel,
         )
-        expected = kernels.embed(tables, ids, types, method="gather")
+        expected = bek.embed(tables, ids, types, method="gather")
     calls = {"serial": lambda: serial(*arguments)}
     for k in threads:
         calls[f"{k} thr"] = _at(k, lambda: parallel(*arguments))
     calls["embed(out=)"] = _at(
-        threads[-1], lambda: kernels.embed(tables, ids, types, out=out, layer_norm=layer_norm)
+        threads[-1], lambda: bek.embed(tables, ids, types, out=out, layer_norm=layer_norm)
     )
     return calls, out, expected
 

@@ -8,21 +8,21 @@ hung fork pool) cannot be caught inside the test process.
 COMMON = """
 import json, multiprocessing, os, sys, threading, warnings
 import numpy as np
-import kernels
-from kernels import _threading
-try:  # kernels.bench since the package was split into core and bench
-    from kernels.bench.reference import Reference
+import bert_embedding_kernels as bek
+from bert_embedding_kernels import _threading
+try:  # bek.bench since the package was split into core and bench
+    from bert_embedding_kernels.bench.reference import Reference
 except ImportError:
-    from kernels.equivalence import Reference
+    from bert_embedding_kernels.equivalence import Reference
 try:
-    from kernels.bench.roofline import CopyReference
+    from bert_embedding_kernels.bench.roofline import CopyReference
 except ImportError:
-    from kernels.roofline import CopyReference
+    from bert_embedding_kernels.roofline import CopyReference
 
 # 8 x 64 x 128 float32 = 256 KiB, at the fused kernels' parallel threshold (and
 # above the backward one): the parallel kernels run.
 SHAPE = (8, 64, 128)
-TABLES = kernels.EmbeddingTables.random(1000, SHAPE[2], max_positions=64, seed=1)
+TABLES = bek.EmbeddingTables.random(1000, SHAPE[2], max_positions=64, seed=1)
 RNG = np.random.default_rng(2)
 IDS = RNG.integers(0, 1000, SHAPE[:2])
 TYPES = RNG.integers(0, 2, SHAPE[:2])
@@ -57,7 +57,7 @@ GRADS = _backward_reference()
 _token, _position = TABLES.token.copy(), TABLES.position.copy()
 _token[IDS[0, 0], 3] = np.inf
 _position[5, 7] = np.nan
-HOSTILE = kernels.EmbeddingTables(token=_token, segment=TABLES.segment, position=_position)
+HOSTILE = bek.EmbeddingTables(token=_token, segment=TABLES.segment, position=_position)
 HOSTILE_EXPECTED = {}
 _prepared = threading.Lock()
 
@@ -65,17 +65,17 @@ _prepared = threading.Lock()
 def prepare():
     # Without the lock once done: a fork while another thread held it would leave
     # the child waiting for ever.
-    if len(HOSTILE_EXPECTED) == len(kernels.METHODS):
+    if len(HOSTILE_EXPECTED) == len(bek.METHODS):
         return
     with _prepared:
         if not HOSTILE_EXPECTED:
-            answers = {m: kernels.embed(HOSTILE, IDS, TYPES, method=m) for m in kernels.METHODS}
+            answers = {m: bek.embed(HOSTILE, IDS, TYPES, method=m) for m in bek.METHODS}
             HOSTILE_EXPECTED.update(answers)
 
 
 def check(method, preallocated):
     out = np.empty(SHAPE, np.float32) if preallocated else None
-    y = kernels.embed(TABLES, IDS, TYPES, method=method, out=out)
+    y = bek.embed(TABLES, IDS, TYPES, method=method, out=out)
     agreement = REFERENCE.compare(method, y)
     assert agreement.ok, agreement
     copy = CopyReference(SHAPE, np.float32)  # runs the parallel copy once
@@ -84,29 +84,29 @@ def check(method, preallocated):
 
 def check_more(method):
     # LayerNorm (the fused method's second parallel kernel).
-    y = kernels.embed(TABLES, IDS, TYPES, method=method, layer_norm=True)
+    y = bek.embed(TABLES, IDS, TYPES, method=method, layer_norm=True)
     np.testing.assert_allclose(y, NORMED, rtol=1e-4, atol=1e-4, err_msg=method)
     # Backward (the fused method's two parallel kernels).
-    if method in kernels.BACKWARD_METHODS:
-        grads = kernels.embed_backward(TABLES, GRAD, IDS, TYPES, method=method)
+    if method in bek.BACKWARD_METHODS:
+        grads = bek.embed_backward(TABLES, GRAD, IDS, TYPES, method=method)
         for got, want in zip(grads, GRADS):
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=method)
     # Hostile input: refused by name before any kernel runs, or the same answer.
     bad = IDS.copy()
     bad[1, 2] = 1000
     try:
-        kernels.embed(TABLES, bad, TYPES, method=method)
+        bek.embed(TABLES, bad, TYPES, method=method)
     except (IndexError, ValueError) as error:
         assert "input_ids" in str(error), error
     else:
         raise AssertionError(f"{method}: an out-of-range id was accepted")
-    y = kernels.embed(HOSTILE, IDS, TYPES, method=method)
+    y = bek.embed(HOSTILE, IDS, TYPES, method=method)
     np.testing.assert_array_equal(y, HOSTILE_EXPECTED[method], err_msg=method)
 
 
 def check_all(round=0):
     prepare()
-    for method in kernels.METHODS:
+    for method in bek.METHODS:
         check(method, preallocated=round % 2 == 1)
         check_more(method)
     return os.getpid(), _threading.active_layer(), _threading.launch_mode().split(":")[0]

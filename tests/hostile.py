@@ -14,10 +14,10 @@ import numpy as np
 from poison import embed
 from rules import assert_forward_matches
 
-import kernels
+import bert_embedding_kernels as bek
 
 VOCAB, HIDDEN, MAX_POSITIONS, TYPE_VOCAB = 10, 4, 8, 2
-TABLES = kernels.EmbeddingTables.random(
+TABLES = bek.EmbeddingTables.random(
     VOCAB, HIDDEN, max_positions=MAX_POSITIONS, type_vocab_size=TYPE_VOCAB
 )
 IDS = np.array([[1, 2, 3], [4, 5, 6]])
@@ -58,4 +58,4 @@ def tables_with(**rows):
     arrays = {name: np.array(table) for name, table in GOOD_TABLES.items()}
     for name, (row, value) in rows.items():
         arrays[name][row] = value
-    return kernels.EmbeddingTables(**arrays)
+    return bek.EmbeddingTables(**arrays)

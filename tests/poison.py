@@ -14,14 +14,14 @@ equivalence cases that way (hidden=1 included, where it writes nothing).
   block mapped afresh holds zeros, which the random tables never sum to either.
 
 :func:`embed` and :func:`embed_backward` take exactly the arguments of
-``kernels.embed`` / ``kernels.embed_backward``.
+``bert_embedding_kernels.embed`` / ``bert_embedding_kernels.embed_backward``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-import kernels
+import bert_embedding_kernels as bek
 
 
 def fill_nan(out: np.ndarray) -> np.ndarray:
@@ -39,24 +39,25 @@ def poison_allocations(*requests, pooled: bool = False) -> None:
     CPython frees a list's items from the last to the first, and the allocators
     reuse the most recently freed block first, so the first request's buffer is
     the first one handed out again. ``pooled``: the call allocates through
-    ``kernels.pool.OUTPUTS``, which hands large buffers back on purpose (the
+    ``bert_embedding_kernels.pool.OUTPUTS``, which hands large buffers back on purpose (the
     last one returned first); the poison is taken from and returned to it too.
     """
-    pool = getattr(getattr(kernels, "pool", None), "OUTPUTS", None) if pooled else None
+    pool = getattr(getattr(bek, "pool", None), "OUTPUTS", None) if pooled else None
     allocate = np.empty if pool is None else pool.empty
     buffers = [fill_nan(allocate(shape, dtype)) for shape, dtype in requests]
     del buffers
 
 
 def embed(tables, input_ids, *args, out=None, layer_norm=False, return_sum=False, **options):
-    """``kernels.embed`` with its output poisoned first (``out`` or the allocation)."""
+    """``bert_embedding_kernels.embed`` with its output poisoned first (``out`` or the
+    allocation)."""
     if isinstance(out, np.ndarray) and out.flags.writeable and out.dtype.kind == "f":
         fill_nan(out)
     shape, dtype = _output_shape(tables, input_ids), options.get("out_dtype") or tables.dtype
     if shape is not None and np.dtype(dtype).kind == "f":
         allocated = (return_sum is True) + (out is None)
         poison_allocations(*[(shape, dtype)] * allocated, pooled=True)
-    return kernels.embed(
+    return bek.embed(
         tables,
         input_ids,
         *args,
@@ -78,13 +79,13 @@ def _output_shape(tables, input_ids):
 
 
 def embed_backward(tables, grad_output, input_ids, *args, **options):
-    """``kernels.embed_backward`` with the gradients' allocations poisoned first.
+    """``bert_embedding_kernels.embed_backward`` with the gradients' allocations poisoned first.
 
     The one-hot paths allocate their gradients with ``np.empty`` (``onehot`` one
     per table, ``concat`` the three stacked); the others start from zeros.
     """
     poison_allocations(*gradient_allocations(tables))
-    return kernels.embed_backward(tables, grad_output, input_ids, *args, **options)
+    return bek.embed_backward(tables, grad_output, input_ids, *args, **options)
 
 
 def gradient_allocations(tables) -> list:

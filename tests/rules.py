@@ -2,7 +2,7 @@
 
 The rules must not come from the code under test: if they did, relaxing one in the
 package (a method re-declared ``bounded``, a looser ``Agreement.ok``, a wider bound
-in ``kernels.bench.reference``) would relax the tests with it. So:
+in ``bert_embedding_kernels.bench.reference``) would relax the tests with it. So:
 
 - ``EXPECTED_AGREEMENT`` pins which methods equal the naive reference bit for bit
   (README, "Equivalence"); tests/test_rules.py asserts that the registry declares
@@ -13,7 +13,7 @@ in ``kernels.bench.reference``) would relax the tests with it. So:
 - The bounds below are written out here, not read from the package.
 
 The references themselves (``naive_embed``, ``exact_embed``, ``naive_layer_norm``,
-``naive_embed_backward`` in :mod:`kernels.bench.reference`) are deliberately naive
+``naive_embed_backward`` in :mod:`bert_embedding_kernels.bench.reference`) are deliberately naive
 Python loops, independent of every method; tests/test_rules.py pins them on
 hand-computed values too.
 """
@@ -24,17 +24,17 @@ import functools
 
 import numpy as np
 
-import kernels
-from kernels import EmbeddingGradients
-from kernels.bench.cases import zipf_ids
-from kernels.bench.reference import (
+import bert_embedding_kernels as bek
+from bert_embedding_kernels import EmbeddingGradients
+from bert_embedding_kernels.bench.cases import zipf_ids
+from bert_embedding_kernels.bench.reference import (
     contender,
     exact_embed,
     naive_embed,
     naive_embed_backward,
     naive_layer_norm,
 )
-from kernels.registry import REGISTRY
+from bert_embedding_kernels.registry import REGISTRY
 
 BITWISE, BOUNDED = "bitwise", "bounded"
 
@@ -59,7 +59,7 @@ def budgeted(method: str) -> bool:
 
 
 def budgeted_methods(methods=None) -> tuple[str, ...]:
-    return tuple(m for m in (kernels.METHODS if methods is None else methods) if budgeted(m))
+    return tuple(m for m in (bek.METHODS if methods is None else methods) if budgeted(m))
 
 
 def agreement_rule(method: str) -> str:
@@ -245,7 +245,7 @@ def random_case(rng, tables, shape, *, id_dtype=np.int64, zipf=False):
 def tables_with_norm(vocab, hidden, dtype=np.float32, seed=0, max_positions=64, **overrides):
     """Random tables with a LayerNorm whose weight and bias are not the identity."""
     rng = np.random.default_rng(seed)
-    base = kernels.EmbeddingTables.random(
+    base = bek.EmbeddingTables.random(
         vocab, hidden, max_positions=max_positions, dtype=dtype, seed=seed
     )
     parts = {
@@ -257,4 +257,4 @@ def tables_with_norm(vocab, hidden, dtype=np.float32, seed=0, max_positions=64, 
     }
     parts.update(overrides)
     token, segment, position = parts.pop("token"), parts.pop("segment"), parts.pop("position")
-    return kernels.EmbeddingTables(token, segment, position, **parts)
+    return bek.EmbeddingTables(token, segment, position, **parts)

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import kernels
-from kernels import auto
-from kernels.bench import calibrate
+import bert_embedding_kernels as bek
+from bert_embedding_kernels import auto
+from bert_embedding_kernels.bench import calibrate
 
 RESULTS = Path(__file__).parents[1] / "docs" / "report" / "results.json"
 
@@ -49,18 +49,18 @@ def test_fit_never_returns_negative_coefficients():
 
 @pytest.mark.parametrize("shape", [(1, 5), (3, 40), (0, 4)])
 def test_auto_gives_a_correct_result(shape):
-    tables = kernels.EmbeddingTables.random(500, 16, max_positions=64)
+    tables = bek.EmbeddingTables.random(500, 16, max_positions=64)
     ids = np.random.default_rng(0).integers(0, 500, shape)
     np.testing.assert_array_equal(
-        kernels.embed(tables, ids, method="auto"), kernels.embed(tables, ids, method="gather")
+        bek.embed(tables, ids, method="auto"), bek.embed(tables, ids, method="gather")
     )
 
 
 def test_auto_validates_like_every_method():
-    tables = kernels.EmbeddingTables.random(10, 4, max_positions=8)
+    tables = bek.EmbeddingTables.random(10, 4, max_positions=8)
     with pytest.raises(IndexError, match=r"input_ids\[0, 1\]"):
-        kernels.embed(tables, [[1, 10]], method="auto")
-    assert "auto" not in kernels.METHODS
+        bek.embed(tables, [[1, 10]], method="auto")
+    assert "auto" not in bek.METHODS
 
 
 def test_shipped_rule_is_within_10_percent_of_the_fastest_on_the_measured_points():
@@ -83,7 +83,7 @@ def test_shipped_rule_is_within_10_percent_of_the_fastest_on_the_measured_points
         ours = {
             name: entry
             for name, entry in point["contenders"].items()
-            if name in kernels.METHODS and entry["status"] == "measured"
+            if name in bek.METHODS and entry["status"] == "measured"
         }
         key = (point["sweep"], point["size"])
         assert choice in ours, (key, choice, "was not measured there")

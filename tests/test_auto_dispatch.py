@@ -4,7 +4,7 @@ The shipped calibration has fused winning at all of its points, so tests on it
 cannot tell the cost model from a constant. Here a synthetic calibration, written
 to a temporary file and named by EMBENCH_CALIBRATION, makes each method the
 winner somewhere; at every point the method chosen is asserted, for
-``auto.choose``, for what ``kernels.embed(method="auto")`` really runs (recorded
+``auto.choose``, for what ``bert_embedding_kernels.embed(method="auto")`` really runs (recorded
 by wrapping each registry record's forward) and for ``embench choose``.
 """
 
@@ -16,9 +16,9 @@ import pytest
 from poison import embed
 from rules import assert_forward_matches
 
-import kernels
-from kernels import auto, registry
-from kernels.bench import cli
+import bert_embedding_kernels as bek
+from bert_embedding_kernels import auto, registry
+from bert_embedding_kernels.bench import cli
 
 # The shipped calibration has fused winning at every measured point, so it cannot
 # tell the cost model from a constant. This one, with the model
@@ -88,7 +88,7 @@ def test_embed_auto_runs_the_chosen_method(synthetic_calibration, monkeypatch, p
 
         monkeypatch.setitem(registry.REGISTRY, name, replace(record, forward=recording))
     batch, seq, hidden, vocab = point
-    tables = kernels.EmbeddingTables.random(vocab, hidden, max_positions=512)
+    tables = bek.EmbeddingTables.random(vocab, hidden, max_positions=512)
     rng = np.random.default_rng(vocab)
     ids = rng.integers(0, vocab, (batch, seq))
     types = rng.integers(0, 2, (batch, seq))

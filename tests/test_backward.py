@@ -21,9 +21,9 @@ from poison import embed_backward
 from rules import assert_gradients_match as assert_matches_reference
 from rules import is_bitwise, random_case
 
-import kernels
-from kernels import BACKWARD_METHODS
-from kernels.bench.cases import zipf_ids
+import bert_embedding_kernels as bek
+from bert_embedding_kernels import BACKWARD_METHODS
+from bert_embedding_kernels.bench.cases import zipf_ids
 
 DTYPES = (np.float32, np.float64)
 
@@ -33,7 +33,7 @@ DTYPES = (np.float32, np.float64)
 @pytest.mark.parametrize("id_dtype", [np.int32, np.int64, np.uint16, np.uint64])
 def test_dtypes(method, dtype, id_dtype):
     rng = np.random.default_rng(1)
-    tables = kernels.EmbeddingTables.random(200, 24, max_positions=40, dtype=dtype, seed=2)
+    tables = bek.EmbeddingTables.random(200, 24, max_positions=40, dtype=dtype, seed=2)
     grad, ids, types = random_case(rng, tables, (3, 17), id_dtype=id_dtype)
     grads = embed_backward(tables, grad, ids, types, method=method)
     assert_matches_reference(grads, tables, method, grad, ids, types)
@@ -44,7 +44,7 @@ def test_dtypes(method, dtype, id_dtype):
 @pytest.mark.parametrize("vocab", [1, 7, 5000])
 def test_widths_and_vocab_sizes(method, hidden, vocab):
     rng = np.random.default_rng(hidden * vocab)
-    tables = kernels.EmbeddingTables.random(vocab, hidden, max_positions=16, type_vocab_size=3)
+    tables = bek.EmbeddingTables.random(vocab, hidden, max_positions=16, type_vocab_size=3)
     grad, ids, types = random_case(rng, tables, (2, 9))
     grads = embed_backward(tables, grad, ids, types, method=method)
     assert_matches_reference(grads, tables, method, grad, ids, types)
@@ -56,7 +56,7 @@ def test_parallel_path_at_bert_width(method, dtype):
     # Large enough for the parallel kernel (grad above SERIAL_MAX_BYTES), with a
     # width that is not a multiple of the column block.
     rng = np.random.default_rng(11)
-    tables = kernels.EmbeddingTables.random(3000, 776, max_positions=64, dtype=dtype, seed=3)
+    tables = bek.EmbeddingTables.random(3000, 776, max_positions=64, dtype=dtype, seed=3)
     grad, ids, types = random_case(rng, tables, (4, 64), zipf=True)
     grads = embed_backward(tables, grad, ids, types, method=method)
     assert_matches_reference(grads, tables, method, grad, ids, types)
@@ -68,7 +68,7 @@ def test_zipf_skew_many_tokens_on_few_rows(method, dtype):
     # 1536 tokens over a vocabulary of 40 with exponent 1.5: the top row takes
     # about 40% of the tokens, so long sums exercise the n-dependent bound.
     rng = np.random.default_rng(2)
-    tables = kernels.EmbeddingTables.random(40, 33, max_positions=64, dtype=dtype)
+    tables = bek.EmbeddingTables.random(40, 33, max_positions=64, dtype=dtype)
     ids = zipf_ids(40, (24, 64), exponent=1.5, seed=3)
     assert np.bincount(ids.ravel()).max() > 500
     grad = rng.standard_normal((24, 64, 33)).astype(dtype)
@@ -78,7 +78,7 @@ def test_zipf_skew_many_tokens_on_few_rows(method, dtype):
 
 @pytest.mark.parametrize("method", BACKWARD_METHODS)
 def test_every_token_on_one_row(method):
-    tables = kernels.EmbeddingTables.random(10, 48, max_positions=64)
+    tables = bek.EmbeddingTables.random(10, 48, max_positions=64)
     ids = np.full((16, 64), 7)
     grad = np.random.default_rng(4).standard_normal((16, 64, 48)).astype(np.float32)
     grads = embed_backward(tables, grad, ids, method=method)
@@ -90,7 +90,7 @@ def test_every_token_on_one_row(method):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_padding_idx_row_is_zero(method, dtype):
     rng = np.random.default_rng(5)
-    tables = kernels.EmbeddingTables.random(20, 16, max_positions=32, dtype=dtype)
+    tables = bek.EmbeddingTables.random(20, 16, max_positions=32, dtype=dtype)
     grad, ids, types = random_case(rng, tables, (4, 32))
     ids[:, -5:] = 0  # padded tail, as a tokenizer pads with id 0
     grads = embed_backward(tables, grad, ids, types, method=method, padding_idx=0)
@@ -107,7 +107,7 @@ def test_padding_idx_row_is_zero(method, dtype):
 @pytest.mark.parametrize("method", BACKWARD_METHODS)
 @pytest.mark.parametrize("shape", [(0, 5), (4, 0), (0, 0)])
 def test_empty_batches(method, shape):
-    tables = kernels.EmbeddingTables.random(10, 6, max_positions=8)
+    tables = bek.EmbeddingTables.random(10, 6, max_positions=8)
     grads = embed_backward(
         tables, np.zeros((*shape, 6), np.float32), np.zeros(shape, np.int64), method=method
     )
@@ -122,7 +122,7 @@ def test_empty_batches(method, shape):
 @pytest.mark.parametrize("past_length", [0, 5])
 def test_position_forms_and_past_length(method, form, past_length):
     rng = np.random.default_rng(6)
-    tables = kernels.EmbeddingTables.random(30, 8, max_positions=20)
+    tables = bek.EmbeddingTables.random(30, 8, max_positions=20)
     grad, ids, _ = random_case(rng, tables, (3, 7))
     positions = {
         "default": None,
@@ -140,7 +140,7 @@ def test_position_forms_and_past_length(method, form, past_length):
 @pytest.mark.parametrize("layout", ["F", "strided"])
 def test_grad_and_id_layouts(method, layout):
     rng = np.random.default_rng(7)
-    tables = kernels.EmbeddingTables.random(50, 20, max_positions=30, type_vocab_size=4)
+    tables = bek.EmbeddingTables.random(50, 20, max_positions=30, type_vocab_size=4)
     grad, ids, types = random_case(rng, tables, (6, 11))
     if layout == "F":
         grad, ids, types = (np.asfortranarray(a) for a in (grad, ids, types))
@@ -154,7 +154,7 @@ def test_grad_and_id_layouts(method, layout):
 
 @pytest.mark.parametrize("method", BACKWARD_METHODS)
 def test_python_lists_and_inputs_unmodified(method):
-    tables = kernels.EmbeddingTables.random(10, 2, max_positions=8, dtype=np.float64)
+    tables = bek.EmbeddingTables.random(10, 2, max_positions=8, dtype=np.float64)
     grad = [[[1.0, -2.0], [0.5, 3.0]]]
     ids = np.array([[3, 3]])
     before = ids.copy()
@@ -167,7 +167,7 @@ def test_python_lists_and_inputs_unmodified(method):
 
 def test_methods_agree_on_signed_zeros():
     # A row reached only by -0.0 sums to +0.0 (0 + -0.0), as in torch and np.add.at.
-    tables = kernels.EmbeddingTables.random(4, 3, max_positions=4)
+    tables = bek.EmbeddingTables.random(4, 3, max_positions=4)
     grad = np.full((1, 2, 3), -0.0, np.float32)
     for method in BACKWARD_METHODS:
         grads = embed_backward(tables, grad, [[1, 2]], method=method)
@@ -179,7 +179,7 @@ def test_non_finite_gradients(method):
     # Where the identity stops: 0 * inf = NaN, so the one-hot products spread an
     # inf in one token's gradient to every row of that column; a scatter-add
     # only reaches the rows that token used.
-    tables = kernels.EmbeddingTables.random(6, 4, max_positions=4)
+    tables = bek.EmbeddingTables.random(6, 4, max_positions=4)
     grad = np.ones((1, 2, 4), np.float32)
     grad[0, 0, 1] = np.inf
     with np.errstate(invalid="ignore"):  # the one-hot paths' 0 * inf
@@ -207,7 +207,7 @@ def test_non_finite_gradients(method):
 )
 def test_property_matches_reference(method, dtype, vocab, hidden, batch, seq, zipf, seed):
     rng = np.random.default_rng(seed)
-    tables = kernels.EmbeddingTables.random(vocab, hidden, max_positions=16, dtype=dtype)
+    tables = bek.EmbeddingTables.random(vocab, hidden, max_positions=16, dtype=dtype)
     grad, ids, types = random_case(rng, tables, (batch, seq), zipf=zipf and batch * seq > 0)
     padding_idx = int(rng.integers(vocab)) if seed % 2 else None
     grads = embed_backward(tables, grad, ids, types, method=method, padding_idx=padding_idx)

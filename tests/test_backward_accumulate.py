@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-import kernels
+import bert_embedding_kernels as bek
 
-TABLES = kernels.EmbeddingTables.random(300, 96, max_positions=64, seed=5)
+TABLES = bek.EmbeddingTables.random(300, 96, max_positions=64, seed=5)
 
 
 def _case(seed, batch=8, seq=48):
@@ -14,10 +14,10 @@ def _case(seed, batch=8, seq=48):
     return grad, rng.integers(0, 30, (batch, seq)), rng.integers(0, 2, (batch, seq))
 
 
-@pytest.mark.parametrize("method", kernels.BACKWARD_METHODS)
+@pytest.mark.parametrize("method", bek.BACKWARD_METHODS)
 @pytest.mark.parametrize("batch", [1, 8])  # 8 x 48 x 96 x 4 bytes: the parallel kernel
 def test_two_steps_accumulate_like_the_sum_of_two_calls(method, batch):
-    into = kernels.EmbeddingGradients(
+    into = bek.EmbeddingGradients(
         *(
             np.full(t.shape, 0.5, np.float32)
             for t in (TABLES.token, TABLES.segment, TABLES.position)
@@ -27,9 +27,9 @@ def test_two_steps_accumulate_like_the_sum_of_two_calls(method, batch):
     expected = [g.copy() for g in into]
     for seed in (1, 2):
         grad, ids, types = _case(seed, batch)
-        fresh = kernels.embed_backward(TABLES, grad, ids, types, method=method, padding_idx=3)
+        fresh = bek.embed_backward(TABLES, grad, ids, types, method=method, padding_idx=3)
         expected = [e + f for e, f in zip(expected, fresh, strict=True)]
-        returned = kernels.embed_backward(
+        returned = bek.embed_backward(
             TABLES, grad, ids, types, method=method, padding_idx=3, accumulate_into=into
         )
         assert all(r is i for r, i in zip(returned, into, strict=True))
@@ -43,10 +43,10 @@ def test_two_steps_accumulate_like_the_sum_of_two_calls(method, batch):
 def test_fused_adds_each_element_in_token_order_after_the_value_there():
     grad, ids, types = _case(3)
     start = np.random.default_rng(9).standard_normal(TABLES.token.shape).astype(np.float32)
-    into = kernels.EmbeddingGradients(
+    into = bek.EmbeddingGradients(
         start.copy(), np.zeros_like(TABLES.segment), np.zeros_like(TABLES.position)
     )
-    kernels.embed_backward(TABLES, grad, ids, types, accumulate_into=into)
+    bek.embed_backward(TABLES, grad, ids, types, accumulate_into=into)
     expected = start.copy()
     for b in range(ids.shape[0]):  # a naive loop in float32, token order
         for s in range(ids.shape[1]):
@@ -58,15 +58,15 @@ def test_bad_targets_are_refused_by_name():
     grad, ids, _ = _case(4, batch=1)
     good = [np.zeros(t.shape, np.float32) for t in (TABLES.token, TABLES.segment, TABLES.position)]
     with pytest.raises(TypeError, match="three arrays"):
-        kernels.embed_backward(TABLES, grad, ids, accumulate_into=good[:2])
+        bek.embed_backward(TABLES, grad, ids, accumulate_into=good[:2])
     with pytest.raises(TypeError, match=r"accumulate_into.segment is float64"):
         bad = [good[0], good[1].astype(np.float64), good[2]]
-        kernels.embed_backward(TABLES, grad, ids, accumulate_into=bad)
+        bek.embed_backward(TABLES, grad, ids, accumulate_into=bad)
     with pytest.raises(
         ValueError, match=r"accumulate_into.position overlaps accumulate_into.token"
     ):
-        kernels.embed_backward(TABLES, grad, ids, accumulate_into=[good[0], good[1], good[0][:64]])
+        bek.embed_backward(TABLES, grad, ids, accumulate_into=[good[0], good[1], good[0][:64]])
     with pytest.raises(ValueError, match="writable"):
         frozen = good[1].copy()
         frozen.flags.writeable = False
-        kernels.embed_backward(TABLES, grad, ids, accumulate_into=[good[0], frozen, good[2]])
+        bek.embed_backward(TABLES, grad, ids, accumulate_into=[good[0], frozen, good[2]])

@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 from rules import gradient_bound, random_case
 
-import kernels
-from kernels import BACKWARD_METHODS, EmbeddingGradients, embed_backward
-from kernels.bench.cases import zipf_ids
-from kernels.bench.reference import naive_embed_backward
-from kernels.methods.fused_backward import column_block
+import bert_embedding_kernels as bek
+from bert_embedding_kernels import BACKWARD_METHODS, EmbeddingGradients, embed_backward
+from bert_embedding_kernels.bench.cases import zipf_ids
+from bert_embedding_kernels.bench.reference import naive_embed_backward
+from bert_embedding_kernels.methods.fused_backward import column_block
 
 try:
     import torch
@@ -35,10 +35,10 @@ def test_fused_does_not_depend_on_the_column_block():
     # Every element is summed in token order whatever the block width, so any
     # split of the columns between threads gives the same bits.
     rng = np.random.default_rng(8)
-    tables = kernels.EmbeddingTables.random(500, 100, max_positions=64)
+    tables = bek.EmbeddingTables.random(500, 100, max_positions=64)
     grad, ids, types = random_case(rng, tables, (8, 64), zipf=True)
     expected = embed_backward(tables, grad, ids, types, method="gather")
-    from kernels.methods.fused_backward import _scatter_add_columns_parallel
+    from bert_embedding_kernels.methods.fused_backward import _scatter_add_columns_parallel
 
     for block in (1, 16, 48, 99, 100):
         grads = EmbeddingGradients(*(np.zeros_like(g) for g in expected))
@@ -54,7 +54,7 @@ def test_fused_does_not_depend_on_the_column_block():
 def test_gradients_start_on_a_cache_line(method):
     # Column blocks are whole 64-byte lines counted from the row start; with the
     # rows on line boundaries, no two threads write into one line.
-    tables = kernels.EmbeddingTables.random(3000, 768, max_positions=64)
+    tables = bek.EmbeddingTables.random(3000, 768, max_positions=64)
     grad = np.ones((2, 64, 768), np.float32)
     grads = embed_backward(tables, grad, np.ones((2, 64), np.int64), method=method)
     if method in ("fused", "gather"):
@@ -74,13 +74,13 @@ _DETERMINISM_SCRIPT = textwrap.dedent(
     """
     import hashlib, sys
     import numba, numpy as np
-    import kernels
-    from kernels import embed_backward
-    from kernels.bench.cases import zipf_ids
+    import bert_embedding_kernels as bek
+    from bert_embedding_kernels import embed_backward
+    from bert_embedding_kernels.bench.cases import zipf_ids
 
     threads = int(sys.argv[1])
     assert numba.get_num_threads() == threads, numba.get_num_threads()
-    tables = kernels.EmbeddingTables.random(4000, 200, max_positions=128)
+    tables = bek.EmbeddingTables.random(4000, 200, max_positions=128)
     ids = zipf_ids(4000, (16, 128), seed=1)
     types = np.zeros((16, 128), np.int64)
     types[:, 64:] = 1
@@ -107,7 +107,7 @@ def test_fused_is_bitwise_deterministic_across_thread_counts():
         digests[threads] = run.stdout.strip()
     assert len(set(digests.values())) == 1, digests
     # ... and the same bits as numpy's np.add.at in this process.
-    tables = kernels.EmbeddingTables.random(4000, 200, max_positions=128)
+    tables = bek.EmbeddingTables.random(4000, 200, max_positions=128)
     ids = zipf_ids(4000, (16, 128), seed=1)
     types = np.zeros((16, 128), np.int64)
     types[:, 64:] = 1
@@ -126,7 +126,7 @@ def test_agrees_with_torch_autograd(dtype, padding_idx):
     assert torch is not None, "CI must install the peers extra (torch) so this test runs"
     functional = torch.nn.functional
     rng = np.random.default_rng(9)
-    tables = kernels.EmbeddingTables.random(300, 96, max_positions=64, dtype=dtype, seed=4)
+    tables = bek.EmbeddingTables.random(300, 96, max_positions=64, dtype=dtype, seed=4)
     grad, ids, types = random_case(rng, tables, (8, 64), zipf=True)
     ids[:, -7:] = 3
     weights = [

@@ -1,7 +1,7 @@
 """embed_backward refuses what embed refuses, and its one-hot paths keep to the memory budget.
 
 Inputs both refuse get the same exception and message (both call
-``kernels.validate.prepare``). The budgeted methods work in tiles of the one-hot
+``bert_embedding_kernels.validate.prepare``). The budgeted methods work in tiles of the one-hot
 code; at budgets that force many tiles their gradients must still match the
 naive float64 loop (tests/rules.py), not merely the same method run untiled.
 """
@@ -15,18 +15,18 @@ from poison import gradient_allocations, poison_allocations
 from rules import assert_gradients_match as assert_matches_reference
 from rules import budgeted_methods, random_case
 
-import kernels
-from kernels import BACKWARD_METHODS, embed_backward
+import bert_embedding_kernels as bek
+from bert_embedding_kernels import BACKWARD_METHODS, embed_backward
 
 BUDGETED = budgeted_methods(BACKWARD_METHODS)
 
 
-TABLES = kernels.EmbeddingTables.random(10, 4, max_positions=8, type_vocab_size=2)
+TABLES = bek.EmbeddingTables.random(10, 4, max_positions=8, type_vocab_size=2)
 IDS = np.array([[1, 2, 3], [4, 5, 6]])
 GRAD = np.zeros((2, 3, 4), np.float32)
 
 # Inputs that embed refuses: embed_backward must refuse them with the same
-# exception and the same message, because both call kernels.validate.prepare.
+# exception and the same message, because both call bek.validate.prepare.
 BAD_IDS = [
     {"input_ids": IDS.astype(float)},
     {"input_ids": IDS > 2},
@@ -48,7 +48,7 @@ BAD_IDS = [
 def test_same_errors_as_embed(method, bad):
     arguments = {"input_ids": IDS, **bad}
     with pytest.raises(Exception) as forward:
-        kernels.embed(TABLES, **arguments)
+        bek.embed(TABLES, **arguments)
     with pytest.raises(forward.type) as backward:
         embed_backward(TABLES, GRAD, method=method, **arguments)
     assert str(backward.value) == str(forward.value)
@@ -95,7 +95,7 @@ def test_tiny_budget_matches_the_reference(method, budget):
     # 15 kB forces token chunks summed through the product buffer (row blocks of
     # one); 40 kB takes every token at once in row blocks of 18.
     rng = np.random.default_rng(10)
-    tables = kernels.EmbeddingTables.random(300, 16, max_positions=64)
+    tables = bek.EmbeddingTables.random(300, 16, max_positions=64)
     grad, ids, types = random_case(rng, tables, (5, 40))
     tiled = poisoned_backward(tables, grad, ids, types, method=method, memory_budget=budget)
     assert_matches_reference(tiled, tables, method, grad, ids, types)
@@ -113,7 +113,7 @@ def test_peak_extra_memory_stays_within_budget(method, budget_mib):
     # numpy reports its buffers to tracemalloc; the returned gradients are the
     # result, not extra memory, so they are added to the allowance.
     rng = np.random.default_rng(12)
-    tables = kernels.EmbeddingTables.random(20000, 64, max_positions=128)
+    tables = bek.EmbeddingTables.random(20000, 64, max_positions=128)
     grad, ids, types = random_case(rng, tables, (8, 128))
     budget = budget_mib * 2**20
     result_bytes = tables.nbytes

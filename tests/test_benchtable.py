@@ -1,4 +1,4 @@
-from kernels.bench.benchtable import medians_by_shape, render
+from bert_embedding_kernels.bench.benchtable import medians_by_shape, render
 
 
 def _bench(group, method, median):

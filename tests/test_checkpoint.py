@@ -13,7 +13,7 @@ import os
 import numpy as np
 import pytest
 
-import kernels
+import bert_embedding_kernels as bek
 
 if os.environ.get("CI"):
     import safetensors.numpy as safetensors_numpy  # CI installs the `real` extra
@@ -51,7 +51,7 @@ def _save(directory, tensors, config=None):
 
 
 def _assert_loaded(tables, tensors, prefix="", norm_names=("weight", "bias")):
-    assert isinstance(tables, kernels.EmbeddingTables)
+    assert isinstance(tables, bek.EmbeddingTables)
     np.testing.assert_array_equal(
         tables.token, tensors[f"{prefix}embeddings.word_embeddings.weight"]
     )
@@ -76,7 +76,7 @@ def test_loads_with_and_without_the_bert_prefix_from_a_file_or_its_directory(
     tensors = _tensors(prefix)
     directory = _save(tmp_path / "model", tensors)
     path = directory if as_directory else directory / "model.safetensors"
-    tables = kernels.EmbeddingTables.from_safetensors(path)
+    tables = bek.EmbeddingTables.from_safetensors(path)
     _assert_loaded(tables, tensors, prefix)
     assert tables.norm_eps == 1e-12  # no config.json: BERT's default
     assert (tables.vocab_size, tables.type_vocab_size) == (VOCAB, TYPES)
@@ -85,7 +85,7 @@ def test_loads_with_and_without_the_bert_prefix_from_a_file_or_its_directory(
 
 def test_a_str_path_works_too(tmp_path):
     directory = _save(tmp_path, _tensors())
-    assert kernels.EmbeddingTables.from_safetensors(str(directory)).vocab_size == VOCAB
+    assert bek.EmbeddingTables.from_safetensors(str(directory)).vocab_size == VOCAB
 
 
 def test_layer_norm_eps_comes_from_config_json(tmp_path):
@@ -99,24 +99,24 @@ def test_layer_norm_eps_comes_from_config_json(tmp_path):
     }
     directory = _save(tmp_path, _tensors(), config)
     for path in (directory, directory / "model.safetensors"):
-        assert kernels.EmbeddingTables.from_safetensors(path).norm_eps == 1e-5
+        assert bek.EmbeddingTables.from_safetensors(path).norm_eps == 1e-5
 
 
 def test_config_without_eps_keeps_berts_default(tmp_path):
     directory = _save(tmp_path, _tensors(), {"model_type": "bert"})
-    assert kernels.EmbeddingTables.from_safetensors(directory).norm_eps == 1e-12
+    assert bek.EmbeddingTables.from_safetensors(directory).norm_eps == 1e-12
 
 
 @pytest.mark.parametrize("prefix", ["", "bert."])
 def test_old_gamma_beta_names_are_read(tmp_path, prefix):
     tensors = _tensors(prefix, norm_names=("gamma", "beta"))
-    tables = kernels.EmbeddingTables.from_safetensors(_save(tmp_path, tensors))
+    tables = bek.EmbeddingTables.from_safetensors(_save(tmp_path, tensors))
     _assert_loaded(tables, tensors, prefix, norm_names=("gamma", "beta"))
 
 
 def test_the_loaded_tables_embed_and_normalise(tmp_path):
     tensors = _tensors()
-    tables = kernels.EmbeddingTables.from_safetensors(_save(tmp_path, tensors))
+    tables = bek.EmbeddingTables.from_safetensors(_save(tmp_path, tensors))
     ids = np.array([[1, 4, 10], [0, 2, 3]])
     types = np.array([[0, 0, 1], [0, 1, 1]])
     summed = (
@@ -124,9 +124,9 @@ def test_the_loaded_tables_embed_and_normalise(tmp_path):
         + tensors["embeddings.token_type_embeddings.weight"][types]
         + tensors["embeddings.position_embeddings.weight"][np.arange(3)]
     )
-    for method in kernels.METHODS:
-        np.testing.assert_allclose(kernels.embed(tables, ids, types, method=method), summed, 1e-6)
-        assert kernels.embed(tables, ids, types, method=method, layer_norm=True).shape == (
+    for method in bek.METHODS:
+        np.testing.assert_allclose(bek.embed(tables, ids, types, method=method), summed, 1e-6)
+        assert bek.embed(tables, ids, types, method=method, layer_norm=True).shape == (
             2,
             3,
             HIDDEN,
@@ -135,22 +135,22 @@ def test_the_loaded_tables_embed_and_normalise(tmp_path):
 
 def test_float16_is_kept_as_stored_and_dtype_converts(tmp_path):
     directory = _save(tmp_path, _tensors(dtype=np.float16))
-    assert kernels.EmbeddingTables.from_safetensors(directory).dtype == np.float16
-    assert kernels.EmbeddingTables.from_safetensors(directory, dtype=np.float64).dtype == np.float64
+    assert bek.EmbeddingTables.from_safetensors(directory).dtype == np.float16
+    assert bek.EmbeddingTables.from_safetensors(directory, dtype=np.float64).dtype == np.float64
 
 
 def test_float64_checkpoint_stays_float64(tmp_path):
     directory = _save(tmp_path, _tensors(dtype=np.float64))
-    assert kernels.EmbeddingTables.from_safetensors(directory).dtype == np.float64
+    assert bek.EmbeddingTables.from_safetensors(directory).dtype == np.float64
 
 
 def test_an_explicit_prefix(tmp_path):
     tensors = _tensors("electra.")
     directory = _save(tmp_path, tensors)
     with pytest.raises(KeyError, match="electra"):  # not tried by default, but listed
-        kernels.EmbeddingTables.from_safetensors(directory)
+        bek.EmbeddingTables.from_safetensors(directory)
     _assert_loaded(
-        kernels.EmbeddingTables.from_safetensors(directory, prefix="electra."), tensors, "electra."
+        bek.EmbeddingTables.from_safetensors(directory, prefix="electra."), tensors, "electra."
     )
 
 
@@ -170,7 +170,7 @@ def test_a_missing_key_is_a_key_error_naming_it(tmp_path, missing, prefix):
     del tensors[prefix + missing]
     directory = _save(tmp_path, tensors)
     with pytest.raises(KeyError) as error:
-        kernels.EmbeddingTables.from_safetensors(directory)
+        bek.EmbeddingTables.from_safetensors(directory)
     message = str(error.value)
     assert repr(prefix + missing) in message, message
     assert not message.startswith('"'), "the message prints as written, not as a repr"
@@ -180,7 +180,7 @@ def test_a_missing_layer_norm_names_both_spellings(tmp_path):
     tensors = _tensors()
     del tensors["embeddings.LayerNorm.bias"]
     with pytest.raises(KeyError) as error:
-        kernels.EmbeddingTables.from_safetensors(_save(tmp_path, tensors))
+        bek.EmbeddingTables.from_safetensors(_save(tmp_path, tensors))
     assert "'embeddings.LayerNorm.bias' or 'embeddings.LayerNorm.beta'" in str(error.value)
 
 
@@ -197,7 +197,7 @@ def test_a_shape_mismatch_names_both_shapes(tmp_path, key, shape, expected):
     tensors = _tensors()
     tensors[key] = np.zeros(shape, np.float32)
     with pytest.raises(ValueError) as error:
-        kernels.EmbeddingTables.from_safetensors(_save(tmp_path, tensors))
+        bek.EmbeddingTables.from_safetensors(_save(tmp_path, tensors))
     message = str(error.value)
     assert key in message and str(shape) in message, message
     assert str((VOCAB, HIDDEN)) in message, message  # the word table's shape it disagrees with
@@ -208,7 +208,7 @@ def test_a_table_of_the_wrong_rank_is_named(tmp_path):
     tensors = _tensors()
     tensors["embeddings.position_embeddings.weight"] = np.zeros(POSITIONS * HIDDEN, np.float32)
     with pytest.raises(ValueError, match=r"position_embeddings.*\(35,\).*2-D"):
-        kernels.EmbeddingTables.from_safetensors(_save(tmp_path, tensors))
+        bek.EmbeddingTables.from_safetensors(_save(tmp_path, tensors))
 
 
 @pytest.mark.parametrize(
@@ -223,36 +223,36 @@ def test_a_table_of_the_wrong_rank_is_named(tmp_path):
 def test_a_shape_that_disagrees_with_config_names_both(tmp_path, field, value, key):
     directory = _save(tmp_path, _tensors(), {field: value})
     with pytest.raises(ValueError) as error:
-        kernels.EmbeddingTables.from_safetensors(directory)
+        bek.EmbeddingTables.from_safetensors(directory)
     message = str(error.value)
     assert key in message and field in message and str(value) in message, message
 
 
 def test_no_checkpoint_there(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"model\.safetensors"):
-        kernels.EmbeddingTables.from_safetensors(tmp_path)
+        bek.EmbeddingTables.from_safetensors(tmp_path)
     with pytest.raises(FileNotFoundError, match="nope"):
-        kernels.EmbeddingTables.from_safetensors(tmp_path / "nope.safetensors")
+        bek.EmbeddingTables.from_safetensors(tmp_path / "nope.safetensors")
 
 
 def test_not_a_bert_checkpoint(tmp_path):
     safetensors_numpy.save_file({"weight": np.zeros((2, 2), np.float32)}, str(tmp_path / "m.st"))
     with pytest.raises(KeyError, match="not a BERT-family checkpoint"):
-        kernels.EmbeddingTables.from_safetensors(tmp_path / "m.st")
+        bek.EmbeddingTables.from_safetensors(tmp_path / "m.st")
 
 
 def test_integer_tables_are_refused(tmp_path):
     tensors = _tensors()
     tensors["embeddings.word_embeddings.weight"] = np.zeros((VOCAB, HIDDEN), np.int32)
     with pytest.raises(TypeError, match=r"model\.safetensors: tensor '.*word_embeddings.*I32"):
-        kernels.EmbeddingTables.from_safetensors(_save(tmp_path, tensors))
+        bek.EmbeddingTables.from_safetensors(_save(tmp_path, tensors))
 
 
 def test_a_broken_config_is_named(tmp_path):
     directory = _save(tmp_path, _tensors())
     (directory / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match=r"config\.json"):
-        kernels.EmbeddingTables.from_safetensors(directory)
+        bek.EmbeddingTables.from_safetensors(directory)
 
 
 def test_reading_needs_no_safetensors_package(tmp_path, monkeypatch):
@@ -268,4 +268,4 @@ def test_reading_needs_no_safetensors_package(tmp_path, monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_safetensors)
-    assert kernels.EmbeddingTables.from_safetensors(directory).vocab_size == VOCAB
+    assert bek.EmbeddingTables.from_safetensors(directory).vocab_size == VOCAB

@@ -2,7 +2,7 @@
 
 The fused kernels split the work into blocks of one position across up to
 ``BATCH_BLOCK`` (64) sequences, and run serially below ``SERIAL_MAX_BYTES`` of
-output and in parallel above (kernels/methods/fused.py). A mutation audit
+output and in parallel above (kernels/bert_embedding_kernels/methods/fused.py). A mutation audit
 found that no test crossed a block boundary: a kernel that never wrote the
 sequences from 64 on passed every test. The cases below cross every boundary
 (batch 1, 63, 64, 65, 130) on both kernels, with a sequence of one token and a
@@ -25,8 +25,8 @@ import pytest
 from poison import embed, nan_array
 from rules import SumReference, tables_with_norm
 
-import kernels
-from kernels.methods import fused
+import bert_embedding_kernels as bek
+from bert_embedding_kernels.methods import fused
 
 
 @dataclass(frozen=True)
@@ -103,13 +103,13 @@ def call(case: Case, method: str, **options):
     )
 
 
-@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("method", bek.METHODS)
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
 def test_sum(case, method):
     reference(case).check(method, call(case, method))
 
 
-@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("method", bek.METHODS)
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
 def test_sum_into_out(case, method):
     tables = inputs(case)[0]
@@ -118,13 +118,13 @@ def test_sum_into_out(case, method):
     reference(case).check(method, out)
 
 
-@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("method", bek.METHODS)
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
 def test_layer_norm(case, method):
     reference(case).check_layer_norm(method, call(case, method, layer_norm=True))
 
 
-@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("method", bek.METHODS)
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
 def test_layer_norm_and_sum(case, method):
     # The fused kernel writes the sum as well only when it is asked for (keep_sum).
@@ -168,7 +168,8 @@ def test_cases_cross_every_batch_block_boundary():
 
 # -- streaming stores ------------------------------------------------------------------------
 # Outputs of fused.STREAM_MIN_BYTES (32 MiB) or more are written with streaming stores from
-# the first 64-byte boundary of each row (kernels/_vectors.py); the threshold is lowered to
+# the first 64-byte boundary of each row (kernels/bert_embedding_kernels/_vectors.py); the
+# threshold is lowered to
 # 0 here so that small outputs take that path, both kernels, from every kind of offset.
 VECTOR_BYTES = 64
 
@@ -231,7 +232,7 @@ def test_streaming_stores(dtype, hidden, offset, batch, monkeypatch):
     ids = rng.integers(0, VOCAB, (batch, 12))
     types = rng.integers(0, 2, (batch, 12))
     out = offset_out((batch, 12, hidden), dtype, offset)
-    assert kernels.embed(tables, ids, types, out=out) is out
+    assert bek.embed(tables, ids, types, out=out) is out
     SumReference(tables, ids, types).check("fused", out)
     lanes = VECTOR_BYTES // np.dtype(dtype).itemsize
     whole_vectors = hidden % lanes == 0
@@ -246,7 +247,7 @@ def test_misaligned_elements_get_plain_stores(batch, monkeypatch):
     ids = np.random.default_rng(batch).integers(0, VOCAB, (batch, 12))
     out = misaligned_out((batch, 12, 48), np.float32)
     assert not out.flags.aligned
-    assert kernels.embed(tables, ids, out=out) is out
+    assert bek.embed(tables, ids, out=out) is out
     SumReference(tables, ids).check("fused", out)
     assert passed == [-1]
 
@@ -255,6 +256,6 @@ def test_small_outputs_get_plain_stores(monkeypatch):
     passed = spy_on_stream_from(monkeypatch)
     tables = tables_with_norm(VOCAB, 48, np.float32, seed=1)
     out = offset_out((130, 12, 48), np.float32, 0)
-    kernels.embed(tables, np.ones((130, 12), np.int64), out=out)
+    bek.embed(tables, np.ones((130, 12), np.int64), out=out)
     assert out.nbytes < fused.STREAM_MIN_BYTES
     assert passed == [-1]

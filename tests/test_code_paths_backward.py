@@ -1,6 +1,6 @@
 """Backward shapes that reach every code path, each method against the naive float64 loop.
 
-The fused backward (kernels/methods/fused_backward.py) runs one serial pass
+The fused backward (kernels/bert_embedding_kernels/methods/fused_backward.py) runs one serial pass
 below ``SERIAL_MAX_BYTES`` of output gradient, and above it a parallel pass in
 which each thread owns a block of whole cache lines of columns (``column_block``),
 after a pass that faults in the touched rows. The cases below reach both, with a
@@ -24,8 +24,8 @@ import pytest
 from poison import embed_backward
 from rules import assert_gradients_match
 
-import kernels
-from kernels.methods import fused_backward
+import bert_embedding_kernels as bek
+from bert_embedding_kernels.methods import fused_backward
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ CASES = [
 @functools.cache
 def inputs(case: Case):
     rng = np.random.default_rng([case.batch, case.seq, case.hidden])
-    tables = kernels.EmbeddingTables.random(
+    tables = bek.EmbeddingTables.random(
         VOCAB, case.hidden, max_positions=MAX_POSITIONS, dtype=case.dtype, seed=case.seq
     )
     shape = (case.batch, case.seq)
@@ -102,7 +102,7 @@ def call(case: Case, method: str):
     )
 
 
-@pytest.mark.parametrize("method", kernels.BACKWARD_METHODS)
+@pytest.mark.parametrize("method", bek.BACKWARD_METHODS)
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
 def test_gradients(case, method):
     tables, grad, ids, types, positions = inputs(case)

@@ -1,4 +1,5 @@
-"""Threads and processes calling every method: the policy of :mod:`kernels._threading`.
+"""Threads and processes calling every method: the policy of
+:mod:`bert_embedding_kernels._threading`.
 
 Every scenario runs in a fresh interpreter with a timeout, because the failures
 this guards against do not raise: numba's workqueue layer aborts the interpreter
@@ -32,7 +33,7 @@ import textwrap
 
 import pytest
 
-from kernels import _threading
+from bert_embedding_kernels import _threading
 
 TBB = _threading.tbb_usable()
 NO_TBB = f"needs a usable TBB: {_threading.policy()['tbb']}"
@@ -154,9 +155,9 @@ def test_default_policy(tmp_path, numba_cache):
 def test_describe_reports_the_tbb_layer(tmp_path, numba_cache):
     body = """
 try:
-    from kernels.bench.machine import describe
+    from bert_embedding_kernels.bench.machine import describe
 except ImportError:
-    from kernels.machine import describe
+    from bert_embedding_kernels.machine import describe
 report(describe=describe())
 """
     result = run_scenario(tmp_path, numba_cache, body, layer=None)
@@ -211,7 +212,7 @@ def test_spawn_pool_after_the_parent_ran_every_method(tmp_path, numba_cache):
         tmp_path, numba_cache, "check_all()\nreport(children=run_pool('spawn'))\n"
     )
     check_battery_layer(result)
-    # Spawned children import kernels afresh and apply the same policy.
+    # Spawned children import the package afresh and apply the same policy.
     assert result["children"] == [[result["layer"], result["mode"]]]
     assert SERIAL_WARNING not in result["stderr"]
 
@@ -233,7 +234,7 @@ def test_an_explicit_layer_choice_is_respected(tmp_path, numba_cache):
 @pytest.mark.skipif(not TBB, reason=NO_TBB)
 def test_the_safe_layer_loads_in_a_virtual_environment(tmp_path, numba_cache):
     # numba's own name for "fork- and thread-safe": it needs TBB, which numba
-    # cannot find in a virtual environment unless kernels has loaded it.
+    # cannot find in a virtual environment unless the package has loaded it.
     body = "check('fused', False)\nreport()\n"
     result = run_scenario(tmp_path, numba_cache, body, layer="safe")
     assert result["layer"] == "tbb"
@@ -243,7 +244,7 @@ def test_the_safe_layer_loads_in_a_virtual_environment(tmp_path, numba_cache):
 @needs_fork
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="GNU OpenMP is Linux's")
 def test_a_child_forked_from_gnu_openmp_computes_serially(tmp_path, numba_cache):
-    # numba stops such a child with SIGTERM at its first parallel kernel; kernels
+    # numba stops such a child with SIGTERM at its first parallel kernel; the package
     # runs the serial kernels there instead, warns once, and so do grandchildren.
     body = """
 check_all()

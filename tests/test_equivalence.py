@@ -21,67 +21,67 @@ from poison import embed
 from rules import assert_forward_matches as assert_matches_reference
 from rules import is_bitwise
 
-import kernels
-from kernels.bench.reference import naive_embed
+import bert_embedding_kernels as bek
+from bert_embedding_kernels.bench.reference import naive_embed
 
 
 def random_ids(rng, high, shape, dtype=np.int64):
     return rng.integers(0, high, size=shape).astype(dtype)
 
 
-@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("method", bek.METHODS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("id_dtype", [np.int32, np.int64, np.uint8, np.uint16, np.uint64])
 def test_dtypes(method, dtype, id_dtype):
     rng = np.random.default_rng(1)
-    tables = kernels.EmbeddingTables.random(200, 24, max_positions=40, dtype=dtype, seed=2)
+    tables = bek.EmbeddingTables.random(200, 24, max_positions=40, dtype=dtype, seed=2)
     ids = random_ids(rng, 200, (3, 17), id_dtype)
     types = random_ids(rng, 2, (3, 17), id_dtype)
     y = embed(tables, ids, types, method=method)
     assert_matches_reference(y, tables, method, ids, types)
 
 
-@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("method", bek.METHODS)
 @pytest.mark.parametrize("hidden", [1, 3, 100, 130])
 @pytest.mark.parametrize("vocab", [1, 7, 5000])
 def test_widths_and_vocab_sizes(method, hidden, vocab):
     rng = np.random.default_rng(hidden * vocab)
-    tables = kernels.EmbeddingTables.random(vocab, hidden, max_positions=16, type_vocab_size=3)
+    tables = bek.EmbeddingTables.random(vocab, hidden, max_positions=16, type_vocab_size=3)
     ids = random_ids(rng, vocab, (2, 9))
     types = random_ids(rng, 3, (2, 9))
     y = embed(tables, ids, types, method=method)
     assert_matches_reference(y, tables, method, ids, types)
 
 
-@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("method", bek.METHODS)
 @pytest.mark.parametrize("shape", [(0, 5), (4, 0), (0, 0)])
 def test_empty_batches(method, shape):
-    tables = kernels.EmbeddingTables.random(10, 6, max_positions=8)
+    tables = bek.EmbeddingTables.random(10, 6, max_positions=8)
     y = embed(tables, np.zeros(shape, np.int64), method=method)
     assert y.shape == (*shape, 6)
     assert y.dtype == np.float32
 
 
-@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("method", bek.METHODS)
 def test_empty_python_list(method):
-    tables = kernels.EmbeddingTables.random(10, 6, max_positions=8)
+    tables = bek.EmbeddingTables.random(10, 6, max_positions=8)
     assert embed(tables, [[]], method=method).shape == (1, 0, 6)
 
 
-@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("method", bek.METHODS)
 def test_python_lists(method):
-    tables = kernels.EmbeddingTables.random(10, 5, max_positions=8)
+    tables = bek.EmbeddingTables.random(10, 5, max_positions=8)
     ids, types, positions = [[1, 2, 3], [4, 5, 9]], [[0, 1, 0], [1, 1, 0]], [7, 0, 3]
     y = embed(tables, ids, types, positions, method=method)
     assert_matches_reference(y, tables, method, ids, types, positions)
 
 
-@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("method", bek.METHODS)
 @pytest.mark.parametrize("table_order", ["C", "F", "strided"])
 @pytest.mark.parametrize("id_layout", ["C", "F", "strided"])
 def test_memory_layouts(method, table_order, id_layout):
     rng = np.random.default_rng(3)
-    base = kernels.EmbeddingTables.random(50, 20, max_positions=30, type_vocab_size=4)
+    base = bek.EmbeddingTables.random(50, 20, max_positions=30, type_vocab_size=4)
 
     def relayout(table):
         if table_order == "F":
@@ -92,9 +92,7 @@ def test_memory_layouts(method, table_order, id_layout):
             return wide[:, ::2]
         return table
 
-    tables = kernels.EmbeddingTables(
-        *(relayout(t) for t in (base.token, base.segment, base.position))
-    )
+    tables = bek.EmbeddingTables(*(relayout(t) for t in (base.token, base.segment, base.position)))
     ids = random_ids(rng, 50, (6, 11))
     types = random_ids(rng, 4, (6, 11))
     positions = random_ids(rng, 30, (6, 11))
@@ -107,12 +105,12 @@ def test_memory_layouts(method, table_order, id_layout):
     assert_matches_reference(y, base, method, ids, types, positions)
 
 
-@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("method", bek.METHODS)
 @pytest.mark.parametrize("form", ["default", "seq", "1xseq", "batchxseq"])
 @pytest.mark.parametrize("past_length", [0, 5])
 def test_position_forms_and_past_length(method, form, past_length):
     rng = np.random.default_rng(4)
-    tables = kernels.EmbeddingTables.random(30, 8, max_positions=20)
+    tables = bek.EmbeddingTables.random(30, 8, max_positions=20)
     ids = random_ids(rng, 30, (3, 7))
     positions = {
         "default": None,
@@ -125,16 +123,16 @@ def test_position_forms_and_past_length(method, form, past_length):
 
 
 def test_past_length_shifts_default_positions():
-    tables = kernels.EmbeddingTables.random(30, 8, max_positions=20)
+    tables = bek.EmbeddingTables.random(30, 8, max_positions=20)
     ids = np.array([[3, 4, 5]])
     shifted = embed(tables, ids, past_length=4)
     explicit = embed(tables, ids, position_ids=[4, 5, 6])
     np.testing.assert_array_equal(shifted, explicit)
 
 
-@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("method", bek.METHODS)
 def test_out_is_written_and_returned(method):
-    tables = kernels.EmbeddingTables.random(30, 8, max_positions=20, dtype=np.float64)
+    tables = bek.EmbeddingTables.random(30, 8, max_positions=20, dtype=np.float64)
     ids = np.array([[1, 2], [3, 4]])
     out = np.full((2, 2, 8), np.nan)
     y = embed(tables, ids, method=method, out=out)
@@ -142,10 +140,10 @@ def test_out_is_written_and_returned(method):
     assert_matches_reference(out, tables, method, ids)
 
 
-@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("method", bek.METHODS)
 def test_inputs_are_not_modified(method):
     rng = np.random.default_rng(5)
-    tables = kernels.EmbeddingTables.random(30, 8, max_positions=20)
+    tables = bek.EmbeddingTables.random(30, 8, max_positions=20)
     arrays = {
         "token": tables.token.copy(),
         "segment": tables.segment.copy(),
@@ -160,22 +158,22 @@ def test_inputs_are_not_modified(method):
         np.testing.assert_array_equal(getattr(tables, name), copy)
 
 
-@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("method", bek.METHODS)
 def test_method_functions_match_embed(method):
-    tables = kernels.EmbeddingTables.random(30, 8, max_positions=20)
+    tables = bek.EmbeddingTables.random(30, 8, max_positions=20)
     ids = np.array([[1, 2, 29]])
     np.testing.assert_array_equal(
-        getattr(kernels, method)(tables, ids), kernels.embed(tables, ids, method=method)
+        getattr(bek, method)(tables, ids), bek.embed(tables, ids, method=method)
     )
 
 
 def test_one_hot_paths_agree_with_gather_to_the_bound_at_bert_width():
     # A wide row (768) with real-sized magnitudes: BLAS blocks the sum differently here.
     rng = np.random.default_rng(6)
-    tables = kernels.EmbeddingTables.random(3000, 768, max_positions=64, seed=7)
+    tables = bek.EmbeddingTables.random(3000, 768, max_positions=64, seed=7)
     ids = random_ids(rng, 3000, (4, 64))
     types = random_ids(rng, 2, (4, 64))
-    for method in kernels.METHODS:
+    for method in bek.METHODS:
         assert_matches_reference(
             embed(tables, ids, types, method=method), tables, method, ids, types
         )
@@ -183,7 +181,7 @@ def test_one_hot_paths_agree_with_gather_to_the_bound_at_bert_width():
 
 @settings(max_examples=60, deadline=None)
 @given(
-    method=st.sampled_from(kernels.METHODS),
+    method=st.sampled_from(bek.METHODS),
     dtype=st.sampled_from([np.float32, np.float64]),
     id_dtype=st.sampled_from([np.int8, np.int32, np.int64, np.uint32, np.uint64]),
     vocab=st.integers(1, 120),
@@ -199,7 +197,7 @@ def test_property_every_method_matches_reference(
     seq = data.draw(st.integers(0, max_positions))
     past_length = data.draw(st.integers(0, max_positions - seq))
     seed = data.draw(st.integers(0, 2**32 - 1))
-    tables = kernels.EmbeddingTables.random(
+    tables = bek.EmbeddingTables.random(
         vocab,
         hidden,
         max_positions=max_positions,
@@ -234,12 +232,12 @@ def test_inf_in_an_unused_row_spreads_only_through_the_one_hot_paths():
     inf anywhere in a table makes every output NaN; a gather reads only the rows
     it needs and stays finite.
     """
-    base = kernels.EmbeddingTables.random(10, 4, max_positions=8)
+    base = bek.EmbeddingTables.random(10, 4, max_positions=8)
     token = base.token.copy()
     token[9] = np.inf  # row 9 is never used below
-    tables = kernels.EmbeddingTables(token, base.segment, base.position)
+    tables = bek.EmbeddingTables(token, base.segment, base.position)
     ids = np.array([[0, 1, 2], [3, 4, 5]])
-    for method in kernels.METHODS:
+    for method in bek.METHODS:
         y = embed(tables, ids, method=method)
         if is_bitwise(method):
             assert np.all(np.isfinite(y)), method

@@ -3,14 +3,14 @@
 import numpy as np
 import pytest
 
-import kernels
+import bert_embedding_kernels as bek
 
-TABLES = kernels.EmbeddingTables.random(10, 4, max_positions=8, type_vocab_size=2)
+TABLES = bek.EmbeddingTables.random(10, 4, max_positions=8, type_vocab_size=2)
 IDS = np.array([[1, 2, 3], [4, 5, 6]])
 
 
 def call(method, input_ids=IDS, token_type_ids=None, position_ids=None, **options):
-    return kernels.embed(TABLES, input_ids, token_type_ids, position_ids, method=method, **options)
+    return bek.embed(TABLES, input_ids, token_type_ids, position_ids, method=method, **options)
 
 
 # (case id, keyword arguments, exception, regex that the message must match)
@@ -122,7 +122,7 @@ BAD_CALLS = [
 ]
 
 
-@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("method", bek.METHODS)
 @pytest.mark.parametrize(
     ("case", "arguments", "error", "message"), BAD_CALLS, ids=[c[0] for c in BAD_CALLS]
 )
@@ -135,12 +135,12 @@ def test_out_overlapping_ids_is_refused():
     ids = np.zeros((2, 3, 4), np.float32)  # memory reused as out below
     int_view = ids.view(np.int32)[:, :, 0]
     with pytest.raises(ValueError, match="out overlaps input_ids"):
-        kernels.embed(TABLES, int_view, out=ids)
+        bek.embed(TABLES, int_view, out=ids)
 
 
 def test_tables_argument_must_be_embedding_tables():
     with pytest.raises(TypeError, match=r"tables is dict.*EmbeddingTables"):
-        kernels.embed({"token": np.zeros((3, 3))}, IDS)
+        bek.embed({"token": np.zeros((3, 3))}, IDS)
 
 
 def test_a_failed_call_leaves_out_untouched():

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from numba import njit
 
-import kernels
-from kernels import halfbits
-from kernels.bench.reference import naive_layer_norm
-from kernels.methods import fused
-from kernels.registry import REGISTRY
+import bert_embedding_kernels as bek
+from bert_embedding_kernels import halfbits
+from bert_embedding_kernels.bench.reference import naive_layer_norm
+from bert_embedding_kernels.methods import fused
+from bert_embedding_kernels.registry import REGISTRY
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
 F16 = np.dtype(np.float16)
@@ -73,7 +73,7 @@ def test_rounding_matches_numpy_and_ml_dtypes(dtype):
 
 
 def _tables(dtype, vocab=60, hidden=33, seed=0):
-    return kernels.EmbeddingTables.random(vocab, hidden, max_positions=40, dtype=dtype, seed=seed)
+    return bek.EmbeddingTables.random(vocab, hidden, max_positions=40, dtype=dtype, seed=seed)
 
 
 def _naive(tables, ids, types, out_dtype=None):
@@ -103,7 +103,7 @@ def _half_methods(names):
 
 
 @pytest.mark.parametrize("dtype", HALF)
-@pytest.mark.parametrize("method", _half_methods(kernels.METHODS))
+@pytest.mark.parametrize("method", _half_methods(bek.METHODS))
 @pytest.mark.parametrize("batch", [1, 3, 65])
 def test_every_method_rounds_once(dtype, method, batch):
     tables = _tables(dtype, hidden=257 if batch == 65 else 33)  # 65 x 7 x 257: parallel path
@@ -111,7 +111,7 @@ def test_every_method_rounds_once(dtype, method, batch):
     ids = rng.integers(0, 60, (batch, 7))
     types = rng.integers(0, 2, (batch, 7))
     out = np.full((batch, 7, tables.hidden_size), np.nan, dtype)  # poisoned
-    y = kernels.embed(tables, ids, types, method=method, out=out)
+    y = bek.embed(tables, ids, types, method=method, out=out)
     expected = _naive(tables, ids, types)
     np.testing.assert_array_equal(y.view(np.uint16), expected.view(np.uint16))
     exact = (
@@ -120,21 +120,21 @@ def test_every_method_rounds_once(dtype, method, batch):
         + tables.position[np.arange(7)].astype(np.float64)
     )
     assert _ulps(y, exact, dtype).max() <= 1.0
-    wide = kernels.embed(tables, ids, types, method=method, out_dtype=np.float32)
+    wide = bek.embed(tables, ids, types, method=method, out_dtype=np.float32)
     assert wide.dtype == np.float32
     np.testing.assert_array_equal(wide, _naive(tables, ids, types, np.float32))
 
 
 @pytest.mark.parametrize("dtype", HALF)
-@pytest.mark.parametrize("method", _half_methods(kernels.METHODS))
+@pytest.mark.parametrize("method", _half_methods(bek.METHODS))
 def test_allocated_outputs_keep_the_dtype(dtype, method):
     """An allocating call large enough for the output pool (1 MiB and up) returns an
     array of the tables' dtype with the rounded sums in it, like a small one."""
-    tables = kernels.EmbeddingTables.random(60, 512, max_positions=256, dtype=dtype, seed=2)
+    tables = bek.EmbeddingTables.random(60, 512, max_positions=256, dtype=dtype, seed=2)
     rng = np.random.default_rng(3)
     ids, types = rng.integers(0, 60, (4, 256)), rng.integers(0, 2, (4, 256))
-    y = kernels.embed(tables, ids, types, method=method)
-    assert y.nbytes >= kernels.pool.MIN_BYTES  # the pooled path is the one tested
+    y = bek.embed(tables, ids, types, method=method)
+    assert y.nbytes >= bek.pool.MIN_BYTES  # the pooled path is the one tested
     assert y.dtype == dtype
     np.testing.assert_array_equal(y.view(np.uint16), _naive(tables, ids, types).view(np.uint16))
 
@@ -145,10 +145,10 @@ def test_nan_inf_and_subnormals_pass_through(dtype):
     token = tables.token.copy()
     tiny = ml_dtypes.finfo(dtype).smallest_subnormal
     token[1] = [np.nan, np.inf, -np.inf, tiny, -tiny]
-    special = kernels.EmbeddingTables(token, np.zeros_like(tables.segment), tables.position * 0)
+    special = bek.EmbeddingTables(token, np.zeros_like(tables.segment), tables.position * 0)
     ids = np.array([[1, 2]])
     for method in ("gather", "fused"):
-        y = kernels.embed(special, ids, method=method).astype(np.float32)
+        y = bek.embed(special, ids, method=method).astype(np.float32)
         assert np.isnan(y[0, 0, 0]) and y[0, 0, 1] == np.inf and y[0, 0, 2] == -np.inf
         assert y[0, 0, 3] == np.float32(tiny) and y[0, 0, 4] == -np.float32(tiny)
         assert np.isfinite(y[0, 1]).all()  # a gather touches only the rows it reads
@@ -157,7 +157,8 @@ def test_nan_inf_and_subnormals_pass_through(dtype):
 @pytest.mark.parametrize("parallel", [False, True], ids=["serial", "parallel"])
 @pytest.mark.parametrize("dtype", HALF)
 def test_whole_vectors_match_the_naive_loop_on_every_pattern(dtype, parallel, monkeypatch):
-    # The fused kernel adds four rows at once in whole 16-lane vectors (kernels/_vectors.py)
+    # The fused kernel adds four rows at once in whole 16-lane vectors
+    # (kernels/bert_embedding_kernels/_vectors.py)
     # and the columns after them one by one. Every 16-bit pattern (NaN, infinities,
     # subnormals, the largest finite values) is a token-table element here, added to
     # segment and position rows of random values and of the largest finite values, so
@@ -174,15 +175,15 @@ def test_whole_vectors_match_the_naive_loop_on_every_pattern(dtype, parallel, mo
     segment = np.stack([rng.standard_normal(hidden), np.full(hidden, largest)]).astype(dtype)
     position = rng.standard_normal((seq, hidden)) * np.logspace(-6, 6, hidden)
     position[seq // 2] = largest
-    tables = kernels.EmbeddingTables(
+    tables = bek.EmbeddingTables(
         patterns.reshape(vocab, hidden).view(dtype), segment, position.astype(dtype)
     )
     batch = -(-vocab // seq) + 1  # every token row, in four-row groups and a last few
     ids = np.arange(batch * seq).reshape(batch, seq) % vocab
     types = rng.integers(0, 2, (batch, seq))
     with np.errstate(over="ignore", invalid="ignore"):
-        y = kernels.embed(tables, ids, types)
-        wide = kernels.embed(tables, ids, types, out_dtype=np.float32)
+        y = bek.embed(tables, ids, types)
+        wide = bek.embed(tables, ids, types, out_dtype=np.float32)
         expected = _naive(tables, ids, types)
         expected_wide = _naive(tables, ids, types, np.float32)
     nan = np.isnan(expected.astype(np.float32))
@@ -193,13 +194,13 @@ def test_whole_vectors_match_the_naive_loop_on_every_pattern(dtype, parallel, mo
 
 
 @pytest.mark.parametrize("dtype", HALF)
-@pytest.mark.parametrize("method", _half_methods(kernels.METHODS))
+@pytest.mark.parametrize("method", _half_methods(bek.METHODS))
 @pytest.mark.parametrize("hidden", [64, 37])  # whole 16-lane vectors; and a tail after them
 def test_layer_norm_rounds_once(dtype, method, hidden):
     tables = _tables(dtype, hidden=hidden)
     rng = np.random.default_rng(2)
     ids, types = rng.integers(0, 60, (70, 5)), rng.integers(0, 2, (70, 5))
-    y, sums = kernels.embed(tables, ids, types, method=method, layer_norm=True, return_sum=True)
+    y, sums = bek.embed(tables, ids, types, method=method, layer_norm=True, return_sum=True)
     assert y.dtype == sums.dtype == dtype
     np.testing.assert_array_equal(sums.view(np.uint16), _naive(tables, ids, types).view(np.uint16))
     exact = naive_layer_norm(
@@ -214,7 +215,7 @@ def test_layer_norm_rounds_once(dtype, method, hidden):
 
 
 @pytest.mark.parametrize("dtype", HALF)
-@pytest.mark.parametrize("method", _half_methods(kernels.METHODS))
+@pytest.mark.parametrize("method", _half_methods(bek.METHODS))
 def test_layer_norm_into_float32(dtype, method):
     # out_dtype=float32: the normalised value before any 16-bit rounding, within a few
     # float32 roundings of the exact LayerNorm (statistics in float64: their error is
@@ -222,8 +223,8 @@ def test_layer_norm_into_float32(dtype, method):
     tables = _tables(dtype, hidden=37)
     rng = np.random.default_rng(4)
     ids, types = rng.integers(0, 60, (9, 7)), rng.integers(0, 2, (9, 7))
-    wide = kernels.embed(tables, ids, types, method=method, layer_norm=True, out_dtype=np.float32)
-    narrow = kernels.embed(tables, ids, types, method=method, layer_norm=True)
+    wide = bek.embed(tables, ids, types, method=method, layer_norm=True, out_dtype=np.float32)
+    narrow = bek.embed(tables, ids, types, method=method, layer_norm=True)
     assert wide.dtype == np.float32 and narrow.dtype == dtype
     sums = _naive(tables, ids, types, np.float32).astype(np.float64)
     weight = tables.norm_weight.astype(np.float64)
@@ -237,13 +238,13 @@ def test_layer_norm_into_float32(dtype, method):
 
 
 @pytest.mark.parametrize("dtype", HALF)
-@pytest.mark.parametrize("method", _half_methods(kernels.BACKWARD_METHODS))
+@pytest.mark.parametrize("method", _half_methods(bek.BACKWARD_METHODS))
 def test_backward_accumulates_in_float32(dtype, method):
     tables = _tables(dtype)
     rng = np.random.default_rng(3)
     ids, types = rng.integers(0, 8, (4, 7)), rng.integers(0, 2, (4, 7))  # repeated rows
     grad = rng.standard_normal((4, 7, 33)).astype(dtype)
-    gradients = kernels.embed_backward(tables, grad, ids, types, method=method, padding_idx=3)
+    gradients = bek.embed_backward(tables, grad, ids, types, method=method, padding_idx=3)
     expected = np.zeros((60, 33), np.float32)
     for b in range(4):
         for s in range(7):
@@ -254,12 +255,12 @@ def test_backward_accumulates_in_float32(dtype, method):
         np.testing.assert_array_equal(gradients.token, expected)
     else:
         np.testing.assert_allclose(gradients.token, expected, rtol=1e-6, atol=1e-6)
-    rounded = kernels.embed_backward(
+    rounded = bek.embed_backward(
         tables, grad, ids, types, method=method, padding_idx=3, grad_dtype=dtype
     )
     assert rounded.token.dtype == dtype
     np.testing.assert_array_equal(rounded.token, gradients.token.astype(dtype))
-    wide_grad = kernels.embed_backward(tables, grad.astype(np.float32), ids, types, method=method)
+    wide_grad = bek.embed_backward(tables, grad.astype(np.float32), ids, types, method=method)
     np.testing.assert_array_equal(wide_grad.position, gradients.position)
 
 
@@ -268,15 +269,15 @@ def test_out_dtype_and_grad_dtype_errors_name_the_choices():
     single = _tables(np.float32)
     ids = np.array([[1, 2]])
     with pytest.raises(TypeError, match=r"out_dtype is .*float64.* bfloat16 or float32"):
-        kernels.embed(half, ids, out_dtype=np.float64)
+        bek.embed(half, ids, out_dtype=np.float64)
     with pytest.raises(TypeError, match=r"out_dtype is .*float16.* it must be float32"):
-        kernels.embed(single, ids, out_dtype=np.float16)
+        bek.embed(single, ids, out_dtype=np.float16)
     with pytest.raises(TypeError, match=r"out has dtype float32; it must have the output dtype"):
-        kernels.embed(half, ids, out=np.empty((1, 2, 33), np.float32))
+        bek.embed(half, ids, out=np.empty((1, 2, 33), np.float32))
     with pytest.raises(TypeError, match=r"grad_output has dtype float64; with bfloat16"):
-        kernels.embed_backward(half, np.zeros((1, 2, 33)), ids)
+        bek.embed_backward(half, np.zeros((1, 2, 33)), ids)
     with pytest.raises(TypeError, match="grad_dtype"):
-        kernels.embed_backward(half, np.zeros((1, 2, 33), BF16), ids, grad_dtype=np.float16)
+        bek.embed_backward(half, np.zeros((1, 2, 33), BF16), ids, grad_dtype=np.float16)
 
 
 def _write_safetensors(path, tensors: dict[str, tuple[str, np.ndarray]]) -> None:
@@ -312,13 +313,13 @@ def _checkpoint(tmp_path, stored: str, dtype) -> dict:
 @pytest.mark.parametrize(("stored", "dtype"), [("BF16", BF16), ("F16", F16), ("F32", np.float32)])
 def test_checkpoints_load_as_stored(tmp_path, stored, dtype):
     tensors = _checkpoint(tmp_path, stored, dtype)
-    tables = kernels.EmbeddingTables.from_safetensors(tmp_path)
+    tables = bek.EmbeddingTables.from_safetensors(tmp_path)
     assert tables.dtype == np.dtype(dtype)
     word = tensors["embeddings.word_embeddings.weight"][1]
     np.testing.assert_array_equal(tables.token.view(np.uint8), word.view(np.uint8))
-    converted = kernels.EmbeddingTables.from_safetensors(tmp_path, dtype=np.float32)
+    converted = bek.EmbeddingTables.from_safetensors(tmp_path, dtype=np.float32)
     np.testing.assert_array_equal(converted.token, word.astype(np.float32))
-    assert kernels.EmbeddingTables.from_safetensors(tmp_path, dtype="bfloat16").dtype == BF16
+    assert bek.EmbeddingTables.from_safetensors(tmp_path, dtype="bfloat16").dtype == BF16
 
 
 def test_an_unsupported_tensor_dtype_names_file_tensor_and_choices(tmp_path):
@@ -328,16 +329,16 @@ def test_an_unsupported_tensor_dtype_names_file_tensor_and_choices(tmp_path):
     with pytest.raises(
         TypeError, match=r"model\.safetensors: tensor 'embeddings\.position.*I64.*BF16"
     ):
-        kernels.EmbeddingTables.from_safetensors(tmp_path)
+        bek.EmbeddingTables.from_safetensors(tmp_path)
 
 
 def test_every_shipped_method_takes_half_tables():
-    assert set(_half_methods(kernels.METHODS)) >= {"onehot", "concat", "gather", "fused"}
+    assert set(_half_methods(bek.METHODS)) >= {"onehot", "concat", "gather", "fused"}
 
 
 def test_tables_accept_half_arrays_and_name_the_dtypes():
     token = np.zeros((4, 3), F16)
-    tables = kernels.EmbeddingTables(token, np.zeros((2, 3), F16), np.zeros((5, 3), F16))
+    tables = bek.EmbeddingTables(token, np.zeros((2, 3), F16), np.zeros((5, 3), F16))
     assert tables.dtype == F16
     with pytest.raises(TypeError, match="bfloat16"):
-        kernels.EmbeddingTables(np.zeros((4, 3), np.int8), token[:2], token)
+        bek.EmbeddingTables(np.zeros((4, 3), np.int8), token[:2], token)

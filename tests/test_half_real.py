@@ -17,8 +17,8 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-import kernels
-from kernels.bench import realdata
+import bert_embedding_kernels as bek
+from bert_embedding_kernels.bench import realdata
 
 
 def _require(module: str):
@@ -52,7 +52,7 @@ def _ulp(values: np.ndarray, dtype) -> np.ndarray:
 def test_minilm_in_half_precision_agrees_with_transformers(minilm, name):
     torch_dtype, numpy_dtype = DTYPES[name]
     embeddings = minilm.embeddings.to(torch_dtype)
-    tables = kernels.EmbeddingTables.from_torch(embeddings)  # bfloat16 tensors included
+    tables = bek.EmbeddingTables.from_torch(embeddings)  # bfloat16 tensors included
     assert tables.dtype == np.dtype(numpy_dtype)
     input_ids, token_type_ids = realdata.token_ids(realdata.MINILM, 4, 64)
     with torch.no_grad():
@@ -65,14 +65,14 @@ def test_minilm_in_half_precision_agrees_with_transformers(minilm, name):
         expected = embeddings(input_ids=ids, token_type_ids=types)
     rows = [t.astype(np.float64) for t in (tables.token, tables.segment, tables.position)]
     magnitude = np.abs(rows[0][input_ids]) + np.abs(rows[1][token_type_ids]) + np.abs(rows[2][:64])
-    for method in kernels.METHODS:
-        summed = kernels.embed(tables, input_ids, token_type_ids, method=method)
+    for method in bek.METHODS:
+        summed = bek.embed(tables, input_ids, token_type_ids, method=method)
         wide = expected_sum.float().numpy()
         # transformers rounds after each of its two adds, the kernels once: three
         # half-ulp roundings, each at most half an ulp of |a| + |b| + |c|.
         bound = 1.5 * _ulp(magnitude, numpy_dtype)
         assert (np.abs(summed.astype(np.float64) - wide) <= bound).all()
-        normed = kernels.embed(tables, input_ids, token_type_ids, method=method, layer_norm=True)
+        normed = bek.embed(tables, input_ids, token_type_ids, method=method, layer_norm=True)
         reference = expected.float().numpy()
         # The sums differ by up to ``bound``; LayerNorm scales that by |w| / std of
         # the row; then each side rounds its output once (an ulp between them).
@@ -86,12 +86,12 @@ def test_minilm_in_half_precision_agrees_with_transformers(minilm, name):
 
 def test_bfloat16_tensors_wherever_arrays_go():
     word = torch.randn(20, 8).to(torch.bfloat16)
-    tables = kernels.EmbeddingTables(word, word[:2], word[:10])
+    tables = bek.EmbeddingTables(word, word[:2], word[:10])
     ids = torch.randint(0, 20, (2, 5))
-    y = kernels.embed(tables, ids)
+    y = bek.embed(tables, ids)
     assert y.dtype == ml_dtypes.bfloat16
     assert np.shares_memory(tables.token, word.view(torch.int16).numpy())  # zero-copy
     grad = torch.ones(2, 5, 8, dtype=torch.bfloat16)
-    gradients = kernels.embed_backward(tables, grad, ids, grad_dtype=ml_dtypes.bfloat16)
+    gradients = bek.embed_backward(tables, grad, ids, grad_dtype=ml_dtypes.bfloat16)
     assert gradients.token.dtype == ml_dtypes.bfloat16
     assert float(gradients.token.astype(np.float32).sum()) == pytest.approx(2 * 5 * 8)

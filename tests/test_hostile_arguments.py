@@ -15,7 +15,7 @@ import pytest
 from hostile import GOOD_TABLES, HIDDEN, IDS, TABLES, VOCAB, check_contract
 from rules import budgeted_methods
 
-import kernels
+import bert_embedding_kernels as bek
 
 BUDGETED = budgeted_methods()
 
@@ -43,13 +43,13 @@ NOT_INTEGERS = {
 }
 
 
-@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("method", bek.METHODS)
 @pytest.mark.parametrize("argument", ID_ARGUMENTS)
 @pytest.mark.parametrize("case", NOT_INTEGERS)
 def test_ids_that_are_not_integers(method, argument, case):
     value = NOT_INTEGERS[case](ID_ARGUMENTS[argument])
     with pytest.raises(TypeError, match=argument):
-        kernels.embed(TABLES, **{**{"input_ids": IDS}, argument: value}, method=method)
+        bek.embed(TABLES, **{**{"input_ids": IDS}, argument: value}, method=method)
 
 
 EXTREMES = {
@@ -60,7 +60,7 @@ EXTREMES = {
 }
 
 
-@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("method", bek.METHODS)
 @pytest.mark.parametrize("argument", ["token_type_ids", "position_ids"])
 @pytest.mark.parametrize("extreme", EXTREMES)
 def test_extreme_ids_outside_every_table(method, argument, extreme):
@@ -69,18 +69,18 @@ def test_extreme_ids_outside_every_table(method, argument, extreme):
     value = value.astype(dtype)
     value.flat[-1] = EXTREMES[extreme]
     with pytest.raises(IndexError, match=rf"{argument}\[.*is {EXTREMES[extreme]}"):
-        kernels.embed(TABLES, IDS, **{argument: value}, method=method)
+        bek.embed(TABLES, IDS, **{argument: value}, method=method)
 
 
-@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("method", bek.METHODS)
 @pytest.mark.parametrize("argument", ["token_type_ids", "position_ids"])
 @pytest.mark.parametrize("shape", [(), (1, 2, 3), (2, 3, 1), (4,), (2, 4)])
 def test_id_shapes_that_do_not_fit(method, argument, shape):
     with pytest.raises(ValueError, match=rf"{argument} has shape"):
-        kernels.embed(TABLES, IDS, **{argument: np.zeros(shape, np.int64)}, method=method)
+        bek.embed(TABLES, IDS, **{argument: np.zeros(shape, np.int64)}, method=method)
 
 
-@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("method", bek.METHODS)
 @pytest.mark.parametrize("byte_order", [">", "<"])
 @pytest.mark.parametrize("dtype", ["i2", "i4", "i8", "u4", "u8"])
 def test_ids_in_either_byte_order(method, byte_order, dtype):
@@ -96,7 +96,7 @@ def test_ids_in_either_byte_order(method, byte_order, dtype):
     bad = IDS.astype(dtype)
     bad[1, 2] = VOCAB
     with pytest.raises(IndexError, match=r"input_ids\[1, 2\].*is 10"):
-        kernels.embed(TABLES, bad, method=method)
+        bek.embed(TABLES, bad, method=method)
 
 
 # -- out: what test_errors.py does not reach ---------------------------------------------
@@ -105,20 +105,20 @@ def test_ids_in_either_byte_order(method, byte_order, dtype):
 def writable_table_base():
     """Tables built from caller-owned writable arrays, and those arrays."""
     token = np.array(TABLES.token)
-    tables = kernels.EmbeddingTables(token, TABLES.segment, TABLES.position)
+    tables = bek.EmbeddingTables(token, TABLES.segment, TABLES.position)
     return tables, token
 
 
-@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("method", bek.METHODS)
 def test_out_overlapping_a_table_through_its_writable_base(method):
     # The table is a read-only view, but the caller still holds the writable array.
     tables, token = writable_table_base()
     out = token.reshape(-1)[: 2 * 3 * HIDDEN].reshape(2, 3, HIDDEN)
     with pytest.raises(ValueError, match=r"out overlaps tables\.token"):
-        kernels.embed(tables, IDS, method=method, out=out)
+        bek.embed(tables, IDS, method=method, out=out)
 
 
-@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("method", bek.METHODS)
 @pytest.mark.parametrize("argument", ["token_type_ids", "position_ids"])
 def test_out_overlapping_other_ids(method, argument):
     out = np.zeros((2, 3, HIDDEN), np.float32)
@@ -126,7 +126,7 @@ def test_out_overlapping_other_ids(method, argument):
     if argument == "position_ids":
         ids = ids[0]
     with pytest.raises(ValueError, match=f"out overlaps {argument}"):
-        kernels.embed(TABLES, IDS, **{argument: ids}, method=method, out=out)
+        bek.embed(TABLES, IDS, **{argument: ids}, method=method, out=out)
 
 
 BAD_OUTS = {
@@ -141,15 +141,15 @@ BAD_OUTS = {
 
 
 @pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
-@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("method", bek.METHODS)
 @pytest.mark.parametrize("case", BAD_OUTS)
 def test_bad_out(method, case):
     make, error = BAD_OUTS[case]
     with pytest.raises(error, match="out"):
-        kernels.embed(TABLES, IDS, method=method, out=make())
+        bek.embed(TABLES, IDS, method=method, out=make())
 
 
-@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("method", bek.METHODS)
 def test_unaligned_out_is_written_correctly(method):
     raw = np.zeros(2 * 3 * HIDDEN * 4 + 1, np.uint8)
     out = raw[1:].view(np.float32).reshape(2, 3, HIDDEN)
@@ -160,26 +160,26 @@ def test_unaligned_out_is_written_correctly(method):
 # -- past_length, method, memory_budget ---------------------------------------------------
 
 
-@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("method", bek.METHODS)
 @pytest.mark.parametrize("value", [np.int64(-1), np.int8(-128), -(2**70), -(2**63)], ids=repr)
 def test_negative_past_length(method, value):
     with pytest.raises(ValueError, match=r"past_length is -\d+; it must be >= 0"):
-        kernels.embed(TABLES, IDS, past_length=value, method=method)
+        bek.embed(TABLES, IDS, past_length=value, method=method)
 
 
-@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("method", bek.METHODS)
 @pytest.mark.parametrize(
     "value", [None, "1", 1.5, np.float64(1.0), 1 + 0j, np.bool_(True), [1]], ids=repr
 )
 def test_past_length_that_is_not_an_int(method, value):
     with pytest.raises(TypeError, match="past_length"):
-        kernels.embed(TABLES, IDS, past_length=value, method=method)
+        bek.embed(TABLES, IDS, past_length=value, method=method)
 
 
 @pytest.mark.parametrize("value", [None, 1, b"fused", "Fused", ""], ids=repr)
 def test_unknown_method(value):
     with pytest.raises(ValueError, match="method"):
-        kernels.embed(TABLES, IDS, method=value)
+        bek.embed(TABLES, IDS, method=value)
 
 
 @pytest.mark.parametrize("method", BUDGETED)
@@ -190,7 +190,7 @@ def test_unknown_method(value):
 )
 def test_bad_memory_budget(method, value, error):
     with pytest.raises(error, match="memory_budget"):
-        kernels.embed(TABLES, IDS, method=method, memory_budget=value)
+        bek.embed(TABLES, IDS, method=method, memory_budget=value)
 
 
 @pytest.mark.parametrize("method", BUDGETED)
@@ -222,7 +222,7 @@ def test_huge_memory_budget_is_one_chunk(method):
 @pytest.mark.parametrize("name", ["token", "segment", "position"])
 def test_malformed_table(name, case, value, error):
     with pytest.raises(error, match=name):
-        kernels.EmbeddingTables(**{**GOOD_TABLES, name: value})
+        bek.EmbeddingTables(**{**GOOD_TABLES, name: value})
 
 
 # -- regressions: bugs this battery found (ragged lists, masked ids, unhashable method) ---
@@ -232,10 +232,10 @@ def test_malformed_table(name, case, value, error):
 def test_ragged_nested_lists_are_refused_by_name(argument):
     value = [[1, 2], [3]] if argument != "position_ids" else [[0, 1, 2], [0]]
     with pytest.raises(ValueError, match=argument):
-        kernels.embed(TABLES, **{"input_ids": IDS, argument: value}, method="fused")
+        bek.embed(TABLES, **{"input_ids": IDS, argument: value}, method="fused")
 
 
-@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("method", bek.METHODS)
 @pytest.mark.parametrize("dtype", [np.int8, np.uint16, np.int32, np.int64])
 def test_masked_ids_hiding_a_bad_id(method, dtype):
     data = IDS.astype(dtype)
@@ -245,18 +245,18 @@ def test_masked_ids_hiding_a_bad_id(method, dtype):
     # The kernels read the data, mask or not: masked ids are refused outright
     # (min() and max() would skip the hidden bad id; int8 wrapped around silently).
     with pytest.raises(TypeError, match="input_ids is a masked array"):
-        kernels.embed(TABLES, np.ma.array(data, mask=mask), method=method)
+        bek.embed(TABLES, np.ma.array(data, mask=mask), method=method)
 
 
 @pytest.mark.parametrize("name", ["token", "segment", "position"])
 def test_ragged_table_rows_are_refused_by_name(name):
     with pytest.raises(ValueError, match=name):
-        kernels.EmbeddingTables(**{**GOOD_TABLES, name: [[0.0] * HIDDEN, [0.0]]})
+        bek.EmbeddingTables(**{**GOOD_TABLES, name: [[0.0] * HIDDEN, [0.0]]})
 
 
 def test_unhashable_method_is_refused_by_name():
     with pytest.raises(ValueError, match="method"):
-        kernels.embed(TABLES, IDS, method=["fused"])
+        bek.embed(TABLES, IDS, method=["fused"])
 
 
 # -- the bounds-checked run is live -------------------------------------------------------
@@ -266,7 +266,7 @@ def test_unhashable_method_is_refused_by_name():
 def test_boundscheck_is_compiled_in():
     # A stale cache entry compiled without bounds checks would be loaded silently
     # (numba's cache key ignores the flag): an out-of-bounds write must raise here.
-    from kernels.bench.roofline import _copy_rows
+    from bert_embedding_kernels.bench.roofline import _copy_rows
 
     with pytest.raises((IndexError, SystemError)):
         _copy_rows(np.ones((64, 4), np.float32), np.empty((2, 4), np.float32))

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-import kernels
+import bert_embedding_kernels as bek
 
 # -- random garbage in every argument (hypothesis) ---------------------------------------
 
@@ -66,26 +66,26 @@ FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 
 
 @FUZZ
-@given(method=st.sampled_from(kernels.METHODS), value=garbage(VOCAB))
+@given(method=st.sampled_from(bek.METHODS), value=garbage(VOCAB))
 def test_random_input_ids(method, value):
     check_contract(method, "input_ids", input_ids=value)
 
 
 @FUZZ
-@given(method=st.sampled_from(kernels.METHODS), value=garbage(TYPE_VOCAB))
+@given(method=st.sampled_from(bek.METHODS), value=garbage(TYPE_VOCAB))
 def test_random_token_type_ids(method, value):
     check_contract(method, "token_type_ids", token_type_ids=value)
 
 
 @FUZZ
-@given(method=st.sampled_from(kernels.METHODS), value=garbage(MAX_POSITIONS))
+@given(method=st.sampled_from(bek.METHODS), value=garbage(MAX_POSITIONS))
 def test_random_position_ids(method, value):
     check_contract(method, "position_ids", position_ids=value)
 
 
 @FUZZ
 @given(
-    method=st.sampled_from(kernels.METHODS),
+    method=st.sampled_from(bek.METHODS),
     value=st.one_of(
         SCALARS,
         st.integers(-(2**63), 2**63 - 1).map(np.int64),
@@ -100,7 +100,7 @@ def test_random_past_length(method, value):
 
 @FUZZ
 @given(
-    method=st.sampled_from(kernels.METHODS),
+    method=st.sampled_from(bek.METHODS),
     value=st.one_of(
         hnp.arrays(st.sampled_from([np.float32, np.float64, np.int32, ">f4"]), SHAPES),
         hnp.arrays(np.float32, st.just((2, 3, HIDDEN))),  # the right one: accepted

@@ -14,15 +14,15 @@ from hostile import GOOD_TABLES, IDS, tables_with
 from poison import embed
 from rules import is_bitwise
 
-import kernels
-from kernels.bench.reference import naive_embed
+import bert_embedding_kernels as bek
+from bert_embedding_kernels.bench.reference import naive_embed
 
 
-@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("method", bek.METHODS)
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
 def test_tables_filled_with_non_finite_values(method, value):
     arrays = {name: np.full_like(table, value) for name, table in GOOD_TABLES.items()}
-    tables = kernels.EmbeddingTables(**arrays)
+    tables = bek.EmbeddingTables(**arrays)
     with np.errstate(invalid="ignore"):
         y = embed(tables, IDS, method=method)
     if is_bitwise(method) or np.isnan(value):
@@ -33,7 +33,7 @@ def test_tables_filled_with_non_finite_values(method, value):
         assert np.all(np.isnan(y))
 
 
-@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("method", bek.METHODS)
 @pytest.mark.parametrize("table", ["token", "segment", "position"])
 @pytest.mark.parametrize("used", [True, False])
 def test_one_nan_row(method, table, used):
@@ -53,7 +53,7 @@ def test_one_nan_row(method, table, used):
         assert np.all(np.isnan(y))
 
 
-@pytest.mark.parametrize("method", [m for m in kernels.METHODS if is_bitwise(m)])
+@pytest.mark.parametrize("method", [m for m in bek.METHODS if is_bitwise(m)])
 def test_overflow_to_inf_matches_the_reference(method):
     huge = np.finfo(np.float32).max
     tables = tables_with(token=(1, huge), segment=(0, huge), position=(1, -huge))

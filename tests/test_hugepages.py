@@ -1,4 +1,4 @@
-"""Huge-page arrays (kernels.hugepages): what they hold, where they start, who uses them."""
+"""Huge-page arrays (bek.hugepages): what they hold, where they start, who uses them."""
 
 import gc
 import mmap
@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import kernels
-from kernels import hugepages
-from kernels.bench.reference import naive_embed
-from kernels.pool import OutputPool
+import bert_embedding_kernels as bek
+from bert_embedding_kernels import hugepages
+from bert_embedding_kernels.bench.reference import naive_embed
+from bert_embedding_kernels.pool import OutputPool
 
 LARGE = (4, 256, 1024)  # float32: 4 MiB, the smallest array that gets huge pages
 SETTING = Path("/sys/kernel/mm/transparent_hugepage/enabled")
@@ -87,16 +87,16 @@ def test_the_kernel_backs_them_with_huge_pages():
 
 @needs_the_hint
 def test_large_pooled_outputs_come_from_huge_pages_and_stay_intact():
-    tables = kernels.EmbeddingTables.random(500, LARGE[2], max_positions=LARGE[1], seed=2)
+    tables = bek.EmbeddingTables.random(500, LARGE[2], max_positions=LARGE[1], seed=2)
     pool = OutputPool()
     assert pool.empty(LARGE, np.float32).ctypes.data % hugepages.HUGE_PAGE == 0
 
     def ids(seed):
         return np.random.default_rng(seed).integers(0, 500, LARGE[:2])
 
-    results = [(seed, kernels.embed(tables, ids(seed))) for seed in range(4)]
+    results = [(seed, bek.embed(tables, ids(seed))) for seed in range(4)]
     for _ in range(4):  # calls whose results die at once: their buffers recycle
-        kernels.embed(tables, ids(99))
+        bek.embed(tables, ids(99))
     for seed, result in results:
         np.testing.assert_array_equal(result, naive_embed(tables, ids(seed)))
     assert len({r.ctypes.data for _, r in results}) == len(results)

@@ -1,6 +1,6 @@
 """embed(..., layer_norm=True): BERT's LayerNorm(token + segment + position), every method.
 
-Each result is checked against :func:`kernels.bench.reference.naive_layer_norm`
+Each result is checked against :func:`bert_embedding_kernels.bench.reference.naive_layer_norm`
 (exactly rounded float64 statistics) of the naive sum, within the per-element
 bound pinned and derived in tests/rules.py (``layer_norm_bound``): the final
 rounding, plus the effect of the method's sum differing from the reference sum
@@ -13,10 +13,10 @@ import pytest
 from poison import embed, nan_array
 from rules import assert_forward_matches, assert_layer_norm_matches, tables_with_norm
 
-import kernels
+import bert_embedding_kernels as bek
 
 
-@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("method", bek.METHODS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("hidden", [1, 3, 7, 130])
 def test_every_method_normalises_like_the_reference(method, dtype, hidden):
@@ -28,7 +28,7 @@ def test_every_method_normalises_like_the_reference(method, dtype, hidden):
     assert_layer_norm_matches(y, tables, method, ids, types)
 
 
-@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("method", bek.METHODS)
 def test_large_enough_for_the_parallel_kernel(method):
     rng = np.random.default_rng(1)
     tables = tables_with_norm(2000, 768)
@@ -38,7 +38,7 @@ def test_large_enough_for_the_parallel_kernel(method):
     assert_layer_norm_matches(y, tables, method, ids, types)
 
 
-@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("method", bek.METHODS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_large_mean_small_spread_does_not_cancel(method, dtype):
     # Rows around 3000 with a spread near float32's resolution there: E[x^2] - E[x]^2
@@ -59,7 +59,7 @@ def test_large_mean_small_spread_does_not_cancel(method, dtype):
     assert_layer_norm_matches(y, tables, method, ids)
 
 
-@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("method", bek.METHODS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("mean", [0, 3000])
 def test_an_outlier_first_in_the_row_does_not_cancel(method, dtype, mean):
@@ -83,7 +83,7 @@ def test_an_outlier_first_in_the_row_does_not_cancel(method, dtype, mean):
     assert_layer_norm_matches(y, tables, method, ids)
 
 
-@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("method", bek.METHODS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_a_constant_row_normalises_to_the_bias(method, dtype):
     # zero variance: only eps keeps 1 / sqrt(var + eps) finite
@@ -100,7 +100,7 @@ def test_a_constant_row_normalises_to_the_bias(method, dtype):
     np.testing.assert_array_equal(y, np.broadcast_to(tables.norm_bias, y.shape))
 
 
-@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("method", bek.METHODS)
 def test_return_sum_gives_the_sum_and_out_gets_the_norm(method):
     rng = np.random.default_rng(3)
     tables = tables_with_norm(100, 24)
@@ -115,22 +115,22 @@ def test_return_sum_gives_the_sum_and_out_gets_the_norm(method):
     np.testing.assert_array_equal(y, embed(tables, ids, method=method, layer_norm=True))
 
 
-@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("method", bek.METHODS)
 def test_empty_batch(method):
     tables = tables_with_norm(10, 4)
     y, sums = embed(tables, np.zeros((0, 3), int), method=method, layer_norm=True, return_sum=True)
     assert y.shape == sums.shape == (0, 3, 4)
 
 
-@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("method", bek.METHODS)
 def test_layer_norm_without_parameters_is_refused(method):
-    base = kernels.EmbeddingTables.random(10, 4, max_positions=8)
-    bare = kernels.EmbeddingTables(base.token, base.segment, base.position)
+    base = bek.EmbeddingTables.random(10, 4, max_positions=8)
+    bare = bek.EmbeddingTables(base.token, base.segment, base.position)
     with pytest.raises(ValueError, match=r"layer_norm=True needs.*norm_weight and norm_bias"):
         embed(bare, [[1, 2]], method=method, layer_norm=True)
 
 
-@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("method", bek.METHODS)
 def test_bad_norm_options(method):
     tables = tables_with_norm(10, 4)
     with pytest.raises(ValueError, match="return_sum=True needs layer_norm=True"):
@@ -140,7 +140,7 @@ def test_bad_norm_options(method):
 
 
 def test_random_tables_start_like_bert():
-    tables = kernels.EmbeddingTables.random(10, 4)
+    tables = bek.EmbeddingTables.random(10, 4)
     np.testing.assert_array_equal(tables.norm_weight, np.ones(4, np.float32))
     np.testing.assert_array_equal(tables.norm_bias, np.zeros(4, np.float32))
     assert tables.norm_eps == 1e-12
@@ -176,4 +176,4 @@ GOOD = {"token": np.ones((5, 3)), "segment": np.ones((2, 3)), "position": np.one
 )
 def test_bad_norm_parameters(norm, error, message):
     with pytest.raises(error, match=message):
-        kernels.EmbeddingTables(**GOOD, **norm)
+        bek.EmbeddingTables(**GOOD, **norm)

@@ -1,6 +1,6 @@
 """What every measurement carries about the machine, the threading policy included.
 
-``kernels.bench.machine.describe()`` goes into every report, calibration and
+``bert_embedding_kernels.bench.machine.describe()`` goes into every report, calibration and
 ``embench check``. Where the project's threading policy applies (Linux x86_64,
 where pyproject.toml pins the ``tbb`` wheel), it must report the TBB layer,
 chosen by that policy, as thread- and fork-safe, once a parallel kernel has run.
@@ -16,8 +16,8 @@ import numba
 import numpy as np
 import pytest
 
-import kernels
-from kernels.bench.machine import describe
+import bert_embedding_kernels as bek
+from bert_embedding_kernels.bench.machine import describe
 
 FIELDS = (
     "cpu",
@@ -40,7 +40,7 @@ def test_describe_names_every_field_as_text():
     described = describe()
     assert set(FIELDS) <= set(described)
     assert all(isinstance(value, str) and value for value in described.values())
-    assert described["kernels"] == kernels.__version__
+    assert described["kernels"] == bek.__version__
     assert described["numba threads"] == str(numba.get_num_threads())
 
 
@@ -54,8 +54,8 @@ def test_describe_names_every_field_as_text():
 )
 def test_the_policy_runs_the_parallel_kernels_on_tbb():
     # 8 x 64 x 128 float32 = 256 KiB: the fused parallel kernel, so a layer is running.
-    tables = kernels.EmbeddingTables.random(100, 128, max_positions=64)
-    kernels.embed(tables, np.zeros((8, 64), np.int64), method="fused")
+    tables = bek.EmbeddingTables.random(100, 128, max_positions=64)
+    bek.embed(tables, np.zeros((8, 64), np.int64), method="fused")
     described = describe()
     assert described["numba threading layer"] == "tbb", described
     assert described["threading policy"] == "tbb: thread- and fork-safe"

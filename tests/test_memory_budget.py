@@ -15,8 +15,8 @@ import pytest
 from poison import embed, fill_nan, poison_allocations
 from rules import assert_forward_matches, budgeted_methods
 
-import kernels
-from kernels.methods import onehot
+import bert_embedding_kernels as bek
+from bert_embedding_kernels.methods import onehot
 
 BUDGETED = budgeted_methods()
 
@@ -28,7 +28,7 @@ def budget_for(tables, method, tokens_per_chunk: int) -> int:
     the least budget that fits one; each further token adds the former.
     """
     with pytest.raises(ValueError, match="memory_budget") as refused:
-        kernels.embed(tables, [[0]], method=method, memory_budget=1)
+        bek.embed(tables, [[0]], method=method, memory_budget=1)
     message = str(refused.value)
     per_token = int(re.search(r"one token needs (\d+) bytes", message).group(1))
     least = int(re.search(r"at least (\d+)", message).group(1))
@@ -53,7 +53,7 @@ def chunks(monkeypatch):
 @pytest.mark.parametrize("tokens_per_chunk", [1, 3, 16])
 def test_many_chunks_match_the_reference(method, tokens_per_chunk, chunks):
     rng = np.random.default_rng(tokens_per_chunk)
-    tables = kernels.EmbeddingTables.random(300, 16, max_positions=64, type_vocab_size=3)
+    tables = bek.EmbeddingTables.random(300, 16, max_positions=64, type_vocab_size=3)
     budget = budget_for(tables, method, tokens_per_chunk)
     # 200 tokens (67 chunks of 3: the last one partial), and n x 1 for every n up to
     # 2 chunks + 1: a last chunk of one token, full last chunks, a single partial one.
@@ -72,16 +72,16 @@ def test_many_chunks_match_the_reference(method, tokens_per_chunk, chunks):
 
 @pytest.mark.parametrize("method", BUDGETED)
 def test_budget_below_one_token_is_refused(method):
-    tables = kernels.EmbeddingTables.random(300, 16, max_positions=64)
+    tables = bek.EmbeddingTables.random(300, 16, max_positions=64)
     with pytest.raises(ValueError, match=r"memory_budget is 100 bytes.*at least"):
-        kernels.embed(tables, [[1, 2]], method=method, memory_budget=100)
+        bek.embed(tables, [[1, 2]], method=method, memory_budget=100)
 
 
 @pytest.mark.parametrize("method", BUDGETED)
 def test_budget_must_be_an_int(method):
-    tables = kernels.EmbeddingTables.random(300, 16, max_positions=64)
+    tables = bek.EmbeddingTables.random(300, 16, max_positions=64)
     with pytest.raises(TypeError, match="memory_budget is float"):
-        kernels.embed(tables, [[1, 2]], method=method, memory_budget=1e6)
+        bek.embed(tables, [[1, 2]], method=method, memory_budget=1e6)
 
 
 @pytest.mark.parametrize("method", BUDGETED)
@@ -90,18 +90,18 @@ def test_peak_extra_memory_stays_within_budget(method, budget_mib):
     # numpy reports its buffers to tracemalloc, so the traced peak covers the
     # one-hot codes, the product buffer and the index arrays of every chunk.
     rng = np.random.default_rng(1)
-    tables = kernels.EmbeddingTables.random(20000, 64, max_positions=128)
+    tables = bek.EmbeddingTables.random(20000, 64, max_positions=128)
     ids = rng.integers(0, 20000, (8, 128))
     out = np.empty((8, 128, 64), np.float32)
     # The least budget (one token per chunk, and whatever copy of the tables the
     # method makes) plus 1 or 4 MiB of chunks.
     budget = budget_for(tables, method, 1) + budget_mib * 2**20
-    kernels.embed(tables, ids, method=method, out=out, memory_budget=budget)  # warm up
+    bek.embed(tables, ids, method=method, out=out, memory_budget=budget)  # warm up
     fill_nan(out)
     poison_allocations(((8, 128, 64), np.float32))  # before tracing: not the call's memory
     tracemalloc.start()
     try:
-        kernels.embed(tables, ids, method=method, out=out, memory_budget=budget)
+        bek.embed(tables, ids, method=method, out=out, memory_budget=budget)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

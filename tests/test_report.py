@@ -6,10 +6,10 @@ from types import SimpleNamespace
 
 import pytest
 
-import kernels
-from kernels import registry
-from kernels.bench import cli, compare, report, timing
-from kernels.bench.cases import Shape
+import bert_embedding_kernels as bek
+from bert_embedding_kernels import registry
+from bert_embedding_kernels.bench import cli, compare, report, timing
+from bert_embedding_kernels.bench.cases import Shape
 
 TINY = [
     "--vocab-sizes",
@@ -63,7 +63,7 @@ def test_results_json_schema_2(tiny_report):
     for point in results["points"]:
         assert point["shape"]["hidden"] == 8
         names = set(point["contenders"])
-        assert set(kernels.METHODS) | {"copy", "fused (allocating)"} <= names
+        assert set(bek.METHODS) | {"copy", "fused (allocating)"} <= names
         for name, entry in point["contenders"].items():
             assert entry["status"] in ("measured", "skipped", "failed"), name
             if entry["status"] == "measured":
@@ -171,7 +171,7 @@ def test_check_prints_every_method_with_an_interval(capsys):
     argv = ["check", "--batch-size", "2", "--seq-len", "8", "--vocab-size", "300"]
     assert cli.main([*argv, "--hidden-size", "16", "--budget", "0.05"]) == 0
     out = capsys.readouterr().out
-    for method in kernels.METHODS:
+    for method in bek.METHODS:
         assert f"\n{method} " in out
     assert "copy" in out and "95% CI" in out and "KiB" in out
 
@@ -181,12 +181,12 @@ def test_choose_prints_a_method_and_why(capsys, monkeypatch):
     argv = ["choose", "--vocab-size", "30522", "--seq-len", "128", "--batch-size", "8"]
     assert cli.main(argv) == 0
     first, why = capsys.readouterr().out.splitlines()[:2]
-    assert first in kernels.METHODS
+    assert first in bek.METHODS
     assert why.startswith("why: predicted") and "set EMBENCH_CALIBRATION" in why
 
 
 def test_choose_with_a_broken_calibration_says_so_in_one_line(tmp_path, capsys, monkeypatch):
-    from kernels import auto
+    from bert_embedding_kernels import auto
 
     broken = tmp_path / "calibration.json"
     broken.write_text("{not json")
@@ -206,7 +206,7 @@ def test_help_shows_defaults_and_version(capsys):
     assert "(default: 2.0)" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         cli.main(["--version"])
-    assert kernels.__version__ in capsys.readouterr().out
+    assert bek.__version__ in capsys.readouterr().out
 
 
 def _with_fused(results: dict, scale: float) -> dict:

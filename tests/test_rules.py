@@ -3,7 +3,7 @@
 tests/rules.py pins which methods are bit-identical to the naive reference and
 the bounds; these tests hold the package to the same rules (the registry's
 declarations, ``Agreement.ok`` and ``Reference``'s bound in
-:mod:`kernels.bench.reference`, which ``embench`` and the benchmarks use), on
+:mod:`bert_embedding_kernels.bench.reference`, which ``embench`` and the benchmarks use), on
 cases computed by hand, and pin the naive references themselves.
 """
 
@@ -22,8 +22,8 @@ from rules import (
     sum_bound,
 )
 
-import kernels
-from kernels.bench.reference import (
+import bert_embedding_kernels as bek
+from bert_embedding_kernels.bench.reference import (
     Agreement,
     Reference,
     exact_embed,
@@ -31,14 +31,14 @@ from kernels.bench.reference import (
     naive_embed_backward,
     naive_layer_norm,
 )
-from kernels.registry import REGISTRY
+from bert_embedding_kernels.registry import REGISTRY
 
 EPS = {np.float32: 2.0**-23, np.float64: 2.0**-52}
 
 
 def test_the_registry_declares_the_pinned_rules():
     for method, rule in EXPECTED_AGREEMENT.items():
-        assert method in kernels.METHODS, f"{method} is no longer registered"
+        assert method in bek.METHODS, f"{method} is no longer registered"
         assert REGISTRY[method].agreement == rule, method
     for method, chunked in EXPECTED_BUDGETED.items():
         assert REGISTRY[method].budgeted is chunked, method
@@ -46,13 +46,13 @@ def test_the_registry_declares_the_pinned_rules():
 
 def test_every_method_has_a_rule_the_tests_apply():
     # Unpinned methods (a new registration) are held to their record's rule.
-    for method in kernels.METHODS:
+    for method in bek.METHODS:
         assert agreement_rule(method) in (BITWISE, BOUNDED), method
 
 
 def hand_tables(dtype):
     # One row each; every value and every partial sum below is exact in float32.
-    return kernels.EmbeddingTables(
+    return bek.EmbeddingTables(
         np.array([[1.0, 3.0]], dtype),
         np.array([[0.5, -2.0]], dtype),
         np.array([[-0.25, 0.125]], dtype),
@@ -89,7 +89,7 @@ def test_the_reference_bound_on_a_hand_computed_case(dtype):
 
 
 def test_an_all_zero_sum_leaves_no_room():
-    zero = kernels.EmbeddingTables(np.zeros((1, 1)), np.zeros((1, 1)), np.zeros((1, 1)))
+    zero = bek.EmbeddingTables(np.zeros((1, 1)), np.zeros((1, 1)), np.zeros((1, 1)))
     reference = Reference(zero, [[0]])
     assert reference.compare("onehot", np.zeros((1, 1, 1))).ok
     assert reference.compare("onehot", np.full((1, 1, 1), 1e-300)).bound_ratio == np.inf
@@ -108,7 +108,7 @@ def test_agreement_ok_applies_the_pinned_rules():
 def test_the_naive_sum_adds_token_and_segment_first():
     # (1 + 2**-24) + 2**-24 rounds to 1 twice; 1 + (2**-24 + 2**-24) would be 1 + 2**-23.
     tiny = 2.0**-24
-    tables = kernels.EmbeddingTables(
+    tables = bek.EmbeddingTables(
         np.ones((1, 1), np.float32),
         np.full((1, 1), tiny, np.float32),
         np.full((1, 1), tiny, np.float32),
@@ -129,7 +129,7 @@ def test_the_naive_layer_norm_on_a_hand_computed_row():
 
 
 def test_the_naive_backward_on_a_hand_computed_case():
-    tables = kernels.EmbeddingTables.random(3, 1, max_positions=3)
+    tables = bek.EmbeddingTables.random(3, 1, max_positions=3)
     grad = np.array([[[1.0], [2.0], [-4.0]]], np.float32)
     sums, magnitudes, counts = naive_embed_backward(tables, grad, [[1, 1, 2]], padding_idx=2)
     np.testing.assert_array_equal(sums.token[:, 0], [0, 3, 0])  # row 2 is padding

@@ -12,7 +12,7 @@ import numba
 import numpy as np
 import pytest
 
-from kernels.bench import cli, scaling
+from bert_embedding_kernels.bench import cli, scaling
 
 
 @pytest.fixture(scope="module")

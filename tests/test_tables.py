@@ -1,14 +1,14 @@
 import numpy as np
 import pytest
 
-import kernels
-from kernels.bench.reference import naive_embed
+import bert_embedding_kernels as bek
+from bert_embedding_kernels.bench.reference import naive_embed
 
 
 def test_random_is_reproducible_and_shaped_like_bert():
-    a = kernels.EmbeddingTables.random(1000, 64, seed=3)
-    b = kernels.EmbeddingTables.random(1000, 64, seed=3)
-    c = kernels.EmbeddingTables.random(1000, 64, seed=4)
+    a = bek.EmbeddingTables.random(1000, 64, seed=3)
+    b = bek.EmbeddingTables.random(1000, 64, seed=3)
+    c = bek.EmbeddingTables.random(1000, 64, seed=4)
     assert (a.vocab_size, a.hidden_size, a.max_positions, a.type_vocab_size) == (1000, 64, 512, 2)
     assert a.dtype == np.float32
     np.testing.assert_array_equal(a.token, b.token)
@@ -19,14 +19,12 @@ def test_random_is_reproducible_and_shaped_like_bert():
 
 
 def test_random_float64():
-    assert kernels.EmbeddingTables.random(5, 3, dtype=np.float64).dtype == np.float64
+    assert bek.EmbeddingTables.random(5, 3, dtype=np.float64).dtype == np.float64
 
 
 def test_tables_are_read_only_and_c_contiguous():
     token = np.asfortranarray(np.ones((5, 3), np.float32))
-    tables = kernels.EmbeddingTables(
-        token, np.ones((2, 3), np.float32), np.ones((4, 3), np.float32)
-    )
+    tables = bek.EmbeddingTables(token, np.ones((2, 3), np.float32), np.ones((4, 3), np.float32))
     assert tables.token.flags.c_contiguous
     assert not tables.token.flags.writeable
     assert token.flags.writeable  # the caller's array is left alone
@@ -34,7 +32,7 @@ def test_tables_are_read_only_and_c_contiguous():
 
 def test_c_contiguous_tables_are_not_copied():
     token = np.ones((5, 3))
-    tables = kernels.EmbeddingTables(token, np.ones((2, 3)), np.ones((4, 3)))
+    tables = bek.EmbeddingTables(token, np.ones((2, 3)), np.ones((4, 3)))
     assert np.shares_memory(tables.token, token)
 
 
@@ -57,7 +55,7 @@ GOOD = {"token": np.ones((5, 3)), "segment": np.ones((2, 3)), "position": np.one
 )
 def test_bad_tables(name, value, error, message):
     with pytest.raises(error, match=message):
-        kernels.EmbeddingTables(**{**GOOD, name: value})
+        bek.EmbeddingTables(**{**GOOD, name: value})
 
 
 @pytest.mark.parametrize(
@@ -67,35 +65,35 @@ def test_random_rejects_bad_sizes(argument):
     sizes = {"vocab_size": 5, "hidden_size": 3, "max_positions": 4, "type_vocab_size": 2}
     sizes[argument] = 0
     with pytest.raises(ValueError, match=argument):
-        kernels.EmbeddingTables.random(sizes.pop("vocab_size"), sizes.pop("hidden_size"), **sizes)
+        bek.EmbeddingTables.random(sizes.pop("vocab_size"), sizes.pop("hidden_size"), **sizes)
 
 
 def test_random_rejects_int_dtype():
     with pytest.raises(TypeError, match="must be one of float32, float64, float16, bfloat16"):
-        kernels.EmbeddingTables.random(5, 3, dtype=np.int32)
+        bek.EmbeddingTables.random(5, 3, dtype=np.int32)
 
 
-@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("method", bek.METHODS)
 def test_an_in_place_update_is_seen_by_every_method(method):
     """Tables are live views: after W[1] += 100 no method may serve the old weights."""
     rng = np.random.default_rng(0)
     token = rng.standard_normal((40, 8)).astype(np.float32)
     segment = rng.standard_normal((2, 8)).astype(np.float32)
     position = rng.standard_normal((16, 8)).astype(np.float32)
-    tables = kernels.EmbeddingTables(token, segment, position)
+    tables = bek.EmbeddingTables(token, segment, position)
     ids = np.array([[1, 5, 1], [7, 1, 2]])
-    before = kernels.embed(tables, ids, method=method)  # builds whatever a method might keep
+    before = bek.embed(tables, ids, method=method)  # builds whatever a method might keep
     token[1] += 100
     segment[0] -= 3
     position[2] *= 2
-    after = kernels.embed(tables, ids, method=method)
+    after = bek.embed(tables, ids, method=method)
     expected = naive_embed(tables, ids)
     np.testing.assert_allclose(after, expected, rtol=0, atol=1e-4)
     assert abs(after[0, 0, 0] - before[0, 0, 0] - 97) < 1e-3  # +100 in token, -3 in segment
 
 
 def test_an_unknown_device_backend_is_named_with_the_choices():
-    from kernels import devices
+    from bert_embedding_kernels import devices
 
     with pytest.raises(ValueError, match=r"device is 'tpu'; it must be one of \('cuda',\)"):
         devices.backend("tpu")

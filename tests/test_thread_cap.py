@@ -17,8 +17,8 @@ import sys
 import textwrap
 
 _CHILD = textwrap.dedent("""
-    import numba, numpy as np, kernels
-    from kernels.methods import fused
+    import numba, numpy as np, bert_embedding_kernels as bek
+    from bert_embedding_kernels.methods import fused
 
     assert numba.get_num_threads() == 4
     requested = []
@@ -29,7 +29,7 @@ _CHILD = textwrap.dedent("""
     numba.set_num_threads = recording
 
     for dtype in ("float32", "bfloat16"):
-        tables = kernels.EmbeddingTables.random(50, 512, max_positions=128, dtype=dtype)
+        tables = bek.EmbeddingTables.random(50, 512, max_positions=128, dtype=dtype)
         for layer_norm, per_thread in ((False, fused.BYTES_PER_THREAD),
                                        (True, fused.NORM_BYTES_PER_THREAD)):
             # two shares of output or a little more: two threads wanted
@@ -39,21 +39,21 @@ _CHILD = textwrap.dedent("""
             assert 2 * per_thread <= out.nbytes < 3 * per_thread
             assert out.nbytes >= fused.SERIAL_MAX_BYTES
             requested.clear()
-            kernels.embed(tables, ids, out=out, layer_norm=layer_norm)
+            bek.embed(tables, ids, out=out, layer_norm=layer_norm)
             assert requested == [2, 4], (dtype, layer_norm, requested)
             assert numba.get_num_threads() == 4
             if layer_norm:  # LayerNorm's reference: the same loop compiled serially
                 fused.SERIAL_MAX_BYTES, serial_max = float("inf"), fused.SERIAL_MAX_BYTES
-                expected = kernels.embed(tables, ids, layer_norm=True)
+                expected = bek.embed(tables, ids, layer_norm=True)
                 fused.SERIAL_MAX_BYTES = serial_max
             else:
-                expected = kernels.embed(tables, ids, method="gather")
+                expected = bek.embed(tables, ids, method="gather")
             assert np.array_equal(out.view(np.uint8), expected.view(np.uint8)), dtype
 
     # The caller's own, lower count is a ceiling: nothing is set.
     set_num_threads(2)
     requested.clear()
-    kernels.embed(tables, ids, out=out)
+    bek.embed(tables, ids, out=out)
     assert requested == [] and numba.get_num_threads() == 2
     set_num_threads(4)
 
@@ -84,18 +84,18 @@ def test_calls_wake_one_thread_per_share_of_output():
 
 
 _ONE_THREAD_CHILD = textwrap.dedent("""
-    import numpy as np, kernels
-    from kernels.methods import fused
+    import numpy as np, bert_embedding_kernels as bek
+    from bert_embedding_kernels.methods import fused
 
     def refused(*args):
         raise AssertionError("the parallel build ran on one thread")
     fused._sum_rows_parallel = fused._sum_norm_rows_parallel = refused
-    tables = kernels.EmbeddingTables.random(50, 512, max_positions=128)
+    tables = bek.EmbeddingTables.random(50, 512, max_positions=128)
     ids = np.random.default_rng(0).integers(0, 50, (8, 128))  # 2 MiB of output
     out = np.empty((8, 128, 512), np.float32)
-    kernels.embed(tables, ids, out=out)
-    assert np.array_equal(out, kernels.embed(tables, ids, method="gather"))
-    kernels.embed(tables, ids, out=out, layer_norm=True)
+    bek.embed(tables, ids, out=out)
+    assert np.array_equal(out, bek.embed(tables, ids, method="gather"))
+    bek.embed(tables, ids, out=out, layer_norm=True)
     print("ok")
 """)
 

@@ -1,4 +1,5 @@
-"""Where ``kernels._threading`` looks for TBB: venv, --user, --prefix, conda; --target.
+"""Where ``bert_embedding_kernels._threading`` looks for TBB: venv, --user, --prefix, conda;
+--target.
 
 Each layout is rebuilt in a temporary folder the way pip (or conda) leaves it:
 the ``tbb`` wheel's RECORD names ``libtbb.so.12`` relative to the
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from kernels import _threading
+from bert_embedding_kernels import _threading
 
 NAME = "libtbb.so.12"
 linux_only = pytest.mark.skipif(
@@ -122,14 +123,15 @@ def test_a_prefix_install_loads_in_a_fresh_interpreter(tmp_path):
     script = textwrap.dedent(
         """
         import json, sys
-        from kernels import _threading
+        from bert_embedding_kernels import _threading
         print(json.dumps({"tbb": _threading.policy()["tbb"], "layer": _threading.active_layer()}))
         """
     )
     env = dict(os.environ)
     env.pop("NUMBA_THREADING_LAYER", None)
     env["PYTHONPATH"] = os.pathsep.join(
-        [str(site_packages), str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")]
+        # the fake prefix, then wherever this process imported the package from
+        [str(site_packages), str(Path(_threading.__file__).parents[1]), env.get("PYTHONPATH", "")]
     )
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120

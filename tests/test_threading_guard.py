@@ -1,4 +1,4 @@
-"""The launch guard of ``kernels._jit.parallel_kernel``, in this process.
+"""The launch guard of ``bert_embedding_kernels._jit.parallel_kernel``, in this process.
 
 ``tests/test_concurrency.py`` shows the guard keeps real threads and forks safe;
 these tests pin down each of its modes directly (by setting the mode that a
@@ -17,7 +17,7 @@ import pytest
 from numba import prange
 from numba.core.errors import TypingError
 
-from kernels import _jit, _threading
+from bert_embedding_kernels import _jit, _threading
 
 
 def _fill(out, value):

@@ -20,11 +20,11 @@ import pytest
 from poison import embed_backward as poisoned_backward
 from rules import gradient_bound, is_bitwise
 
-from kernels import BACKWARD_METHODS, EmbeddingGradients, embed_backward
-from kernels.bench import cases
-from kernels.bench.cases import zipf_ids
-from kernels.bench.reference import naive_embed_backward
-from kernels.registry import REGISTRY
+from bert_embedding_kernels import BACKWARD_METHODS, EmbeddingGradients, embed_backward
+from bert_embedding_kernels.bench import cases
+from bert_embedding_kernels.bench.cases import zipf_ids
+from bert_embedding_kernels.bench.reference import naive_embed_backward
+from bert_embedding_kernels.registry import REGISTRY
 
 try:
     import torch

@@ -24,10 +24,10 @@ import pytest
 from poison import nan_array
 from rules import SumReference
 
-import kernels
-from kernels.bench import cases, peers
-from kernels.bench.roofline import CopyReference
-from kernels.registry import REGISTRY
+import bert_embedding_kernels as bek
+from bert_embedding_kernels.bench import cases, peers
+from bert_embedding_kernels.bench.roofline import CopyReference
+from bert_embedding_kernels.registry import REGISTRY
 
 
 def _shapes(full: bool) -> list[tuple[str, cases.Shape]]:
@@ -69,13 +69,13 @@ def _group(benchmark, shape: cases.Shape) -> None:
     )
 
 
-@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("method", bek.METHODS)
 def test_forward(benchmark, method, shape):
     tables, input_ids, token_type_ids = cases.make_inputs(shape)
     out = nan_array((shape.batch, shape.seq, shape.hidden), tables.dtype)
 
     def forward():
-        return kernels.embed(tables, input_ids, token_type_ids, method=method, out=out)
+        return bek.embed(tables, input_ids, token_type_ids, method=method, out=out)
 
     forward()  # compile the exact specialisation timed, fault the pages in
     _reference(shape).check(method, out)  # before any timing
@@ -89,15 +89,13 @@ def test_forward(benchmark, method, shape):
         benchmark(forward)
 
 
-@pytest.mark.parametrize("method", kernels.METHODS)
+@pytest.mark.parametrize("method", bek.METHODS)
 def test_forward_layer_norm(benchmark, method, shape):
     tables, input_ids, token_type_ids = cases.make_inputs(shape)
     out = nan_array((shape.batch, shape.seq, shape.hidden), tables.dtype)
 
     def forward():
-        return kernels.embed(
-            tables, input_ids, token_type_ids, method=method, out=out, layer_norm=True
-        )
+        return bek.embed(tables, input_ids, token_type_ids, method=method, out=out, layer_norm=True)
 
     forward()
     _reference(shape).check_layer_norm(method, out)  # before any timing
@@ -139,7 +137,7 @@ def test_copy_reference(benchmark, shape):
 
 
 def _half_methods():
-    return [m for m in kernels.METHODS if "bfloat16" in REGISTRY[m].dtypes]
+    return [m for m in bek.METHODS if "bfloat16" in REGISTRY[m].dtypes]
 
 
 @pytest.mark.parametrize("dtype", cases.BENCH_DTYPES)
@@ -155,7 +153,7 @@ def test_forward_dtype(benchmark, method, dtype):
     out = nan_array((shape.batch, shape.seq, shape.hidden), tables.dtype)
 
     def forward():
-        return kernels.embed(tables, input_ids, token_type_ids, method=method, out=out)
+        return bek.embed(tables, input_ids, token_type_ids, method=method, out=out)
 
     forward()
     if tables.dtype.itemsize == 2:

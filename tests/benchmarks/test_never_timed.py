@@ -19,8 +19,8 @@ import pytest
 import test_backward_bench
 import test_forward_bench
 
-from kernels import registry
-from kernels.bench import cases
+from bert_embedding_kernels import registry
+from bert_embedding_kernels.bench import cases
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,7 +1,7 @@
 """pytest-benchmark: one training step of the embedding layer, the drop-in against transformers'.
 
 A step is forward, a loss, backward (gradients of all five parameters). Rows:
-``kernels.nn.BertEmbeddings`` (fused kernels), transformers' ``BertEmbeddings``
+``bert_embedding_kernels.nn.BertEmbeddings`` (fused kernels), transformers' ``BertEmbeddings``
 in eager mode and under ``torch.compile`` (``--bench-full`` only: it compiles
 for a while). The drop-in's gradients are checked against transformers' before
 anything is timed, so a wrong answer is never timed.
@@ -16,8 +16,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from kernels.bench import cases  # noqa: E402
-from kernels.nn import BertEmbeddings  # noqa: E402
+from bert_embedding_kernels.bench import cases  # noqa: E402
+from bert_embedding_kernels.nn import BertEmbeddings  # noqa: E402
 
 SHAPE = cases.CI_BASE  # batch 4 x seq 128, hidden 256, vocab 8000
 
@@ -54,13 +54,18 @@ def _inputs():
 
 def _contenders(full: bool):
     reference = _hf_module()
-    contenders = {"kernels.nn": BertEmbeddings.from_hf(reference), "transformers-eager": reference}
+    contenders = {
+        "bert_embedding_kernels.nn": BertEmbeddings.from_hf(reference),
+        "transformers-eager": reference,
+    }
     if full:
         contenders["transformers-compile"] = torch.compile(copy.deepcopy(reference))
     return reference, contenders
 
 
-@pytest.mark.parametrize("name", ["kernels.nn", "transformers-eager", "transformers-compile"])
+@pytest.mark.parametrize(
+    "name", ["bert_embedding_kernels.nn", "transformers-eager", "transformers-compile"]
+)
 def test_training_step(benchmark, request, name):
     full = request.config.getoption("--bench-full")
     if name == "transformers-compile" and not full:

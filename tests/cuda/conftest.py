@@ -7,7 +7,7 @@ already, and numba read its environment then; ``reload_config`` reads it
 again, which works as long as ``numba.cuda`` itself is not imported yet
 (numba-cuda, if installed, keeps its own config and reads it at that import).
 
-Test modules import ``kernels.cuda`` with ``pytest.importorskip``: where it
+Test modules import ``bert_embedding_kernels.cuda`` with ``pytest.importorskip``: where it
 cannot load (no GPU and no simulator), they are skipped with its message.
 """
 

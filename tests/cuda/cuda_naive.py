@@ -1,6 +1,6 @@
 """Deliberately naive host references for the CUDA tests: Python loops, no kernels.
 
-Independent of kernels/ (no ``prepare``, no fancy indexing shortcuts that the
+Independent of kernels/bert_embedding_kernels/ (no ``prepare``, no fancy indexing shortcuts that the
 kernels share): each output element is computed in the order the contract
 states, in the tables' dtype where the contract is bitwise.
 """

@@ -34,7 +34,7 @@ if not hasattr(dispatcher, "get_current_device"):
     sys.exit(2)
 
 # numba-cuda 0.30.4 with numpy >= 2.5 fails at its first compile without np.row_stack;
-# kernels.cuda restores it at import (its _patch_numpy), which is too late here.
+# bert_embedding_kernels.cuda restores it at import (its _patch_numpy), which is too late here.
 if not hasattr(np, "row_stack"):
     setattr(np, "row_stack", np.vstack)  # noqa: B010  (ruff would rewrite a plain assignment)
 
@@ -48,11 +48,11 @@ except NvvmSupportError as error:
     print(f"SKIP: no libNVVM ({str(error).strip()}); install numba-cuda[cu12]")
     sys.exit(2)
 
-import kernels.cuda._runtime as runtime  # noqa: E402
+import bert_embedding_kernels.cuda._runtime as runtime  # noqa: E402
 
 streaming = callable(getattr(cuda, "stcs", None))  # numba-cuda only
 runtime.HAS_SHUFFLE, runtime.HAS_STREAMING_STORE = True, streaming
-from kernels.cuda import _parts, backward, forward, norm, norm_backward, validate  # noqa: E402
+from bert_embedding_kernels.cuda import _parts, backward, forward, norm, norm_backward, validate  # noqa: E402
 
 C = "C"
 ids = (types.Array(types.int64, 2, C),) * 3

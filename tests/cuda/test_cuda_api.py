@@ -1,4 +1,4 @@
-"""The public API with device tables: kernels.embed / embed_backward dispatch to the GPU kernels.
+"""The public API with device tables: bek.embed / embed_backward dispatch to the GPU kernels.
 
 Runs under numba's CUDA simulator (tests/cuda/conftest.py) on small shapes; the
 results equal the CPU's (the sum and the backward bit for bit).
@@ -7,13 +7,13 @@ results equal the CPU's (the sum and the backward bit for bit).
 import numpy as np
 import pytest
 
-import kernels
-from kernels.registry import REGISTRY
+import bert_embedding_kernels as bek
+from bert_embedding_kernels.registry import REGISTRY
 
 
 @pytest.fixture(scope="module")
 def host():
-    return kernels.EmbeddingTables.random(40, 9, max_positions=12, seed=3)
+    return bek.EmbeddingTables.random(40, 9, max_positions=12, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -28,24 +28,24 @@ TYPES = np.array([[0, 1, 1], [1, 0, 0]])
 def test_to_device_and_back(host, device):
     assert device.device == "cuda" and host.device == "cpu"
     back = device.to_host()
-    assert isinstance(back, kernels.EmbeddingTables)
+    assert isinstance(back, bek.EmbeddingTables)
     np.testing.assert_array_equal(back.token, host.token)
     assert back.norm_eps == host.norm_eps
 
 
 def test_embed_with_device_tables_equals_the_cpu(host, device):
-    expected = kernels.embed(host, IDS, TYPES)
-    got = kernels.embed(device, IDS, TYPES)
+    expected = bek.embed(host, IDS, TYPES)
+    got = bek.embed(device, IDS, TYPES)
     assert hasattr(got, "copy_to_host")  # a device array comes back
     np.testing.assert_array_equal(got.copy_to_host(), expected)
-    normed = kernels.embed(device, IDS, TYPES, layer_norm=True).copy_to_host()
-    np.testing.assert_allclose(normed, kernels.embed(host, IDS, TYPES, layer_norm=True), atol=1e-5)
+    normed = bek.embed(device, IDS, TYPES, layer_norm=True).copy_to_host()
+    np.testing.assert_allclose(normed, bek.embed(host, IDS, TYPES, layer_norm=True), atol=1e-5)
 
 
 def test_embed_backward_with_device_tables_equals_the_cpu(host, device):
     grad = np.random.default_rng(0).standard_normal((2, 3, 9)).astype(np.float32)
-    expected = kernels.embed_backward(host, grad, IDS, TYPES, padding_idx=5)
-    got = kernels.embed_backward(device, grad, IDS, TYPES, padding_idx=5)
+    expected = bek.embed_backward(host, grad, IDS, TYPES, padding_idx=5)
+    got = bek.embed_backward(device, grad, IDS, TYPES, padding_idx=5)
     for g, e in zip(got, expected, strict=True):
         np.testing.assert_array_equal(g.copy_to_host(), e)
 
@@ -57,29 +57,25 @@ def test_accumulate_into_with_device_tables_equals_the_cpu(host, device):
     grad = rng.standard_normal((2, 3, 9)).astype(np.float32)
     tables = (host.token, host.segment, host.position)
     start = [rng.standard_normal(t.shape).astype(np.float32) for t in tables]
-    expected = kernels.embed_backward(
-        host, grad, IDS, TYPES, accumulate_into=[a.copy() for a in start]
-    )
+    expected = bek.embed_backward(host, grad, IDS, TYPES, accumulate_into=[a.copy() for a in start])
     into = [cuda.to_device(a) for a in start]
-    got = kernels.embed_backward(device, grad, IDS, TYPES, accumulate_into=into)
+    got = bek.embed_backward(device, grad, IDS, TYPES, accumulate_into=into)
     for g, given, e in zip(got, into, expected, strict=True):
         assert g is given
         np.testing.assert_array_equal(g.copy_to_host(), e)
 
 
-@pytest.mark.parametrize(
-    "method", [m for m in kernels.METHODS if "cuda" not in REGISTRY[m].devices]
-)
+@pytest.mark.parametrize("method", [m for m in bek.METHODS if "cuda" not in REGISTRY[m].devices])
 def test_methods_without_a_cuda_kernel_name_method_and_device(device, method):
     with pytest.raises(ValueError, match=rf"method is '{method}', which has no CUDA"):
-        kernels.embed(device, IDS, method=method)
+        bek.embed(device, IDS, method=method)
 
 
 def test_out_of_range_ids_raise_the_cpu_message(host, device):
     bad = IDS.copy()
     bad[1, 2] = 40
     with pytest.raises(IndexError) as on_cpu:
-        kernels.embed(host, bad)
+        bek.embed(host, bad)
     with pytest.raises(IndexError) as on_gpu:
-        kernels.embed(device, bad)
+        bek.embed(device, bad)
     assert str(on_gpu.value) == str(on_cpu.value)

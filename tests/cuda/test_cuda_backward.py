@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from cuda_naive import gradients, tables
 
-kc = pytest.importorskip("kernels.cuda")
+kc = pytest.importorskip("bert_embedding_kernels.cuda")
 cuda = kc.cuda
 
 

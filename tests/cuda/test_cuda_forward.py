@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from cuda_naive import layer_norm, summed, tables
 
-kc = pytest.importorskip("kernels.cuda")
-norm = pytest.importorskip("kernels.cuda.norm")
+kc = pytest.importorskip("bert_embedding_kernels.cuda")
+norm = pytest.importorskip("bert_embedding_kernels.cuda.norm")
 cuda = kc.cuda
 requires_gpu = pytest.mark.skipif(kc.SIMULATOR, reason="hardware-only variant: needs a GPU")
 
@@ -260,7 +260,7 @@ def test_streaming_stores_give_the_same_bits():
 
 @requires_gpu
 def test_float32_pairs_give_the_bits_of_one_element_at_a_time(monkeypatch):
-    from kernels.cuda import forward
+    from bert_embedding_kernels.cuda import forward
 
     device, _ = device_tables(hidden=768, vocab=500, positions=512)
     input_ids, types = ids(500, (4, 64), 31), ids(2, (4, 64), 32)

@@ -19,11 +19,11 @@ import pytest
 torch = pytest.importorskip("torch")
 if not torch.cuda.is_available():
     pytest.skip("torch has no CUDA device here (runs on the GPU machine)", allow_module_level=True)
-kc = pytest.importorskip("kernels.cuda")
+kc = pytest.importorskip("bert_embedding_kernels.cuda")
 if kc.SIMULATOR:
     pytest.skip("numba's CUDA simulator cannot read torch's GPU memory", allow_module_level=True)
 
-from kernels.nn import BertEmbeddings, _FusedEmbeddingLayerNorm  # noqa: E402
+from bert_embedding_kernels.nn import BertEmbeddings, _FusedEmbeddingLayerNorm  # noqa: E402
 
 PARAMETERS = (
     "word_embeddings.weight",

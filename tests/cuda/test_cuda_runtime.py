@@ -1,4 +1,5 @@
-"""Loading kernels.cuda: lazy, the numpy shim, a clear error without CUDA, the device tables."""
+"""Loading bert_embedding_kernels.cuda: lazy, the numpy shim, a clear error without CUDA,
+the device tables."""
 
 import os
 import subprocess
@@ -8,7 +9,7 @@ import types
 import numpy as np
 import pytest
 
-kc = pytest.importorskip("kernels.cuda")
+kc = pytest.importorskip("bert_embedding_kernels.cuda")
 
 
 def run_python(code, **env):
@@ -29,24 +30,27 @@ def test_numpy_shim_restores_row_stack_only_where_missing():
 
 
 def test_import_kernels_does_not_load_cuda():
-    code = "import sys, kernels; print('kernels.cuda' in sys.modules, 'numba.cuda' in sys.modules)"
+    code = (
+        "import sys, bert_embedding_kernels; "
+        "print('bert_embedding_kernels.cuda' in sys.modules, 'numba.cuda' in sys.modules)"
+    )
     result = run_python(code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "False"]
 
 
 def test_without_gpu_or_simulator_the_import_says_what_to_do():
-    result = run_python("import kernels.cuda", NUMBA_ENABLE_CUDASIM="0")
+    result = run_python("import bert_embedding_kernels.cuda", NUMBA_ENABLE_CUDASIM="0")
     if result.returncode == 0:
         pytest.skip("a GPU is present: the import succeeds")
-    assert "ImportError: kernels.cuda needs a CUDA GPU" in result.stderr
+    assert "ImportError: bert_embedding_kernels.cuda needs a CUDA GPU" in result.stderr
     assert "NUMBA_ENABLE_CUDASIM=1" in result.stderr
 
 
 def test_device_tables_round_trip_through_embedding_tables():
-    import kernels
+    import bert_embedding_kernels as bek
 
-    tables = kernels.EmbeddingTables.random(vocab_size=20, hidden_size=5, max_positions=8, seed=3)
+    tables = bek.EmbeddingTables.random(vocab_size=20, hidden_size=5, max_positions=8, seed=3)
     device = kc.DeviceTables.from_tables(tables)
     assert (device.vocab_size, device.type_vocab_size, device.max_positions) == (20, 2, 8)
     assert (device.hidden_size, device.dtype) == (5, np.float32)

@@ -1,0 +1,276 @@
+"""What each ``embench`` command does, given its parsed arguments (the parser: cli.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+
+from ..dtypes import parse
+from ..registry import METHODS
+from . import contenders, machine, peers
+from .cases import Shape, make_inputs
+from .render import format_time
+from .timing import interleave
+
+
+def _shape(arguments) -> Shape:
+    for name in ("batch_size", "seq_len", "vocab_size", "hidden_size"):
+        if getattr(arguments, name) < 1:
+            raise SystemExit(f"embench: --{name.replace('_', '-')} must be >= 1")
+    return Shape(
+        batch=arguments.batch_size,
+        seq=arguments.seq_len,
+        hidden=arguments.hidden_size,
+        vocab=arguments.vocab_size,
+        max_positions=max(512, arguments.seq_len),
+        dtype=arguments.dtype,
+    )
+
+
+def _methods(names: list[str] | None) -> list[str]:
+    return list(names) if names else list(METHODS)
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 2**20:.1f} MiB" if nbytes >= 2**20 else f"{nbytes / 2**10:.0f} KiB"
+
+
+def check(arguments) -> int:
+    """Print every method's agreement with the reference and its median time with its CI."""
+    shape = _shape(arguments)
+    tables, input_ids, token_type_ids = make_inputs(shape)
+    built = contenders.build(
+        tables, (input_ids, token_type_ids), methods=_methods(arguments.methods)
+    )
+    timings = interleave(contenders.timed(built), budget=arguments.budget)
+    print(
+        f"embench check: {shape.name} (batch {shape.batch} x seq {shape.seq}, hidden "
+        f"{shape.hidden}, vocab {shape.vocab}, {shape.dtype}); {timings.rounds} interleaved "
+        f"rounds in {timings.seconds:.1f} s"
+    )
+    print(" | ".join(f"{key}: {value}" for key, value in machine.describe().items()))
+    header = f"{'contender':<20} {'median':>10} {'95% CI':>9} {'x copy [95% CI]':>22}  verdict"
+    print(header)
+    print("-" * len(header))
+    failures = 0
+    for name, contender in built.items():
+        if contender.status != "measured":
+            failures += contender.status == "failed"
+            print(f"{name:<20} {contender.status.upper()}: {contender.reason}")
+            continue
+        estimate = timings.estimate(name)
+        ratio = timings.ratio(name, contenders.COPY)
+        verdict = "roofline" if name == contenders.COPY else "ok, agrees with the reference"
+        print(
+            f"{name:<20} {format_time(estimate.median):>10} {estimate.half_width:>+8.1%} "
+            f"{ratio.median:>7.2f} [{ratio.low:.2f}, {ratio.high:.2f}]  {verdict}"
+        )
+    print(
+        f"copy: a parallel copy of the output's {_size(shape.output_nbytes)}, the memory "
+        "roofline. 95% CI: of the median, distribution-free; x copy: paired per-round ratio."
+    )
+    if failures:
+        print(f"embench check: {failures} method(s) DISAGREE with the reference", file=sys.stderr)
+        return 1
+    return 0
+
+
+def bench_table(arguments) -> int:
+    """Print the Markdown table of a pytest-benchmark JSON file."""
+    from .benchtable import render_file
+
+    try:
+        print(render_file(arguments.json))
+    except (OSError, ValueError, KeyError) as error:
+        print(f"embench bench-table: cannot read {arguments.json}: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def perf(arguments) -> int:
+    """Measure the fused kernel against the roofline and the peers; print or write Markdown."""
+    if arguments.device == "cuda":
+        from . import gpu_perf  # imports numba.cuda: only when asked for
+
+        options = ["--no-compile"] if arguments.no_compile else []
+        return gpu_perf.main(options + (["--write", arguments.write] if arguments.write else []))
+    from . import perf as performance
+
+    print("embench perf: checking and timing at BERT-base (about a minute)", file=sys.stderr)
+    measured = performance.measure(arguments.budget, include_compile=not arguments.no_compile)
+    command = "embench " + " ".join(arguments.argv)
+    text = performance.render(*measured, command)
+    if arguments.write:
+        with open(arguments.write, "w") as handle:
+            handle.write(text)
+    print(text)
+    return 0
+
+
+def scaling(arguments) -> int:
+    """Time the CPU kernels at several thread counts; print or write Markdown (and a plot)."""
+    import os
+
+    from . import scaling as scaling_module
+
+    try:
+        threads = scaling_module.check_threads(
+            arguments.threads or scaling_module.default_threads()
+        )
+    except ValueError as error:
+        print(f"embench scaling: --threads: {error}", file=sys.stderr)
+        return 2
+    print(f"embench scaling: threads {list(threads)} at BERT-base", file=sys.stderr)
+    load = [os.getloadavg()[0]]
+
+    def progress(rounds: int) -> None:  # the number of rounds is not known in advance
+        if sys.stderr.isatty():
+            print(f"embench scaling: round {rounds}", end="\r", file=sys.stderr, flush=True)
+
+    timings = scaling_module.measure(threads, arguments.budget, progress=progress)
+    load.append(os.getloadavg()[0])
+    text = scaling_module.render(timings, threads, "embench " + " ".join(arguments.argv), load)
+    if arguments.write:
+        with open(arguments.write, "w") as handle:
+            handle.write(text)
+        picture = arguments.write.rsplit(".", 1)[0] + ".png"
+        if scaling_module.plot(timings, threads, picture):
+            print(f"embench scaling: plot in {picture}", file=sys.stderr)
+    print(text)
+    return 0
+
+
+def report(arguments) -> int:
+    """Sweep, check, time and write report.md, results.json, calibration.json and plots."""
+    from pathlib import Path
+
+    from . import report as report_module
+
+    overrides = {}
+    if arguments.vocab_sizes:
+        overrides["vocab_sizes"] = arguments.vocab_sizes
+    if arguments.seq_lens:
+        overrides["seq_lens"] = arguments.seq_lens
+    if arguments.small_seq_lens is not None:
+        overrides["small_seq_lens"] = arguments.small_seq_lens
+    if arguments.peers is not None:
+        missing = set(arguments.peers) - set(peers.available_peers())
+        if missing:
+            raise SystemExit(
+                f"embench report: --peers {sorted(missing)} not installed here; installed: "
+                f"{peers.available_peers()} (pip install 'bert-embedding-kernels[peers]')"
+            )
+        overrides["peers"] = tuple(arguments.peers)
+    if arguments.methods:
+        overrides["methods"] = tuple(arguments.methods)
+    if arguments.tables:
+        if arguments.vocab_sizes or arguments.hidden_size:
+            raise SystemExit(
+                "embench report: --tables fixes the vocabulary and hidden size to the "
+                "checkpoint's; drop --vocab-sizes and --hidden-size"
+            )
+        overrides["tables"] = arguments.tables
+    settings = report_module.Settings.defaults(arguments.quick, **overrides)
+    base = settings.base
+    base = dataclasses.replace(
+        base,
+        batch=arguments.batch_size or base.batch,
+        hidden=arguments.hidden_size or base.hidden,
+        dtype=arguments.dtype,
+    )
+    settings = dataclasses.replace(settings, base=base)
+    if arguments.budget:
+        settings = dataclasses.replace(settings, budget=arguments.budget)
+    results = report_module.run(settings)
+    command = "embench " + " ".join(arguments.argv)
+    directory = Path(arguments.out)
+    written = report_module.write(results, directory, command)
+    print(f"embench report: wrote {', '.join(str(directory / w) for w in written)}")
+    summary = json.loads((directory / "results.json").read_text())
+    print("\n".join(f"  {r['text']}" for r in summary["recommendations"]))
+    failed = [
+        f"{name} at {p['sweep']} {p['size']}"
+        for p in summary["points"]
+        for name, c in p["contenders"].items()
+        if c["status"] == "failed"
+    ]
+    if failed:
+        print(
+            f"embench report: {len(failed)} contender(s) FAILED their check against the "
+            f"reference and were not timed ({'; '.join(failed[:5])}); "
+            f"see {directory / 'report.md'}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def choose(arguments) -> int:
+    """Print the method the calibrated cost model picks for one shape, and why."""
+    from .. import auto
+
+    shape = _shape(arguments)
+    shape_args = (
+        shape.tokens,
+        shape.hidden,
+        parse(shape.dtype).itemsize,
+        shape.vocab,
+        shape.type_vocab,
+        shape.max_positions,
+    )
+    try:
+        calibration = auto.calibration()
+    except RuntimeError as error:
+        print(f"embench choose: {error}", file=sys.stderr)
+        return 2
+    predictions = {
+        m: auto.predict(m, *shape_args) for m in calibration["coefficients"] if m in METHODS
+    }
+    best = auto.choose(*shape_args)
+    others = ", ".join(
+        f"{m} {format_time(predictions[m])}"
+        for m in sorted(predictions, key=predictions.get)
+        if m != best
+    )
+    source = calibration.get("machine", {}).get("cpu", "?")
+    own = os.environ.get("EMBENCH_CALIBRATION")
+    where = (
+        f"your calibration {own}"
+        if own
+        else "the shipped calibration; set EMBENCH_CALIBRATION=DIR/calibration.json "
+        "(written by embench report --out DIR) to use your own machine's"
+    )
+    print(best)
+    print(
+        f"why: predicted {format_time(predictions[best])} per call vs {others} "
+        f"(cost model fitted by embench report on {source}; {where})"
+    )
+    return 0
+
+
+def compare(arguments) -> int:
+    """Compare two results.json runs point by point, normalised by each run's copy."""
+    from . import compare as comparing
+
+    try:
+        a, b = comparing.load(arguments.a), comparing.load(arguments.b)
+    except comparing.ResultsError as error:
+        print(f"embench compare: {error}", file=sys.stderr)
+        return 2
+    rows = comparing.compare(a, b)
+    print(comparing.render(rows, arguments.a, arguments.b))
+    if arguments.fail_above is not None:
+        failing = comparing.failures(rows, arguments.fail_above)
+        if failing:
+            names = ", ".join(
+                f"{r['contender']} ({r['change']:.2f}x over {r['points']} points)" for r in failing
+            )
+            print(
+                f"embench compare: {len(failing)} got slower by more than "
+                f"{arguments.fail_above:.0%} (95% CI excluding 1): {names}",
+                file=sys.stderr,
+            )
+            return 1
+    return 0

@@ -1,0 +1,348 @@
+"""``embench perf``: the fused kernels against their roofline and the peers at BERT-base.
+
+Every figure is a ratio of medians from paired, interleaved rounds of the one
+timing engine (:mod:`bert_embedding_kernels.bench.timing`), with its 95% interval, checked
+against its target (issue 16). Each contender is checked against the naive
+reference (or, for gradients, against numpy's scatter-add) before it is timed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .. import embed, embed_backward
+from ..gradients import EmbeddingGradients
+from . import contenders, machine, peers
+from .cases import BERT_BASE, SMALL_CALL, make_inputs, zipf_ids
+from .roofline import CopyReference, apart_from
+from .timing import Estimate, Timings, interleave
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One ratio (numerator / denominator) with its target."""
+
+    name: str
+    numerator: str
+    denominator: str
+    target: str  # ">= 6" or "<= 1.15"; "" for none
+    note: str
+    invert: bool = False  # report denominator / numerator (a fraction of the roofline)
+
+
+FORWARD_FIGURES = (
+    Figure(
+        "fused (out=) / copy",
+        "fused (out=)",
+        "copy",
+        ">= 0.90",
+        "fraction of a parallel copy of the output's bytes (copy / fused)",
+        invert=True,
+    ),
+    Figure(
+        "fused (out=) / non-temporal copy",
+        "fused (out=)",
+        "copy (non-temporal)",
+        "",
+        "fraction of a copy whose stores skip the read-for-ownership",
+        invert=True,
+    ),
+    Figure(
+        "fused (out=, huge pages) / copy (huge pages)",
+        "fused (out=, huge pages)",
+        "copy (huge pages)",
+        ">= 0.90",
+        "out= from bert_embedding_kernels.hugepages.empty, against a copy between such buffers",
+        invert=True,
+    ),
+    Figure(
+        "fused allocating / fused (out=)",
+        "fused",
+        "fused (out=)",
+        "<= 1.15",
+        "an allocating call in a loop (output pool) against writing into out=",
+    ),
+    Figure("numpy-indexing / fused", "numpy-indexing", "fused", ">= 6", "both allocate"),
+    Figure("torch-eager / fused", "torch-eager", "fused", ">= 10", "both allocate"),
+    Figure("torch-compile / fused", "torch-compile", "fused", ">= 3", "both allocate"),
+    Figure("onnxruntime Gather+Add / fused", "onnxruntime", "fused", "", "both allocate"),
+    Figure(
+        "onnxruntime EmbedLayerNorm / fused+LN",
+        "onnxruntime-embedlayernorm",
+        "fused+LN",
+        ">= 2",
+        "both allocate",
+    ),
+    Figure(
+        "onnxruntime EmbedLayerNorm, IOBinding / fused+LN (out=)",
+        "onnxruntime-embedlayernorm (bound)",
+        "fused+LN (out=)",
+        ">= 2",
+        "both into preallocated outputs",
+    ),
+    Figure(
+        "torch-eager-layernorm / fused+LN", "torch-eager-layernorm", "fused+LN", "", "both allocate"
+    ),
+    Figure(
+        "fused+LN (out=) / fused (out=)",
+        "fused+LN (out=)",
+        "fused (out=)",
+        "<= 1.1",
+        "what the in-kernel LayerNorm costs",
+    ),
+    Figure(
+        "fused float32 / fused bfloat16 (both out=)",
+        "fused (out=)",
+        "fused bf16 (out=)",
+        ">= 1.7",
+        "what half-precision tables gain",
+    ),
+    Figure(
+        "copy float32 / copy bfloat16",
+        "copy",
+        "copy bf16",
+        "",
+        "what halving the bytes gains a plain copy of the output: the bound of the row above",
+    ),
+)
+BACKWARD_FIGURES = (
+    Figure(
+        "torch backward / fused backward",
+        "torch embedding_dense_backward",
+        "fused",
+        ">= 3",
+        "Zipf ids, all three tables, both return new gradients",
+    ),
+    Figure(
+        "torch backward / fused backward into .grad",
+        "torch embedding_dense_backward",
+        "fused (accumulate_into)",
+        ">= 3",
+        "fused adds into caller-owned gradients",
+    ),
+)
+
+
+def _met(target: str, value: float) -> str:
+    if not target:
+        return ""
+    op, bound = target.split()
+    met = value >= float(bound) if op == ">=" else value <= float(bound)
+    return f"{target}: {'met' if met else 'MISSED'}"
+
+
+def _checked(name: str, call, expected: np.ndarray, atol: float = 0.0):
+    result = peers.as_numpy(call())
+    difference = float(np.max(np.abs(result.astype(np.float64) - expected), initial=0.0))
+    if difference > atol:
+        raise AssertionError(f"{name} differs from the reference by {difference:.3g}; not timed")
+    return call
+
+
+def forward_calls(include_compile: bool = True) -> dict:
+    """Every BERT-base forward contender, each checked against its reference."""
+    tables, ids, types = make_inputs(BERT_BASE)
+    shape = (BERT_BASE.batch, BERT_BASE.seq, BERT_BASE.hidden)
+    expected = embed(tables, ids, types, method="gather")  # itself bit-tested against a loop
+    normed = embed(tables, ids, types, method="gather", layer_norm=True)
+    out = apart_from(tables.token, shape, np.float32)
+    out_huge = apart_from(tables.token, shape, np.float32, huge_pages=True)
+    out_norm = apart_from(tables.token, shape, np.float32)
+    half = make_inputs(replace(BERT_BASE, dtype="bfloat16"))[0]
+    out_half = apart_from(half.token, shape, half.dtype)
+    calls = {
+        "copy": CopyReference(shape, np.float32),
+        "copy (non-temporal)": CopyReference(shape, np.float32, nontemporal=True),
+        "copy bf16": CopyReference(shape, half.dtype),
+        "copy (huge pages)": CopyReference(shape, np.float32, huge_pages=True),
+        "fused (out=)": lambda: embed(tables, ids, types, out=out),
+        "fused (out=, huge pages)": lambda: embed(tables, ids, types, out=out_huge),
+        "fused": lambda: embed(tables, ids, types),
+        "fused+LN (out=)": lambda: embed(tables, ids, types, out=out_norm, layer_norm=True),
+        "fused+LN": lambda: embed(tables, ids, types, layer_norm=True),
+        "fused bf16 (out=)": lambda: embed(half, ids, types, out=out_half),
+    }
+    wanted = [p for p in peers.available_peers() if include_compile or p != "torch-compile"]
+    for name in wanted:
+        peer = peers.make_peer(name, tables)
+        calls[name] = lambda peer=peer: peer(ids, types)
+    for name in peers.available_peers(layer_norm=True):
+        peer = peers.make_peer(name, tables)
+        calls[name] = lambda peer=peer: peer(ids, types)
+    if "onnxruntime-embedlayernorm" in calls:
+        bound = peers.onnxruntime_embed_layer_norm_bound(tables, ids, types)
+        calls["onnxruntime-embedlayernorm (bound)"] = bound
+    for name, call in calls.items():
+        if name.startswith("copy"):
+            continue
+        if "bf16" in name:
+            _checked(name, call, contenders_reference_half(half, ids, types))
+        elif "LN" in name or "layernorm" in name:
+            _checked(name, call, normed.astype(np.float64), contenders.LAYER_NORM_ATOL)
+        else:
+            _checked(name, call, expected.astype(np.float64), 1e-6 if "compile" in name else 0)
+    return calls
+
+
+def contenders_reference_half(tables, ids, types) -> np.ndarray:
+    """bfloat16 tables: widen, add in float32, round once (what every method promises)."""
+    wide = [t.astype(np.float32) for t in (tables.token, tables.segment, tables.position)]
+    total = (wide[0][ids] + wide[1][types]) + wide[2][np.arange(ids.shape[1])]
+    return total.astype(tables.dtype).astype(np.float64)
+
+
+def backward_calls() -> dict:
+    """fused backward (new and accumulated gradients) and torch's, Zipf ids, checked."""
+    tables, _, types = make_inputs(BERT_BASE)
+    ids = zipf_ids(BERT_BASE.vocab, (BERT_BASE.batch, BERT_BASE.seq), seed=0)
+    shape = (BERT_BASE.batch, BERT_BASE.seq, BERT_BASE.hidden)
+    grad = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    into = EmbeddingGradients(
+        *(np.zeros(t.shape, np.float32) for t in (tables.token, tables.segment, tables.position))
+    )
+    calls = {
+        "fused": lambda: embed_backward(tables, grad, ids, types),
+        "fused (accumulate_into)": lambda: embed_backward(
+            tables, grad, ids, types, accumulate_into=into
+        ),
+    }
+    expected = embed_backward(tables, grad, ids, types, method="gather").token
+    if not np.array_equal(calls["fused"]().token, expected):
+        raise AssertionError("fused backward differs from np.add.at; not timed")
+    torch_call = peers.torch_embedding_backward(tables, grad, ids, types)
+    if torch_call is not None:
+        torch_token = torch_call()[0]
+        if not np.allclose(torch_token, expected, rtol=1e-5, atol=1e-4):
+            raise AssertionError("torch's embedding_dense_backward differs; not timed")
+        calls["torch embedding_dense_backward"] = torch_call
+    return calls
+
+
+def small_call() -> Estimate:
+    """One public-API call at batch 1 x seq 128 x hidden 768 into ``out=``, validation included."""
+    tables, ids, _ = make_inputs(SMALL_CALL)
+    out = apart_from(tables.token, (1, SMALL_CALL.seq, SMALL_CALL.hidden), tables.dtype)
+    calls = {"small": lambda: embed(tables, ids, out=out)}
+    return interleave(calls, budget=3.0, target=0.01).estimate("small")
+
+
+_FIRST_CALL = textwrap.dedent("""
+    import time
+    start = time.perf_counter()
+    import numpy as np, bert_embedding_kernels as bek
+    imported = time.perf_counter()
+    tables = bek.EmbeddingTables.random(1000, 768)
+    ids = np.zeros((1, 128), np.int64)
+    made = time.perf_counter()
+    bek.embed(tables, ids)
+    done = time.perf_counter()
+    print(imported - start, done - made)
+""")
+
+
+def first_call_seconds() -> tuple[float, float]:
+    """(import time, first embed call) in a fresh process whose numba cache is warm."""
+    subprocess.run([sys.executable, "-c", _FIRST_CALL], check=True, capture_output=True)
+    result = subprocess.run(
+        [sys.executable, "-c", _FIRST_CALL], check=True, capture_output=True, text=True
+    )
+    imported, first = (float(x) for x in result.stdout.split())
+    return imported, first
+
+
+def _rows(timings: Timings, figures) -> list[str]:
+    lines = []
+    for figure in figures:
+        if figure.numerator not in timings.samples or figure.denominator not in timings.samples:
+            lines.append(f"| {figure.name} | not measured (not installed) | {figure.target} | |")
+            continue
+        ratio = timings.ratio(figure.numerator, figure.denominator)
+        value, low, high = ratio.median, ratio.low, ratio.high
+        if figure.invert:
+            value, low, high = 1 / value, 1 / high, 1 / low
+        unstable = " ~" if ratio.unstable else ""
+        lines.append(
+            f"| {figure.name} | {value:.2f} [{low:.2f}, {high:.2f}]{unstable} | "
+            f"{_met(figure.target, value)} | {figure.note} |"
+        )
+    return lines
+
+
+def _medians(timings: Timings) -> list[str]:
+    lines = []
+    for name in timings.samples:
+        e = timings.estimate(name)
+        lines.append(f"| {name} | {e.median * 1e3:.3f} ms | +-{e.half_width:.1%} |")
+    return lines
+
+
+def render(forward: Timings, backward: Timings, small: Estimate, first, load, command: str) -> str:
+    small_us = small.median * 1e6
+    lines = [
+        "# Performance: the fused kernels, their roofline and the peers",
+        "",
+        f"Generated by `{command}`; do not edit by hand.",
+        "",
+        f"Machine: {machine.summary()}.",
+        "",
+        f"BERT-base: batch {BERT_BASE.batch} x seq {BERT_BASE.seq}, hidden {BERT_BASE.hidden}, "
+        f"vocab {BERT_BASE.vocab}, float32 (and bfloat16 where named), uniform random ids for "
+        "the forward pass, Zipf ids for the backward. One timing engine: warm-up, samples of "
+        "at least 1 ms (each after an untimed call), contenders interleaved round by round "
+        "in rotating order, medians with "
+        f"95% intervals; {forward.rounds} forward rounds in {forward.seconds:.0f} s, "
+        f"{backward.rounds} backward rounds in {backward.seconds:.0f} s. Ratios are medians of "
+        "per-round ratios with their 95% intervals (~: wider than +-10%). How noisy: "
+        f"1-minute load average {load[0]:.2f} before and {load[1]:.2f} after the run "
+        f"({os.cpu_count()} cores); the intervals below say the rest.",
+        "",
+        "| figure | measured [95% CI] | target | note |",
+        "|---|---:|---|---|",
+        *_rows(forward, FORWARD_FIGURES),
+        *_rows(backward, BACKWARD_FIGURES),
+        f"| small call, median us | {small_us:.1f} [{small.low * 1e6:.1f}, "
+        f"{small.high * 1e6:.1f}] | {_met('<= 15', small_us)} | batch 1 x seq 128 x hidden 768 "
+        "through `bert_embedding_kernels.embed(..., out=out)`, validation included |",
+        f"| first call in a fresh process, s | {first[1]:.3f} | | numba cache warm; "
+        f"`import bert_embedding_kernels` itself took {first[0]:.3f} s |",
+        "",
+        "| call | median | 95% CI |",
+        "|---|---:|---:|",
+        *_medians(forward),
+        *_medians(backward),
+        "",
+        "**The roofline.** Any forward pass must write every output row and read as many "
+        "bytes of table rows, so it cannot beat copying an array of the output's size once. "
+        "`copy` is that copy, run in parallel by numba into a preallocated array; `copy "
+        "(non-temporal)` stores with streaming stores that skip reading each output line "
+        "first, the physical limit of writing. `fused (out=)` writes into a preallocated "
+        "array; `fused (out=, huge pages)` into one from "
+        "`bert_embedding_kernels.hugepages.empty`, against "
+        "`copy (huge pages)` between two such arrays; `fused` and the peers allocate their "
+        "output (ours from the output pool, bert_embedding_kernels.pool, whose large buffers "
+        "are in huge "
+        "pages). Every contender was checked against the reference before timing.",
+        "",
+        "**Fairness.** torch runs with `OMP_WAIT_POLICY=PASSIVE` and onnxruntime with "
+        "`session.intra_op.allow_spinning=0`: spinning thread pools otherwise steal the CPU "
+        "of whichever contender runs next in the interleaved rounds "
+        "(kernels/bert_embedding_kernels/bench/peers.py "
+        "has the measurement). Their own times did not change.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def measure(rounds_budget: float, include_compile: bool = True, progress=None) -> tuple:
+    """Everything ``embench perf`` reports, for :func:`render`."""
+    load = [os.getloadavg()[0]]
+    forward = interleave(forward_calls(include_compile), budget=rounds_budget, progress=progress)
+    backward = interleave(backward_calls(), budget=rounds_budget / 2)
+    small = small_call()
+    load.append(os.getloadavg()[0])
+    return forward, backward, small, first_call_seconds(), load

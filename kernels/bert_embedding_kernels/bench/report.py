@@ -1,0 +1,181 @@
+"""``embench report``: sweep, check, time, fit; the results as plain data (results.json schema 2).
+
+At each point of three sweeps (vocabulary size, sequence length, and small
+single-sequence calls) every contender of :mod:`bert_embedding_kernels.bench.contenders` is
+checked against the naive reference and then timed by the one engine
+(:func:`bert_embedding_kernels.bench.timing.interleave`): interleaved rounds until every median
+is known within +-3% or the point's budget is spent. A contender predicted to
+take longer than ``skip_above`` per call (its time at the previous point of the
+sweep scaled by the work its cost model counts) is skipped and says so.
+
+:func:`write` stores ``results.json`` (docs/RESULTS.md documents the schema),
+``calibration.json`` (the cost model behind ``method="auto"``, fitted here),
+``report.md`` and plots (:mod:`bert_embedding_kernels.bench.render`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from ..registry import METHODS
+from . import calibrate, cases, contenders, machine, peers, verdict
+from .cases import Shape, make_inputs
+from .progress import Progress
+from .timing import interleave
+
+SCHEMA = 2
+
+
+@dataclass(frozen=True)
+class Settings:
+    base: Shape
+    vocab_sizes: tuple[int, ...]
+    seq_lens: tuple[int, ...]
+    small_seq_lens: tuple[int, ...]  # batch 1: what a server sees per request
+    methods: tuple[str, ...]
+    peers: tuple[str, ...]  # outside implementations timed beside ours (installed ones)
+    layer_norm: bool  # also the normalising contenders (fused+LN and the LayerNorm peers)
+    budget: float  # seconds of timing per point, all contenders together
+    skip_above: float  # a call predicted to take longer than this is skipped
+    # A checkpoint ("minilm" or a path): its tables and real token ids instead of
+    # random tables and uniform ids; no vocab sweep (see bert_embedding_kernels.bench.realdata).
+    tables: str | None = None
+
+    @classmethod
+    def defaults(cls, quick: bool, **overrides) -> Settings:
+        installed = tuple(peers.available_peers())
+        if quick:
+            settings = cls(
+                cases.QUICK_BASE,
+                cases.QUICK_VOCAB_SIZES,
+                cases.QUICK_SEQ_LENS,
+                cases.SMALL_SEQ_LENS[::2],
+                METHODS,
+                installed,
+                layer_norm=True,
+                budget=2.5,
+                skip_above=0.25,
+            )
+        else:
+            settings = cls(
+                cases.SWEEP_BASE,
+                cases.VOCAB_SIZES,
+                cases.SEQ_LENS,
+                cases.SMALL_SEQ_LENS,
+                METHODS,
+                installed,
+                layer_norm=True,
+                budget=6.0,
+                skip_above=1.5,
+            )
+        return replace(settings, **overrides)
+
+    def as_json(self) -> dict:
+        return {**asdict(self), "base": asdict(self.base)}
+
+
+def sweep_shapes(settings: Settings) -> list[tuple[str, int, Shape]]:
+    shapes = [("vocab", v, settings.base.with_vocab(v)) for v in settings.vocab_sizes]
+    shapes += [("seq", s, settings.base.with_seq(s)) for s in settings.seq_lens]
+    small = replace(settings.base, batch=1)
+    shapes += [("small", s, small.with_seq(s)) for s in settings.small_seq_lens]
+    return shapes
+
+
+def _skipper(shape: Shape, settings: Settings, previous: dict):
+    """``skip(name)``: why a contender is not timed at ``shape`` ('' to time it)."""
+
+    def skip(name: str) -> str:
+        if name not in previous or name not in METHODS:
+            return ""
+        last_shape, last_seconds = previous[name]
+        estimate = last_seconds * calibrate.work(name, shape) / calibrate.work(name, last_shape)
+        if estimate > settings.skip_above:
+            return f"estimated {estimate:.2g} s per call, above the {settings.skip_above} s limit"
+        return ""
+
+    return skip
+
+
+def measure_point(sweep, size, shape, settings, previous, inputs=make_inputs) -> dict:
+    """Check and time every contender at one shape; the point as results.json holds it."""
+    tables, input_ids, token_type_ids = inputs(shape)
+    built = contenders.build(
+        tables,
+        (input_ids, token_type_ids),
+        methods=settings.methods,
+        peer_names=settings.peers,
+        layer_norm=settings.layer_norm,
+        skip=_skipper(shape, settings, previous),
+    )
+    timings = interleave(contenders.timed(built), budget=settings.budget)
+    point = {"sweep": sweep, "size": size, "shape": asdict(shape), "contenders": {}}
+    for name, contender in built.items():
+        entry = {
+            "status": contender.status,
+            "kind": contender.kind,
+            "origin": contender.origin,
+            "allocates": contender.allocates,
+            "agrees": contender.agrees,
+        }
+        if contender.status == "measured":
+            estimate = timings.estimate(name)
+            entry |= {
+                "median_s": estimate.median,
+                "ci95_s": [estimate.low, estimate.high],
+                "rounds": estimate.count,
+                "calls_per_sample": timings.calls_per_sample[name],
+            }
+            previous[name] = (shape, estimate.median)
+        else:
+            entry["reason"] = contender.reason
+        point["contenders"][name] = entry
+    point["ratios"] = verdict.point_ratios(point, timings)
+    return point
+
+
+def run(settings: Settings) -> dict:
+    """Measure every point of every sweep; results.json (schema 2) as a dict."""
+    inputs = make_inputs
+    if settings.tables:
+        from . import realdata
+
+        settings, inputs = realdata.report_settings(settings)
+    shapes = sweep_shapes(settings)
+    points = []
+    with Progress(len(shapes), "embench report") as bar:
+        previous_by_sweep: dict[str, dict] = {}
+        for sweep, size, shape in shapes:
+            previous = previous_by_sweep.setdefault(sweep, {})
+            points.append(measure_point(sweep, size, shape, settings, previous, inputs))
+            bar.update(f"{sweep} {size}")
+    results = {
+        "schema": SCHEMA,
+        "machine": machine.describe(),  # after the kernels ran: the threading layer is known
+        "settings": settings.as_json(),
+        "points": points,
+    }
+    if settings.tables:
+        from . import realdata
+
+        results["id_comparison"] = realdata.report_comparisons(settings)
+    return results
+
+
+def write(results: dict, directory: Path, command: str) -> list[str]:
+    """Write results.json, calibration.json, report.md and the plots into ``directory``."""
+    from . import render  # matplotlib and Markdown: only when writing
+
+    directory.mkdir(parents=True, exist_ok=True)
+    results = {**results, "command": command}
+    calibration = calibrate.fit(results["points"], source=command, machine=results["machine"])
+    results["recommendations"] = verdict.recommendations(results)
+    results["slopes"] = verdict.slopes(results)
+    results["auto"] = verdict.auto_agreement(results, calibration)
+    (directory / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (directory / "calibration.json").write_text(json.dumps(calibration, indent=2) + "\n")
+    plots = render.plot(results, directory)
+    (directory / "report.md").write_text(render.render_markdown(results, plots))
+    return ["report.md", "results.json", "calibration.json", *plots]

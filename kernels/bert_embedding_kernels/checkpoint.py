@@ -1,0 +1,247 @@
+"""Embedding tables from a Hugging Face BERT-family checkpoint (``model.safetensors``).
+
+Only the embedding layer is read, by a reader of the safetensors format here
+(its numpy loader cannot read BF16): no torch, no transformers, no safetensors.
+A checkpoint saved from ``BertModel`` names its tensors
+``embeddings.word_embeddings.weight`` and so on; one saved from a model with a
+head (``BertForMaskedLM``, ...) puts ``bert.`` in front. Checkpoints converted
+from the original TensorFlow BERT call the LayerNorm's scale and shift
+``gamma`` and ``beta``; both spellings are accepted. ``layer_norm_eps`` comes
+from the ``config.json`` beside the weights when there is one, else BERT's
+default, 1e-12.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from .dtypes import BFLOAT16, FLOAT_DTYPES, parse
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+BERT_LAYER_NORM_EPS = 1e-12  # transformers' BertConfig default
+# Tried in this order when the caller names no prefix: a bare BertModel, then
+# a model with a head around it.
+PREFIXES = ("", "bert.")
+TABLE_KEYS = {
+    "token": "embeddings.word_embeddings.weight",
+    "segment": "embeddings.token_type_embeddings.weight",
+    "position": "embeddings.position_embeddings.weight",
+}
+# The LayerNorm's parameters: the current names first, then the TensorFlow-era ones.
+NORM_KEYS = {
+    "norm_weight": ("embeddings.LayerNorm.weight", "embeddings.LayerNorm.gamma"),
+    "norm_bias": ("embeddings.LayerNorm.bias", "embeddings.LayerNorm.beta"),
+}
+# config.json field -> (tables' argument, axis of that table it sizes)
+CONFIG_SHAPES = {
+    "vocab_size": ("token", 0),
+    "type_vocab_size": ("segment", 0),
+    "max_position_embeddings": ("position", 0),
+    "hidden_size": ("token", 1),
+}
+
+
+class CheckpointKeyError(KeyError):
+    """A tensor the embedding layer needs is not in the checkpoint.
+
+    A ``KeyError`` (so ``except KeyError`` catches it) whose message prints as
+    written, not as the quoted repr ``KeyError`` would give it.
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+# safetensors' dtype names -> numpy. safetensors' own numpy loader cannot read
+# BF16 (numpy has no bfloat16), so the file is read here: an 8-byte header size,
+# a JSON header, then the raw little-endian tensors.
+STORED_DTYPES = {
+    "F64": np.dtype("<f8"),
+    "F32": np.dtype("<f4"),
+    "F16": np.dtype("<f2"),
+    "BF16": BFLOAT16,
+}
+
+
+class _SafetensorsFile:
+    """The header of a ``.safetensors`` file and its tensors, read one at a time."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            with open(path, "rb") as handle:
+                (size,) = struct.unpack("<Q", handle.read(8))
+                self.header = json.loads(handle.read(size))
+            self.data_start = 8 + size
+        except (struct.error, ValueError, MemoryError, OverflowError) as error:
+            raise ValueError(f"{path} is not a safetensors file: {error}") from None
+        self.header.pop("__metadata__", None)
+
+    def keys(self) -> set[str]:
+        return set(self.header)
+
+    def get(self, key: str) -> np.ndarray:
+        """Tensor ``key`` as stored (only its bytes are read)."""
+        entry = self.header[key]
+        dtype = STORED_DTYPES.get(entry["dtype"])
+        if dtype is None:
+            raise TypeError(
+                f"{self.path}: tensor {key!r} is stored as {entry['dtype']}; embedding "
+                f"tables must be one of {', '.join(STORED_DTYPES)}."
+            )
+        begin, end = entry["data_offsets"]
+        count = (end - begin) // dtype.itemsize
+        array = np.fromfile(self.path, dtype, count, offset=self.data_start + begin)
+        return array.reshape(entry["shape"])
+
+
+def _weights_file(path: Path) -> Path:
+    weights = path / WEIGHTS_FILE if path.is_dir() else path
+    if not weights.is_file():
+        where = (
+            f"directory {path} holds no {WEIGHTS_FILE}"
+            if path.is_dir()
+            else f"{path} does not exist"
+        )
+        raise FileNotFoundError(f"no checkpoint found: {where}")
+    return weights
+
+
+def _read_config(weights: Path) -> dict:
+    config_path = weights.with_name(CONFIG_FILE)
+    if not config_path.is_file():
+        return {}
+    try:
+        config = json.loads(config_path.read_text())
+    except ValueError as error:
+        raise ValueError(f"{config_path} is not valid JSON: {error}") from error
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_path} holds {type(config).__name__}, not a JSON object")
+    return config
+
+
+def _find_prefix(keys: set[str], prefix: str | None, weights: Path) -> str:
+    candidates = PREFIXES if prefix is None else (prefix,)
+    for candidate in candidates:
+        if candidate + TABLE_KEYS["token"] in keys:
+            return candidate
+    tried = " or ".join(repr(c + TABLE_KEYS["token"]) for c in candidates)
+    related = sorted(k for k in keys if "embeddings" in k)[:8]
+    hint = f" Its embedding-like keys: {related}." if related else ""
+    raise CheckpointKeyError(
+        f"{weights} has no key {tried}: it is not a BERT-family checkpoint with the "
+        f"prefixes tried.{hint} Name the prefix with "
+        "EmbeddingTables.from_safetensors(path, prefix=...)."
+    )
+
+
+def _pick_key(keys: set[str], prefix: str, names: tuple[str, ...], weights: Path) -> str:
+    for name in names:
+        if prefix + name in keys:
+            return prefix + name
+    wanted = " or ".join(repr(prefix + n) for n in names)
+    raise CheckpointKeyError(f"{weights} has no key {wanted}, which the embedding layer needs.")
+
+
+def _as_float(array: np.ndarray, dtype: np.dtype | None) -> np.ndarray:
+    # As stored (byte order made native), or converted to the dtype asked for.
+    target = dtype if dtype is not None else array.dtype.newbyteorder("=")
+    assert target in FLOAT_DTYPES
+    return array.astype(target, copy=False)
+
+
+def read_embedding_layer(path: str | os.PathLike, *, prefix: str | None = None, dtype=None) -> dict:
+    """Read the embedding layer of a Hugging Face BERT-family checkpoint.
+
+    :meth:`bert_embedding_kernels.EmbeddingTables.from_safetensors` builds the tables from
+    what this returns (this module knows files, not tables: no import cycle).
+
+    Parameters
+    ----------
+    path : str or path-like
+        A ``model.safetensors`` file, or the directory holding it (a model
+        directory as ``save_pretrained`` writes it).
+    prefix : str, optional
+        What precedes ``embeddings.`` in the tensor names. By default ``""``
+        (a saved ``BertModel``) and then ``"bert."`` (a model with a head) are
+        tried.
+    dtype : float32, float64, float16 or bfloat16, optional
+        Convert the tables to this dtype. By default each tensor keeps the
+        dtype it is stored in (F64, F32, F16, BF16).
+
+    Returns
+    -------
+    dict
+        The keyword arguments of ``EmbeddingTables``: ``token``, ``segment``,
+        ``position``, ``norm_weight``, ``norm_bias`` and ``norm_eps`` (the
+        ``layer_norm_eps`` of a ``config.json`` beside the weights, else 1e-12).
+
+    Raises
+    ------
+    TypeError
+        A tensor stored in another dtype (the file, the tensor and the choices
+        are named), or a ``dtype`` that is not a table dtype.
+    FileNotFoundError
+        No such file, or the directory holds no ``model.safetensors``.
+    KeyError
+        A tensor is missing (:class:`CheckpointKeyError`); the message names it.
+    ValueError
+        A tensor's shape disagrees with the others or with ``config.json``; the
+        message names both shapes.
+    """
+    weights = _weights_file(Path(path))
+    dtype = None if dtype is None else parse(dtype)
+    config = _read_config(weights)
+    arrays = {}
+    # Only the five tensors asked for are read, not the whole model (the encoder
+    # layers are most of a checkpoint's bytes).
+    handle = _SafetensorsFile(weights)
+    keys = handle.keys()
+    found = _find_prefix(keys, prefix, weights)
+    names = {argument: (key,) for argument, key in TABLE_KEYS.items()} | NORM_KEYS
+    for argument, candidates in names.items():
+        key = _pick_key(keys, found, candidates, weights)
+        arrays[argument] = (key, _as_float(handle.get(key), dtype))
+    _check_shapes(arrays, config, weights)
+    eps = config.get("layer_norm_eps", BERT_LAYER_NORM_EPS)
+    return {argument: array for argument, (_, array) in arrays.items()} | {"norm_eps": eps}
+
+
+def _check_shapes(arrays: dict, config: dict, weights: Path) -> None:
+    """Every table 2-D of the word table's width, LayerNorm vectors of that width,
+    and every size the config states equal to the tensor's.
+
+    EmbeddingTables checks the same things, but its messages speak of its own
+    arguments; here they name the checkpoint's keys.
+    """
+    for argument, (key, array) in arrays.items():
+        expected_ndim, axes = (2, "rows, hidden_size") if argument in TABLE_KEYS else (1, "hidden")
+        if array.ndim != expected_ndim:
+            raise ValueError(
+                f"{weights}: {key!r} has shape {array.shape}; it should be "
+                f"{expected_ndim}-D ({axes})."
+            )
+    word_key, word = arrays["token"]
+    hidden = word.shape[1]
+    for argument, (key, array) in arrays.items():
+        expected = (array.shape[0], hidden) if argument in TABLE_KEYS else (hidden,)
+        if array.shape != expected:
+            raise ValueError(
+                f"{weights}: {key!r} has shape {array.shape} but {word_key!r} has shape "
+                f"{word.shape}; {key!r} should be {expected}."
+            )
+    for field, (argument, axis) in CONFIG_SHAPES.items():
+        if field not in config:
+            continue
+        key, array = arrays[argument]
+        if array.shape[axis] != config[field]:
+            raise ValueError(
+                f"{weights}: {key!r} has shape {array.shape}, but config.json says "
+                f"{field} = {config[field]} (axis {axis} of that shape)."
+            )

@@ -1,0 +1,82 @@
+"""Arrays in transparent huge pages, for large outputs.
+
+Why: the fused kernel writes its output rows one sequence apart (1.5 MiB at
+BERT-base: position-major blocks, docs/FORWARD.md), so with 4 KiB pages nearly
+every row it writes costs a TLB miss and a page walk. An output in 2 MiB pages
+made the kernel 1.05x faster at BERT-base (the token table, read at random rows,
+gained nothing measurable from them; docs/FORWARD.md).
+
+How: an anonymous ``mmap`` advised with ``MADV_HUGEPAGE``, a hint on these
+pages only; nothing process-wide changes. Linux backs them with huge pages
+where its setting (``/sys/kernel/mm/transparent_hugepage/enabled``) is
+``always`` or ``madvise``; with ``never``, or off Linux, the array is an
+ordinary one.
+
+The output pool (:mod:`bert_embedding_kernels.pool`) takes its large buffers from here, so
+allocating calls get them; for ``out=``:
+
+>>> out = bert_embedding_kernels.hugepages.empty((32, 512, 768), np.float32)   # doctest: +SKIP
+>>> bert_embedding_kernels.embed(tables, ids, out=out)                          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+
+import numpy as np
+
+HUGE_PAGE = 2 << 20  # bytes: x86-64's and most aarch64 kernels' transparent huge page
+# Smaller arrays come from np.empty: a huge page would round them up by up to half
+# their size, and a few hundred 4 KiB pages fit the TLB anyway.
+MIN_BYTES = 4 << 20
+# The hint exists on Linux only (Python 3.8+); elsewhere every array is np.empty's.
+SUPPORTED = hasattr(mmap, "MADV_HUGEPAGE") and hasattr(mmap.mmap, "madvise")
+
+
+def empty(shape, dtype=np.float32) -> np.ndarray:
+    """An uninitialised C-contiguous array, like ``np.empty``, in huge pages where it pays.
+
+    Arrays of ``MIN_BYTES`` (4 MiB) or more start on a 2 MiB boundary of memory
+    advised for huge pages; smaller ones, and every array where the hint does
+    not exist, are ``np.empty(shape, dtype)``. The memory is returned to the
+    operating system when the array and every view of it are gone.
+    """
+    dtype = np.dtype(dtype)
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    if not SUPPORTED or nbytes < MIN_BYTES:
+        return np.empty(shape, dtype)
+    # One huge page more than needed, so that the array can start on a boundary;
+    # the pages before it are never touched and never backed.
+    mapping = mmap.mmap(-1, nbytes + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    # A kernel built without transparent huge pages refuses the hint: ordinary pages then.
+    with contextlib.suppress(OSError):
+        mapping.madvise(mmap.MADV_HUGEPAGE)
+    raw = np.frombuffer(mapping, np.uint8)  # keeps the mapping alive as its base
+    start = -raw.ctypes.data % HUGE_PAGE
+    return raw[start : start + nbytes].view(dtype).reshape(shape)
+
+
+def huge_bytes(array: np.ndarray) -> int | None:
+    """Bytes in huge pages now of the memory mapping that holds ``array``'s first byte.
+
+    Read from ``/proc/self/smaps``; None where it cannot be read (not Linux). The
+    mapping may be larger than the array (Linux merges neighbouring ones), so this
+    says whether huge pages are used there, not how many hold the array. For tests
+    and for checking a machine's setting.
+    """
+    address = array.__array_interface__["data"][0]
+    try:
+        with open("/proc/self/smaps") as smaps:
+            inside = False
+            for line in smaps:
+                fields = line.split()
+                if not fields[0].endswith(":"):  # a mapping's header: "low-high perms ..."
+                    low, high = (int(part, 16) for part in fields[0].split("-"))
+                    inside = low <= address < high
+                elif inside and fields[0] == "AnonHugePages:":
+                    return int(fields[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None
