@@ -114,10 +114,13 @@ def test_one_hot_peak_rss_stays_within_the_budget_at_bert_size(method):
     measured = measure_rss(method, budget)
     extra = measured["extra"]
     assert extra <= budget + RUNTIME_SLACK, f"{extra / MIB:.1f} MiB"
-    # The measurement is live: the peak rose during the call, and the chunks
-    # filled most of the budget, far below a whole one-hot matrix (1 GiB).
+    # The measurement is live: the peak rose during the call by more than the pages
+    # the chunks must write (a product buffer and a page of codes per token row,
+    # about 15 MiB), far below a whole one-hot matrix (1 GiB). How much more depends
+    # on BLAS: zero pages it only reads map the shared zero page and cost no RSS
+    # (numpy 1.24's OpenBLAS: 42.7 MiB in all; numpy 2.4's touched over half the budget).
     assert measured["peak_after"] > measured["peak_before"], measured
-    assert extra > budget // 2, f"{extra / MIB:.1f} MiB"
+    assert extra > budget // 16, f"{extra / MIB:.1f} MiB"
     assert extra < BATCH * SEQ * VOCAB * 4 // 2
 
 
