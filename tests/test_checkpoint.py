@@ -43,9 +43,12 @@ def _tensors(prefix="", norm_names=("weight", "bias"), dtype=np.float32, seed=0)
 
 
 def _save(directory, tensors, config=None):
+    """The checkpoint and a config.json naming its family (BERT) and ``config``; none
+    with ``config=False``."""
     directory.mkdir(parents=True, exist_ok=True)
     safetensors_numpy.save_file(tensors, str(directory / "model.safetensors"))
-    if config is not None:
+    if config is not False:
+        config = {"model_type": "bert"} | (config or {})
         (directory / "config.json").write_text(json.dumps(config))
     return directory
 
@@ -78,7 +81,7 @@ def test_loads_with_and_without_the_bert_prefix_from_a_file_or_its_directory(
     path = directory if as_directory else directory / "model.safetensors"
     tables = bek.EmbeddingTables.from_safetensors(path)
     _assert_loaded(tables, tensors, prefix)
-    assert tables.norm_eps == 1e-12  # no config.json: BERT's default
+    assert tables.norm_eps == 1e-12  # no layer_norm_eps in config.json: BERT's default
     assert (tables.vocab_size, tables.type_vocab_size) == (VOCAB, TYPES)
     assert (tables.max_positions, tables.hidden_size) == (POSITIONS, HIDDEN)
 
@@ -125,7 +128,13 @@ def test_the_loaded_tables_embed_and_normalise(tmp_path):
         + tensors["embeddings.position_embeddings.weight"][np.arange(3)]
     )
     for method in bek.METHODS:
-        np.testing.assert_allclose(bek.embed(tables, ids, types, method=method), summed, 1e-6)
+        plain = bek.embed(tables, ids, types, method=method, layer_norm=False)
+        np.testing.assert_allclose(plain, summed, 1e-6)
+        # a BERT checkpoint's tables normalise by default, as the model's embeddings do
+        np.testing.assert_array_equal(
+            bek.embed(tables, ids, types, method=method),
+            bek.embed(tables, ids, types, method=method, layer_norm=True),
+        )
         assert bek.embed(tables, ids, types, method=method, layer_norm=True).shape == (
             2,
             3,
@@ -144,14 +153,21 @@ def test_float64_checkpoint_stays_float64(tmp_path):
     assert bek.EmbeddingTables.from_safetensors(directory).dtype == np.float64
 
 
-def test_an_explicit_prefix(tmp_path):
+def test_the_one_prefix_is_found_and_an_explicit_one_is_used(tmp_path):
     tensors = _tensors("electra.")
     directory = _save(tmp_path, tensors)
-    with pytest.raises(KeyError, match="electra"):  # not tried by default, but listed
-        bek.EmbeddingTables.from_safetensors(directory)
+    _assert_loaded(bek.EmbeddingTables.from_safetensors(directory), tensors, "electra.")
     _assert_loaded(
         bek.EmbeddingTables.from_safetensors(directory, prefix="electra."), tensors, "electra."
     )
+    with pytest.raises(KeyError, match=r"'bert\.embeddings\.word_embeddings\.weight'.*electra"):
+        bek.EmbeddingTables.from_safetensors(directory, prefix="bert.")
+
+
+def test_two_embedding_layers_need_a_prefix(tmp_path):
+    directory = _save(tmp_path, _tensors("bert.") | _tensors("electra."))
+    with pytest.raises(ValueError, match=r"several embedding layers .*prefix="):
+        bek.EmbeddingTables.from_safetensors(directory)
 
 
 @pytest.mark.parametrize(
@@ -172,7 +188,9 @@ def test_a_missing_key_is_a_key_error_naming_it(tmp_path, missing, prefix):
     with pytest.raises(KeyError) as error:
         bek.EmbeddingTables.from_safetensors(directory)
     message = str(error.value)
-    assert repr(prefix + missing) in message, message
+    # Without the word table there is no prefix to find: the key is named without one.
+    named = missing if missing == "embeddings.word_embeddings.weight" else prefix + missing
+    assert repr(named) in message, message
     assert not message.startswith('"'), "the message prints as written, not as a repr"
 
 
@@ -238,7 +256,21 @@ def test_no_checkpoint_there(tmp_path):
 def test_not_a_bert_checkpoint(tmp_path):
     safetensors_numpy.save_file({"weight": np.zeros((2, 2), np.float32)}, str(tmp_path / "m.st"))
     with pytest.raises(KeyError, match="not a BERT-family checkpoint"):
-        bek.EmbeddingTables.from_safetensors(tmp_path / "m.st")
+        bek.EmbeddingTables.from_safetensors(tmp_path / "m.st", model_type="bert")
+
+
+def test_without_config_json_the_family_must_be_named(tmp_path):
+    """A bare RoBERTa checkpoint has BERT's key names: without the family, the position
+    rule would be a guess, so the load is refused until model_type names it."""
+    directory = _save(tmp_path, _tensors(), config=False)
+    with pytest.raises(TypeError, match=r"no config\.json, so its family is unknown"):
+        bek.EmbeddingTables.from_safetensors(directory)
+    tables = bek.EmbeddingTables.from_safetensors(directory, model_type="bert")
+    assert tables.family == "BERT" and tables.position_rule == "absolute"
+    with pytest.raises(ValueError, match=r"model_type='roberta' was given, but .* says 'bert'"):
+        bek.EmbeddingTables.from_safetensors(
+            _save(tmp_path / "b", _tensors()), model_type="roberta"
+        )
 
 
 def test_integer_tables_are_refused(tmp_path):

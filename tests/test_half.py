@@ -307,6 +307,7 @@ def _checkpoint(tmp_path, stored: str, dtype) -> dict:
     }
     tensors = {k: (stored, rng.standard_normal(s).astype(dtype)) for k, s in shapes.items()}
     _write_safetensors(tmp_path / "model.safetensors", tensors)
+    (tmp_path / "config.json").write_text('{"model_type": "bert"}')
     return tensors
 
 

@@ -204,7 +204,6 @@ def test_huge_memory_budget_is_one_chunk(method):
 @pytest.mark.parametrize(
     ("case", "value", "error"),
     [
-        ("None", None, TypeError),
         ("str", "table", TypeError),
         ("dict", {"w": 1}, TypeError),
         ("complex", np.zeros((VOCAB, HIDDEN), np.complex64), TypeError),
@@ -223,6 +222,22 @@ def test_huge_memory_budget_is_one_chunk(method):
 def test_malformed_table(name, case, value, error):
     with pytest.raises(error, match=name):
         bek.EmbeddingTables(**{**GOOD_TABLES, name: value})
+
+
+def test_a_missing_token_table_is_refused():
+    with pytest.raises(TypeError, match="token"):
+        bek.EmbeddingTables(**{**GOOD_TABLES, "token": None})
+
+
+@pytest.mark.parametrize("name, ids", [("segment", "token_type_ids"), ("position", "position_ids")])
+def test_ids_for_a_missing_table_are_refused(name, ids):
+    """segment=None / position=None: the family has no such table (DistilBERT, DeBERTa-v3);
+    ids for it cannot mean anything, so they are refused rather than ignored."""
+    tables = bek.EmbeddingTables(**{**GOOD_TABLES, name: None})
+    assert not getattr(tables, f"has_{name}")
+    input_ids = np.zeros((1, 3), np.int64)
+    with pytest.raises(ValueError, match=rf"{ids} were given, but .* no {name}"):
+        bek.embed(tables, input_ids, **{ids: np.zeros((1, 3), np.int64)})
 
 
 # -- regressions: bugs this battery found (ragged lists, masked ids, unhashable method) ---

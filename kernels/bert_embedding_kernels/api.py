@@ -6,6 +6,8 @@ up in :mod:`bert_embedding_kernels.registry` and runs it; nothing here knows a m
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 
 from . import auto, devices
@@ -18,6 +20,7 @@ from .registry import BACKWARD_METHODS, METHODS, REGISTRY, implementation
 from .tables import EmbeddingTables
 from .validate import (
     check_accumulate_into,
+    check_attention_mask,
     check_grad_dtype,
     check_grad_output,
     check_memory_budget,
@@ -40,7 +43,7 @@ def embed(
     past_length: int = 0,
     out: np.ndarray | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
-    layer_norm: bool = False,
+    layer_norm: bool | None = None,
     return_sum: bool = False,
     out_dtype=None,
     attention_mask=None,
@@ -69,8 +72,12 @@ def embed(
     memory_budget : int, default 256 MiB
         Bytes of extra memory the ``onehot`` and ``concat`` methods may use; they
         process tokens in chunks to stay within it. Ignored by the other methods.
-    layer_norm : bool, default False
-        Return BERT's ``LayerNorm(sum)`` with the tables' ``norm_weight``,
+    layer_norm : bool, optional
+        By default the tables' ``norm_by_default``: True for tables read from a
+        module or checkpoint whose embeddings end in LayerNorm (``from_torch``,
+        ``from_safetensors``), so that the default call reproduces the module; False
+        for tables built from arrays or ``random``.
+        True: return BERT's ``LayerNorm(sum)`` with the tables' ``norm_weight``,
         ``norm_bias`` and ``norm_eps`` (statistics in float64). The
         fused method normalises each row inside the kernel while it is in L1;
         the others normalise in numpy after the sum.
@@ -83,11 +90,12 @@ def embed(
         Every method adds 16-bit tables in float32 and rounds once, so the
         result is within 1 ulp of the exact sum, and gather and fused agree bit
         for bit.
-    attention_mask : array_like, optional
+    attention_mask : array_like, shape (batch, seq), optional
         Accepted so that a tokenizer's output can be passed whole
-        (``embed(tables, **tokenizer(a, b, return_tensors="np"))``) and not
-        used: as in transformers, the mask does not change the embeddings
-        (padded positions are embedded like any other; attention ignores them).
+        (``embed(tables, **tokenizer(a, b, return_tensors="np"))``). As in
+        transformers, it does not change BERT's embeddings (padded positions are
+        embedded like any other; attention ignores them); tables of a family that
+        multiplies its output by the mask (DeBERTa-v2, ``masks_output``) do so.
 
     Ids, tables' arrays and ``out`` may be numpy arrays or CPU torch tensors
     (shared, not copied; tensors that require grad included).
@@ -110,7 +118,17 @@ def embed(
     method = check_method(method, METHODS, auto=True)
     out_dtype = check_out_dtype(tables, out_dtype)
     batch = prepare(tables, input_ids, token_type_ids, position_ids, past_length, out, out_dtype)
+    layer_norm = tables.norm_by_default if layer_norm is None else layer_norm
     check_norm_options(tables, layer_norm, return_sum)
+    mask = check_attention_mask(attention_mask, batch.shape) if tables.masks_output else None
+    result = _forward(tables, batch, method, memory_budget, layer_norm, return_sum, out_dtype)
+    if mask is not None:  # after LayerNorm, in the output's dtype, as DeBERTa-v2 multiplies
+        output = result[0] if return_sum else result
+        output *= mask.astype(output.dtype)[..., None]
+    return result
+
+
+def _forward(tables, batch, method, memory_budget, layer_norm, return_sum, out_dtype):
     if method == "auto":
         method = auto.choose(
             batch.num_tokens,
@@ -244,16 +262,33 @@ def embed_backward(
     options = {"memory_budget": memory_budget} if record.budgeted else {}
     if accumulate_into is not None:
         into = check_accumulate_into(tables, accumulate_into, grad.dtype, [("grad_output", grad)])
-        if record.accumulates:
-            return record.backward(tables, batch, grad, padding_idx, into=into, **options)
-        fresh = record.backward(tables, batch, grad, padding_idx, **options)
-        for target, gradient in zip(into, fresh, strict=True):
-            np.add(target, gradient, out=target)
+        with _position_padding_row_kept(tables, into.position):
+            if record.accumulates:
+                return record.backward(tables, batch, grad, padding_idx, into=into, **options)
+            fresh = record.backward(tables, batch, grad, padding_idx, **options)
+            for target, gradient in zip(into, fresh, strict=True):
+                np.add(target, gradient, out=target)
         return into
     gradients = record.backward(tables, batch, grad, padding_idx, **options)
+    if tables.position_rule == "after_padding":
+        gradients.position[tables.padding_idx] = 0
     if grad_dtype == grad.dtype:
         return gradients
     return EmbeddingGradients(*(g.astype(grad_dtype) for g in gradients))  # one rounding
+
+
+@contextmanager
+def _position_padding_row_kept(tables: EmbeddingTables, position_gradient: np.ndarray):
+    """RoBERTa's position table pads at ``padding_idx``: that row gets no gradient (as torch's
+    ``nn.Embedding(padding_idx=...)``), so an accumulated gradient keeps it as it was."""
+    if tables.position_rule != "after_padding":
+        yield
+        return
+    kept = position_gradient[tables.padding_idx].copy()
+    try:
+        yield
+    finally:
+        position_gradient[tables.padding_idx] = kept
 
 
 def _on_device(tables, method, dtype, memory_budget, backward: bool = False):

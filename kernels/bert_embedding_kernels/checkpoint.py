@@ -4,11 +4,12 @@ Only the embedding layer is read, by a reader of the safetensors format here
 (its numpy loader cannot read BF16): no torch, no transformers, no safetensors.
 A checkpoint saved from ``BertModel`` names its tensors
 ``embeddings.word_embeddings.weight`` and so on; one saved from a model with a
-head (``BertForMaskedLM``, ...) puts ``bert.`` in front. Checkpoints converted
-from the original TensorFlow BERT call the LayerNorm's scale and shift
-``gamma`` and ``beta``; both spellings are accepted. ``layer_norm_eps`` comes
-from the ``config.json`` beside the weights when there is one, else BERT's
-default, 1e-12.
+head puts the model's prefix in front (``bert.``, ``roberta.``, ``distilbert.``).
+Checkpoints converted from the original TensorFlow BERT call the LayerNorm's scale
+and shift ``gamma`` and ``beta``; both spellings are accepted. The family
+(``config.json``'s ``model_type``, :mod:`bert_embedding_kernels.families`) decides
+which tensors exist and the rules the tables carry; ``layer_norm_eps`` comes from
+``config.json`` too, else BERT's default, 1e-12.
 """
 
 from __future__ import annotations
@@ -21,13 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from .dtypes import BFLOAT16, FLOAT_DTYPES, parse
+from .families import family_of_model_type
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 BERT_LAYER_NORM_EPS = 1e-12  # transformers' BertConfig default
-# Tried in this order when the caller names no prefix: a bare BertModel, then
-# a model with a head around it.
-PREFIXES = ("", "bert.")
 TABLE_KEYS = {
     "token": "embeddings.word_embeddings.weight",
     "segment": "embeddings.token_type_embeddings.weight",
@@ -43,8 +42,8 @@ CONFIG_SHAPES = {
     "vocab_size": ("token", 0),
     "type_vocab_size": ("segment", 0),
     "max_position_embeddings": ("position", 0),
-    "hidden_size": ("token", 1),
 }
+WIDTH_FIELDS = ("embedding_size", "input_embedding_size", "dim", "hidden_size")
 
 
 class CheckpointKeyError(KeyError):
@@ -127,16 +126,25 @@ def _read_config(weights: Path) -> dict:
 
 
 def _find_prefix(keys: set[str], prefix: str | None, weights: Path) -> str:
-    candidates = PREFIXES if prefix is None else (prefix,)
-    for candidate in candidates:
-        if candidate + TABLE_KEYS["token"] in keys:
-            return candidate
-    tried = " or ".join(repr(c + TABLE_KEYS["token"]) for c in candidates)
+    token = TABLE_KEYS["token"]
+    if prefix is None:  # a bare model's keys, else the one prefix (bert., roberta., ...)
+        found = sorted(k[: -len(token)] for k in keys if k.endswith(token))
+        candidates = [""] if "" in found else found
+        if len(candidates) == 1:
+            return candidates[0]
+        if len(candidates) > 1:
+            raise ValueError(
+                f"{weights} has several embedding layers (prefixes {candidates}); name one "
+                "with EmbeddingTables.from_safetensors(path, prefix=...)."
+            )
+    elif prefix + token in keys:
+        return prefix
+    tried = repr(token) if prefix is None else repr(prefix + token)
     related = sorted(k for k in keys if "embeddings" in k)[:8]
     hint = f" Its embedding-like keys: {related}." if related else ""
     raise CheckpointKeyError(
-        f"{weights} has no key {tried}: it is not a BERT-family checkpoint with the "
-        f"prefixes tried.{hint} Name the prefix with "
+        f"{weights} has no key ending in {tried}: it is not a BERT-family checkpoint "
+        f"with that prefix.{hint} Name the prefix with "
         "EmbeddingTables.from_safetensors(path, prefix=...)."
     )
 
@@ -156,7 +164,9 @@ def _as_float(array: np.ndarray, dtype: np.dtype | None) -> np.ndarray:
     return array.astype(target, copy=False)
 
 
-def read_embedding_layer(path: str | os.PathLike, *, prefix: str | None = None, dtype=None) -> dict:
+def read_embedding_layer(
+    path: str | os.PathLike, *, prefix: str | None = None, dtype=None, model_type=None
+) -> dict:
     """Read the embedding layer of a Hugging Face BERT-family checkpoint.
 
     :meth:`bert_embedding_kernels.EmbeddingTables.from_safetensors` builds the tables from
@@ -169,8 +179,7 @@ def read_embedding_layer(path: str | os.PathLike, *, prefix: str | None = None, 
         directory as ``save_pretrained`` writes it).
     prefix : str, optional
         What precedes ``embeddings.`` in the tensor names. By default ``""``
-        (a saved ``BertModel``) and then ``"bert."`` (a model with a head) are
-        tried.
+        (a saved base model), else the one prefix found (``bert.``, ``roberta.``).
     dtype : float32, float64, float16 or bfloat16, optional
         Convert the tables to this dtype. By default each tensor keeps the
         dtype it is stored in (F64, F32, F16, BF16).
@@ -178,15 +187,17 @@ def read_embedding_layer(path: str | os.PathLike, *, prefix: str | None = None, 
     Returns
     -------
     dict
-        The keyword arguments of ``EmbeddingTables``: ``token``, ``segment``,
-        ``position``, ``norm_weight``, ``norm_bias`` and ``norm_eps`` (the
-        ``layer_norm_eps`` of a ``config.json`` beside the weights, else 1e-12).
+        The keyword arguments of ``EmbeddingTables``: the tables the family has,
+        its LayerNorm (``norm_eps`` is ``config.json``'s ``layer_norm_eps``, else
+        1e-12) and its rules (``position_rule``, ``padding_idx``, ...).
 
     Raises
     ------
     TypeError
-        A tensor stored in another dtype (the file, the tensor and the choices
-        are named), or a ``dtype`` that is not a table dtype.
+        A ``model_type`` the kernels do not reproduce, none known, or settings of
+        the family they do not (``embedding_size`` projected in DeBERTa, ERNIE's
+        task ids, relative positions). A tensor stored in another dtype (the file,
+        the tensor and the choices are named), or a ``dtype`` that is not a table dtype.
     FileNotFoundError
         No such file, or the directory holds no ``model.safetensors``.
     KeyError
@@ -198,19 +209,67 @@ def read_embedding_layer(path: str | os.PathLike, *, prefix: str | None = None, 
     weights = _weights_file(Path(path))
     dtype = None if dtype is None else parse(dtype)
     config = _read_config(weights)
+    family = _family(config, model_type, weights)
     arrays = {}
-    # Only the five tensors asked for are read, not the whole model (the encoder
+    # Only the tensors asked for are read, not the whole model (the encoder
     # layers are most of a checkpoint's bytes).
     handle = _SafetensorsFile(weights)
     keys = handle.keys()
     found = _find_prefix(keys, prefix, weights)
-    names = {argument: (key,) for argument, key in TABLE_KEYS.items()} | NORM_KEYS
+    names = {"token": (TABLE_KEYS["token"],)}
+    has_segment = family.segment and config.get("type_vocab_size", 1) > 0
+    has_position = family.positions is not None and config.get("position_biased_input", True)
+    names |= {"segment": (TABLE_KEYS["segment"],)} if has_segment else {}
+    names |= {"position": (TABLE_KEYS["position"],)} if has_position else {}
+    names |= NORM_KEYS if family.layer_norm else {}
     for argument, candidates in names.items():
         key = _pick_key(keys, found, candidates, weights)
         arrays[argument] = (key, _as_float(handle.get(key), dtype))
     _check_shapes(arrays, config, weights)
-    eps = config.get("layer_norm_eps", BERT_LAYER_NORM_EPS)
-    return {argument: array for argument, (_, array) in arrays.items()} | {"norm_eps": eps}
+    rules = {"family": family.name, "masks_output": family.deberta}
+    pad = config.get("pad_token_id")
+    if family.positions == "after_padding":
+        # MPNet pads with 1 whatever its config says (transformers' MPNetEmbeddings)
+        pad = 1 if family.name == "MPNet" else pad
+        rules |= {"position_rule": "after_padding", "padding_idx": pad}
+    elif isinstance(pad, int) and 0 <= pad < arrays["token"][1].shape[0]:
+        rules["padding_idx"] = pad
+    if family.layer_norm:
+        rules |= {"norm_eps": config.get("layer_norm_eps", BERT_LAYER_NORM_EPS)}
+        rules |= {"norm_by_default": True}
+    return {argument: array for argument, (_, array) in arrays.items()} | rules
+
+
+def _family(config: dict, model_type, weights: Path):
+    """The checkpoint's family: config.json's model_type (or the caller's), checked."""
+    stated = config.get("model_type")
+    if model_type is not None and stated is not None and model_type != stated:
+        raise ValueError(
+            f"model_type={model_type!r} was given, but {weights.with_name(CONFIG_FILE)} says "
+            f"{stated!r}."
+        )
+    model_type = stated if model_type is None else model_type
+    if model_type is None:
+        where = "no config.json" if not config else "a config.json without model_type"
+        raise TypeError(
+            f"{weights}: {where}, so its family is unknown, and with it the position rule "
+            "and which tables exist; pass model_type= (e.g. 'bert') if you know it."
+        )
+    family = family_of_model_type(model_type, str(weights))
+    refusals = {
+        "position_embedding_type": config.get("position_embedding_type", "absolute") != "absolute",
+        "use_task_id": bool(config.get("use_task_id")),
+        "embedding_size": family.deberta
+        and config.get("embedding_size", config.get("hidden_size")) != config.get("hidden_size"),
+    }
+    refused = [field for field, bad in refusals.items() if bad]
+    if refused:
+        raise TypeError(
+            f"{weights}: {family.name} with config {refused[0]}={config.get(refused[0])!r} "
+            "computes something the tables do not (relative positions, task-type "
+            "embeddings, or a projection before LayerNorm)."
+        )
+    return family
 
 
 def _check_shapes(arrays: dict, config: dict, weights: Path) -> None:
@@ -236,8 +295,12 @@ def _check_shapes(arrays: dict, config: dict, weights: Path) -> None:
                 f"{weights}: {key!r} has shape {array.shape} but {word_key!r} has shape "
                 f"{word.shape}; {key!r} should be {expected}."
             )
-    for field, (argument, axis) in CONFIG_SHAPES.items():
-        if field not in config:
+    # The tables' width: ELECTRA, ALBERT and ConvBERT embed at embedding_size, RemBERT
+    # at input_embedding_size, DistilBERT names it dim; the others at hidden_size.
+    width = next((f for f in WIDTH_FIELDS if f in config), None)
+    fields = dict(CONFIG_SHAPES) | ({width: ("token", 1)} if width else {})
+    for field, (argument, axis) in fields.items():
+        if field not in config or argument not in arrays:
             continue
         key, array = arrays[argument]
         if array.shape[axis] != config[field]:

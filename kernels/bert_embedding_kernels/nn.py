@@ -20,11 +20,15 @@ torch is imported here and only here; ``import bert_embedding_kernels`` never ne
 
 from __future__ import annotations
 
+import copy
+import inspect
+
 import numpy as np
 import torch
 from torch import nn
 
 from .api import embed, embed_backward
+from .families import FAMILIES, PAST_NAMES, inspect_module
 from .methods.layernorm_backward import layer_norm_backward
 from .tables import EmbeddingTables
 
@@ -54,9 +58,12 @@ def _float_numpy(tensor: torch.Tensor):
     return tensor.detach().contiguous().numpy()
 
 
-class _FusedEmbeddingLayerNorm(torch.autograd.Function):
-    """LayerNorm(Wt[ids] + Ws[types] + Wp[positions]) with hand-written gradients.
+class _FusedEmbeddings(torch.autograd.Function):
+    """[LayerNorm](Wt[ids] + Ws[types] + Wp[positions]) with hand-written gradients.
 
+    ``segment`` / ``position`` may be None (the family has no such table: the core
+    adds a zero row instead); ``weight`` None means no LayerNorm after the sum.
+    ``rules`` are the tables' keyword arguments for the family's position rule.
     ``device_cache`` is a dict that keeps the CUDA path's device views of the
     parameters from call to call (the module's own), or None.
     """
@@ -68,6 +75,7 @@ class _FusedEmbeddingLayerNorm(torch.autograd.Function):
         types,
         positions,
         padding_idx,
+        rules,
         word,
         segment,
         position,
@@ -76,7 +84,7 @@ class _FusedEmbeddingLayerNorm(torch.autograd.Function):
         eps,
         device_cache=None,
     ):
-        ctx.eps, ctx.padding_idx = eps, padding_idx
+        ctx.eps, ctx.padding_idx, ctx.rules = eps, padding_idx, rules
         if word.is_cuda:
             from . import _nn_cuda
 
@@ -85,59 +93,79 @@ class _FusedEmbeddingLayerNorm(torch.autograd.Function):
             )
             out, ctx.sums, ctx.batch = _nn_cuda.forward(ctx.tables, ids, types, positions)
             return out
-        tables = EmbeddingTables(
-            word, segment, position, norm_weight=weight, norm_bias=bias, norm_eps=eps
-        )
-        # 16-bit tables: the float32 sum and its LayerNorm, rounded once to the
+        norm = {} if weight is None else {"norm_weight": weight, "norm_bias": bias, "norm_eps": eps}
+        tables = EmbeddingTables(word, segment, position, **norm, **rules)
+        # 16-bit tables: the float32 sum (and its LayerNorm), rounded once to the
         # dtype here; the backward starts from the float32 sum.
         wide = np.float32 if word.dtype in _HALF else None
-        out, sums = embed(
-            tables,
-            ids,
-            types,
-            positions,
-            method="fused",
-            layer_norm=True,
-            return_sum=True,
-            out_dtype=wide,
-        )
+        if weight is None:
+            out, sums = embed(tables, ids, types, positions, layer_norm=False, out_dtype=wide), None
+        else:
+            out, sums = embed(
+                tables, ids, types, positions, layer_norm=True, return_sum=True, out_dtype=wide
+            )
         ctx.save_for_backward(ids, types, positions, word, segment, position, weight)
         ctx.sums, ctx.tables = sums, None
         return torch.from_numpy(out).to(word.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
-        needs = ctx.needs_input_grad[4:9]  # word, segment, position, weight, bias
+        needs = ctx.needs_input_grad[5:10]  # word, segment, position, weight, bias
         if ctx.tables is not None:  # the CUDA path
             from . import _nn_cuda
 
             grads = _nn_cuda.backward(
                 ctx.tables, ctx.batch, ctx.sums, grad_out, ctx.padding_idx, ctx.eps
             )
+            if ctx.rules.get("position_rule") == "after_padding":  # as the CPU's core does
+                grads[2][ctx.rules["padding_idx"]] = 0
             weight_grads = [g if n else None for g, n in zip(grads, needs, strict=True)]
-            return None, None, None, None, *weight_grads, None, None
+            return None, None, None, None, None, *weight_grads, None, None
         ids, types, positions, word, segment, position, weight = ctx.saved_tensors
-        grad_sums, grad_weight, grad_bias = layer_norm_backward(
-            ctx.sums, _float_numpy(grad_out), _float_numpy(weight), ctx.eps
-        )
+        if weight is None:
+            grad_sums, norm_grads = _float_numpy(grad_out), [None, None]
+        else:
+            grad_sums, *norm_grads = layer_norm_backward(
+                ctx.sums, _float_numpy(grad_out), _float_numpy(weight), ctx.eps
+            )
         table_grads = embed_backward(
-            EmbeddingTables(word, segment, position),
+            EmbeddingTables(word, segment, position, **ctx.rules),
             grad_sums,
             ids,
             types,
             positions,
             padding_idx=ctx.padding_idx,
         )
-        grads = [*table_grads, grad_weight, grad_bias]  # float32 for 16-bit tables
+        grads = [*table_grads, *norm_grads]  # float32 for 16-bit tables
         weight_grads = [
-            torch.from_numpy(g).to(word.dtype) if n else None
+            torch.from_numpy(g).to(word.dtype) if n and g is not None else None
             for g, n in zip(grads, needs, strict=True)
         ]
-        return None, None, None, None, *weight_grads, None, None
+        return None, None, None, None, None, *weight_grads, None, None
+
+
+# The call of transformers' BertEmbeddings (5.x: cache_length, 4.x: past_key_values_length).
+def _bert_call(
+    input_ids=None,
+    token_type_ids=None,
+    position_ids=None,
+    inputs_embeds=None,
+    past_key_values_length=0,
+    cache_length=None,
+):
+    pass
+
+
+_BERT_SIGNATURE = inspect.signature(_bert_call)
 
 
 class BertEmbeddings(nn.Module):
-    """BERT's embedding layer with the fused kernels; a drop-in for transformers' module.
+    """A BERT-family embedding layer on the fused kernels; a drop-in for transformers' module.
+
+    Built with the arguments below it is BERT's layer. :meth:`from_hf` builds the
+    drop-in of any family :mod:`bert_embedding_kernels.families` accepts (RoBERTa,
+    XLM-R, DistilBERT, ELECTRA, ALBERT, DeBERTa-v2, ...), with that module's
+    submodules (copied), parameter names, call signature and rules.
 
     Parameters
     ----------
@@ -170,6 +198,9 @@ class BertEmbeddings(nn.Module):
         self.token_type_embeddings = nn.Embedding(type_vocab_size, hidden_size, dtype=dtype)
         self.LayerNorm = nn.LayerNorm(hidden_size, eps=layer_norm_eps, dtype=dtype)
         self.dropout = nn.Dropout(hidden_dropout_prob)
+        self.family = FAMILIES[0]  # BERT
+        self._signature = _BERT_SIGNATURE
+        self._padding_positions = None  # the position rule's padding index (RoBERTa)
         self._device_cache = _DeviceViews()
 
     def _apply(self, fn, *args, **kwargs):
@@ -179,79 +210,140 @@ class BertEmbeddings(nn.Module):
 
     @classmethod
     def from_hf(cls, module: nn.Module) -> BertEmbeddings:
-        """A drop-in for transformers' ``BertEmbeddings``: weights copied once, mode kept."""
-        word = module.word_embeddings
-        drop_in = cls(
-            word.num_embeddings,
-            word.embedding_dim,
-            module.position_embeddings.num_embeddings,
-            module.token_type_embeddings.num_embeddings,
-            layer_norm_eps=module.LayerNorm.eps,
-            hidden_dropout_prob=module.dropout.p,
-            pad_token_id=word.padding_idx,
-            dtype=word.weight.dtype,
+        """The drop-in for a BERT-family embeddings module: its submodules copied, mode kept.
+
+        Raises
+        ------
+        TypeError
+            ``module`` is not one whose computation the kernels reproduce exactly
+            (the message names its class and why; :mod:`bert_embedding_kernels.families`).
+        """
+        found = inspect_module(module)
+        drop_in = cls.__new__(cls)
+        nn.Module.__init__(drop_in)
+        # The same submodules under the same names (state dicts load unchanged, and a
+        # frozen table such as DistilBERT's sinusoidal positions stays frozen).
+        for name, child in module.named_children():
+            drop_in.add_module(name, copy.deepcopy(child))
+        drop_in.family = found.family
+        drop_in._signature = inspect.signature(type(module).forward)
+        drop_in._signature = drop_in._signature.replace(
+            parameters=list(drop_in._signature.parameters.values())[1:]  # without self
         )
-        # transformers keeps id buffers (position_ids, token_type_ids) beside the
-        # weights; take exactly our five parameters and insist on all of them.
-        ours = drop_in.state_dict().keys()
-        drop_in.load_state_dict({k: v for k, v in module.state_dict().items() if k in ours})
+        drop_in._padding_positions = found.padding_idx
+        drop_in._device_cache = _DeviceViews()
         return drop_in.train(module.training)  # swapped into an eval() model, it stays in eval
 
-    def forward(
-        self,
-        input_ids: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        past_key_values_length: int = 0,
-        cache_length: int | None = None,
-    ) -> torch.Tensor:
-        """``LayerNorm(word + token type + position)``, then dropout; shape (batch, seq, hidden).
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        """The family's embeddings of the ids (or of ``inputs_embeds``); (batch, seq, hidden).
 
-        Ids and positions as in transformers: token types default to zeros,
-        positions to ``past .. past + seq - 1`` where ``past`` is
-        ``cache_length`` (transformers 5) or ``past_key_values_length``
-        (transformers 4), whichever is given. With
-        ``inputs_embeds`` instead of ``input_ids`` the sum runs in torch (there
-        are no ids to gather), through the same LayerNorm module.
+        Takes the family's own call (BERT's: ``input_ids``, ``token_type_ids``,
+        ``position_ids``, ``inputs_embeds``, ``cache_length`` /
+        ``past_key_values_length``; DistilBERT's positional ``(input_ids,
+        inputs_embeds)``; DeBERTa-v2's ``mask``...). Defaults as in transformers:
+        token types zeros, positions by the family's rule. With ``inputs_embeds``
+        the sum runs in torch (there are no ids to gather).
         """
+        call = self._signature.bind(*args, **kwargs).arguments
+        input_ids, inputs_embeds = call.get("input_ids"), call.get("inputs_embeds")
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids and inputs_embeds")
-        past = past_key_values_length if cache_length is None else cache_length
+        past = next((call[n] for n in PAST_NAMES if call.get(n) is not None), 0)
+        token_type_ids, position_ids = call.get("token_type_ids"), call.get("position_ids")
+        segment = getattr(self, "token_type_embeddings", None)
+        position = getattr(self, "position_embeddings", None)
+        norm = getattr(self, "LayerNorm", None)
+        embed_proj = getattr(self, "embed_proj", None)
+        fused_norm = norm is not None and embed_proj is None
+        if segment is None:
+            token_type_ids = None  # a family without token types ignores them, as transformers
+        if position is None:
+            position_ids = None
         if inputs_embeds is not None:
-            return self._forward_embeds(inputs_embeds, token_type_ids, position_ids, past)
-        seq = input_ids.shape[1]
-        if token_type_ids is None:
+            hidden = self._sum_embeds(inputs_embeds, token_type_ids, position_ids, past)
+        else:
+            hidden = self._sum_ids(input_ids, token_type_ids, position_ids, past, fused_norm)
+        if embed_proj is not None:
+            hidden = embed_proj(hidden)
+        if norm is not None and (inputs_embeds is not None or not fused_norm):
+            hidden = norm(hidden)
+        mask = call.get("mask")
+        if self.family.deberta and mask is not None:
+            if mask.dim() != hidden.dim():
+                mask = mask.squeeze(1).squeeze(1) if mask.dim() == 4 else mask
+                mask = mask.unsqueeze(2)
+            hidden = hidden * mask.to(hidden.dtype)
+        return self.dropout(hidden)
+
+    def _rules(self) -> dict:
+        if self._padding_positions is None:
+            return {}
+        return {"position_rule": "after_padding", "padding_idx": self._padding_positions}
+
+    def _sum_ids(self, input_ids, token_type_ids, position_ids, past, fused_norm):
+        segment = getattr(self, "token_type_embeddings", None)
+        position = getattr(self, "position_embeddings", None)
+        if segment is not None and token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        if position_ids is None:
-            position_ids = torch.arange(
-                past, past + seq, dtype=input_ids.dtype, device=input_ids.device
-            )[None, :]
-        hidden = _FusedEmbeddingLayerNorm.apply(
+        if position is not None and position_ids is None:
+            if self._padding_positions is not None:
+                # The core numbers them by the tables' rule (past 0, CPU); the GPU path and a
+                # past length take them as ids.
+                if input_ids.is_cuda or past:
+                    pad = self._padding_positions
+                    position_ids = _positions_after_padding(input_ids, pad, past)
+            else:
+                seq = input_ids.shape[1]
+                position_ids = torch.arange(
+                    past, past + seq, dtype=input_ids.dtype, device=input_ids.device
+                )[None, :]
+        if input_ids.is_cuda and (segment is None or position is None or not fused_norm):
+            raise NotImplementedError(
+                f"the {self.family.name} drop-in runs on CPU tensors; on CUDA only families with "
+                "token types, positions and LayerNorm right after the sum (BERT, RoBERTa, ...) "
+                "run through the GPU kernels. Keep transformers' module on the GPU."
+            )
+        norm = self.LayerNorm if fused_norm else None
+        hidden = _FusedEmbeddings.apply(
             input_ids,
             token_type_ids,
             position_ids,
             self.word_embeddings.padding_idx,
+            self._rules(),
             self.word_embeddings.weight,
-            self.token_type_embeddings.weight,
-            self.position_embeddings.weight,
-            self.LayerNorm.weight,
-            self.LayerNorm.bias,
-            self.LayerNorm.eps,
+            None if segment is None else segment.weight,
+            None if position is None else position.weight,
+            None if norm is None else norm.weight,
+            None if norm is None else norm.bias,
+            None if norm is None else norm.eps,
             self._device_cache,
         )
-        return self.dropout(hidden)
+        return hidden
 
-    def _forward_embeds(self, inputs_embeds, token_type_ids, position_ids, past):
-        seq = inputs_embeds.shape[1]
-        device = inputs_embeds.device
-        if token_type_ids is None:
-            token_type_ids = torch.zeros(inputs_embeds.shape[:2], dtype=torch.long, device=device)
-        if position_ids is None:
-            position_ids = torch.arange(past, past + seq, device=device)[None, :]
-        summed = (
-            inputs_embeds
-            + self.token_type_embeddings(token_type_ids)
-            + self.position_embeddings(position_ids)
-        )
-        return self.dropout(self.LayerNorm(summed))
+    def _sum_embeds(self, inputs_embeds, token_type_ids, position_ids, past):
+        """The family's sum in torch, in its own order, for ``inputs_embeds``."""
+        segment = getattr(self, "token_type_embeddings", None)
+        position = getattr(self, "position_embeddings", None)
+        shape, device = inputs_embeds.shape[:2], inputs_embeds.device
+        parts = {}
+        if segment is not None:
+            if token_type_ids is None:
+                token_type_ids = torch.zeros(shape, dtype=torch.long, device=device)
+            parts["s"] = segment(token_type_ids)
+        if position is not None:
+            if position_ids is None:
+                # RoBERTa's rule has no ids to count: sequential from padding_idx + 1, no past
+                first = past if self._padding_positions is None else self._padding_positions + 1
+                position_ids = torch.arange(first, first + shape[1], device=device)[None, :]
+            parts["p"] = position(position_ids)
+        hidden = inputs_embeds
+        for table in self.family.sum_order[1:]:
+            if table in parts:
+                hidden = hidden + parts[table]
+        return hidden
+
+
+def _positions_after_padding(input_ids, padding_idx: int, past: int):
+    """RoBERTa's position ids (transformers' ``create_position_ids_from_input_ids``), in torch."""
+    kept = input_ids.ne(padding_idx).int()
+    return ((torch.cumsum(kept, dim=1).type_as(kept) + past) * kept).long() + padding_idx

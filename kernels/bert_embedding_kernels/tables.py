@@ -8,6 +8,7 @@ from . import devices
 from ._arrays import as_numpy
 from .checkpoint import read_embedding_layer
 from .dtypes import FLOAT_DTYPES, NAMES, parse
+from .families import inspect_module
 
 BERT_INIT_STD = 0.02  # BERT's initializer_range: weights start as N(0, 0.02**2)
 
@@ -41,6 +42,33 @@ def _read_only_c_order(array: np.ndarray) -> np.ndarray:
     return view
 
 
+POSITION_RULES = ("absolute", "after_padding")
+
+
+def _check_rule(rule, padding_idx, has_position: bool, vocab_size: int, max_positions: int):
+    """``(position_rule, padding_idx)`` checked against each other and the tables."""
+    if rule not in POSITION_RULES:
+        raise ValueError(f"position_rule is {rule!r}; it must be one of {POSITION_RULES}.")
+    if padding_idx is not None:
+        if isinstance(padding_idx, bool) or not isinstance(padding_idx, (int, np.integer)):
+            raise TypeError(f"padding_idx is {type(padding_idx).__name__}; it must be an int.")
+        if not 0 <= padding_idx < vocab_size:
+            raise ValueError(
+                f"padding_idx is {padding_idx}; it must satisfy 0 <= padding_idx < {vocab_size} "
+                "(vocab_size)."
+            )
+        padding_idx = int(padding_idx)
+    if rule == "after_padding":
+        if padding_idx is None:
+            raise ValueError("position_rule='after_padding' needs padding_idx.")
+        if not has_position or padding_idx >= max_positions:
+            raise ValueError(
+                "position_rule='after_padding' needs a position table with a row for "
+                f"padding_idx={padding_idx} (max_positions is {max_positions})."
+            )
+    return rule, padding_idx
+
+
 def _as_norm_vector(name: str, value, dtype: np.dtype, hidden: int) -> np.ndarray:
     """Check a LayerNorm weight or bias: a float vector of the tables' dtype and width."""
     array = as_numpy(name, value)
@@ -63,16 +91,35 @@ class EmbeddingTables:
     ----------
     token : array_like, shape (vocab_size, hidden_size)
         Word embeddings, ``W_t``.
-    segment : array_like, shape (type_vocab_size, hidden_size)
-        Token-type embeddings, ``W_s``.
-    position : array_like, shape (max_positions, hidden_size)
-        Absolute position embeddings, ``W_p``.
+    segment : array_like, shape (type_vocab_size, hidden_size), or None
+        Token-type embeddings, ``W_s``; None for a family without token types
+        (DistilBERT, MPNet): then ``token_type_ids`` must be omitted.
+    position : array_like, shape (max_positions, hidden_size), or None
+        Position embeddings, ``W_p``; None for a family without absolute positions
+        (DeBERTa-v3): then ``position_ids`` must be omitted.
     norm_weight, norm_bias : array_like, shape (hidden_size,), optional
         The embedding LayerNorm's scale and shift, in the tables' dtype; both or
         neither. Needed by ``embed(..., layer_norm=True)``.
     norm_eps : float, default 1e-12
         LayerNorm's epsilon (BERT's ``layer_norm_eps``); finite and > 0, so a
         constant row (zero variance) normalises to the bias instead of NaN.
+    position_rule : {"absolute", "after_padding"}, default "absolute"
+        How default positions are numbered. ``"absolute"``: ``past_length ..
+        past_length + seq - 1`` (BERT). ``"after_padding"``: RoBERTa's rule, which
+        needs ``padding_idx``: a token's position is ``padding_idx + past_length +``
+        the count of non-padding tokens up to and including it, and a padding
+        token's is ``padding_idx``.
+    padding_idx : int, optional
+        The padding token's id (for ``"after_padding"``).
+    norm_by_default : bool, default False
+        What ``embed(..., layer_norm=None)`` (its default) does: True for tables
+        read from a module or checkpoint whose embeddings end in LayerNorm, so that
+        the default call reproduces the module.
+    masks_output : bool, default False
+        The family multiplies its output by the attention mask (DeBERTa-v2): then
+        ``embed(..., attention_mask=...)`` does too.
+    family : str, optional
+        The model family the tables came from (the README's table), for messages.
 
     Notes
     -----
@@ -82,6 +129,11 @@ class EmbeddingTables:
     same width and at least one row. Non-C-contiguous input is copied once to C
     order; C-contiguous input (numpy arrays, CPU torch tensors) is kept by
     reference as a read-only view.
+
+    A missing segment or position table is held as one row of zeros (``segment``
+    and ``position`` are that row), so every method adds it unchanged: ``x + 0 ==
+    x`` exactly, up to the sign of a zero. ``has_segment`` / ``has_position`` say
+    which tables exist.
 
     **Live views, never stale.** The tables hold no derived data: every call of
     every method reads the arrays as they are at that moment, so an in-place
@@ -93,25 +145,54 @@ class EmbeddingTables:
     one copy of the tables next to its one-hot product.)
     """
 
-    __slots__ = ("norm_bias", "norm_eps", "norm_weight", "position", "segment", "token")
+    __slots__ = (
+        "family",
+        "has_position",
+        "has_segment",
+        "masks_output",
+        "norm_bias",
+        "norm_by_default",
+        "norm_eps",
+        "norm_weight",
+        "padding_idx",
+        "position",
+        "position_rule",
+        "segment",
+        "token",
+    )
 
     def __init__(
-        self, token, segment, position, *, norm_weight=None, norm_bias=None, norm_eps=1e-12
+        self,
+        token,
+        segment=None,
+        position=None,
+        *,
+        norm_weight=None,
+        norm_bias=None,
+        norm_eps=1e-12,
+        position_rule="absolute",
+        padding_idx=None,
+        norm_by_default=False,
+        masks_output=False,
+        family=None,
     ):
         self.token = _as_table("token", token)
-        self.segment = _as_table("segment", segment)
-        self.position = _as_table("position", position)
-        tables = {"token": self.token, "segment": self.segment, "position": self.position}
+        self.has_segment, self.has_position = segment is not None, position is not None
+        self.segment = _as_table("segment", segment) if self.has_segment else self._zero_row()
+        self.position = _as_table("position", position) if self.has_position else self._zero_row()
+        tables = {"token": self.token}
+        tables |= {"segment": self.segment} if self.has_segment else {}
+        tables |= {"position": self.position} if self.has_position else {}
         dtypes = {name: str(t.dtype) for name, t in tables.items()}
         if len(set(dtypes.values())) != 1:
             raise TypeError(
-                f"tables have mixed dtypes {dtypes}; all three must share one dtype. "
+                f"tables have mixed dtypes {dtypes}; all tables must share one dtype. "
                 "Convert them with .astype(np.float32) (or float64)."
             )
         widths = {name: t.shape for name, t in tables.items()}
         if len({shape[1] for shape in widths.values()}) != 1:
             raise ValueError(
-                f"tables have shapes {widths}; all three must have the same width (hidden_size)."
+                f"tables have shapes {widths}; all must have the same width (hidden_size)."
             )
         if (norm_weight is None) != (norm_bias is None):
             missing = "norm_bias" if norm_bias is None else "norm_weight"
@@ -130,6 +211,18 @@ class EmbeddingTables:
         if not (np.isfinite(norm_eps) and norm_eps > 0):
             raise ValueError(f"norm_eps is {norm_eps}; it must be finite and > 0.")
         self.norm_eps = float(norm_eps)
+        self.position_rule, self.padding_idx = _check_rule(
+            position_rule, padding_idx, self.has_position, self.vocab_size, self.max_positions
+        )
+        self.norm_by_default = bool(norm_by_default)
+        if self.norm_by_default and self.norm_weight is None:
+            raise ValueError("norm_by_default=True needs norm_weight and norm_bias.")
+        self.masks_output = bool(masks_output)
+        self.family = family
+
+    def _zero_row(self) -> np.ndarray:
+        """The stand-in for a missing table: one read-only row of zeros (position 0, type 0)."""
+        return _read_only_c_order(np.zeros((1, self.token.shape[1]), self.token.dtype))
 
     @classmethod
     def random(
@@ -181,71 +274,89 @@ class EmbeddingTables:
         )
 
     @classmethod
-    def from_safetensors(cls, path, *, prefix: str | None = None, dtype=None) -> EmbeddingTables:
+    def from_safetensors(
+        cls, path, *, prefix: str | None = None, dtype=None, model_type: str | None = None
+    ) -> EmbeddingTables:
         """The embedding layer of a Hugging Face BERT-family checkpoint.
 
-        Reads ``model.safetensors`` with ``safetensors``' numpy loader (no torch):
-        the word, token-type and position tables and the embedding LayerNorm's
-        weight and bias, with or without the ``bert.`` prefix, ``gamma``/``beta``
-        accepted for old checkpoints; ``norm_eps`` is the ``layer_norm_eps`` of a
-        ``config.json`` beside the weights (else 1e-12).
+        Reads only the embedding tensors of ``model.safetensors`` (a reader of the
+        format is built in: no torch, no safetensors package), by the rules of the
+        family that ``config.json``'s ``model_type`` names (BERT, RoBERTa, XLM-R,
+        DistilBERT, ...; :mod:`bert_embedding_kernels.families`): which tables
+        exist, the position rule and padding index, LayerNorm (then applied by the
+        default ``embed(tables, ids)``, so that it equals the model's embeddings)
+        and its ``layer_norm_eps``. Keys with or without the model's prefix
+        (``bert.``, ``roberta.``, ``distilbert.``, ...), ``gamma``/``beta`` for old
+        checkpoints.
 
         Parameters
         ----------
         path : str or path-like
             The ``model.safetensors`` file or the directory holding it.
         prefix : str, optional
-            What precedes ``embeddings.`` in the tensor names; by default ``""``
-            and then ``"bert."`` are tried.
+            What precedes ``embeddings.`` in the tensor names; found by default.
         dtype : float32, float64, float16 or bfloat16, optional
             Convert the tables to this dtype on load; by default they keep the
             dtype stored (F32, F64, F16 or BF16).
-
-        Returns
-        -------
-        EmbeddingTables
-
-        Raises
-        ------
-        ImportError
-            ``safetensors`` is missing: ``pip install 'bert-embedding-kernels[real]'``.
-        FileNotFoundError, KeyError, ValueError
-            No checkpoint there, a missing tensor (named), a shape that disagrees
-            (both shapes named); see :func:`bert_embedding_kernels.checkpoint.read_embedding_layer`.
-        """
-        return cls(**read_embedding_layer(path, prefix=prefix, dtype=dtype))
-
-    @classmethod
-    def from_torch(cls, module) -> EmbeddingTables:
-        """The tables of a torch embeddings module, such as transformers' ``BertEmbeddings``.
-
-        Reads ``word_embeddings``, ``token_type_embeddings`` and
-        ``position_embeddings`` (``torch.nn.Embedding``) and, where present, the
-        ``LayerNorm`` (weight, bias, eps). The weights are detached and shared,
-        not copied (CPU tensors, C-contiguous): an optimizer step on the module
-        is seen by the next call. torch itself is not imported here.
+        model_type : str, optional
+            The family, for a checkpoint without ``config.json`` (``"bert"``,
+            ``"roberta"``, ...); must agree with ``config.json`` where there is one.
 
         Raises
         ------
         TypeError
-            ``module`` lacks one of the three embeddings (the message names it).
+            A ``model_type`` whose embeddings the kernels do not reproduce, or none
+            known (no ``config.json`` and no ``model_type``).
+        FileNotFoundError, KeyError, ValueError
+            No checkpoint there, a missing tensor (named), a shape that disagrees
+            (both shapes named); see
+            :func:`bert_embedding_kernels.checkpoint.read_embedding_layer`.
         """
-        parts = {}
-        for argument, attribute in (
-            ("token", "word_embeddings"),
-            ("segment", "token_type_embeddings"),
-            ("position", "position_embeddings"),
-        ):
-            embedding = getattr(module, attribute, None)
-            if getattr(embedding, "weight", None) is None:
-                raise TypeError(
-                    f"module is {type(module).__name__} without {attribute}.weight; pass a "
-                    "BERT-style embeddings module (e.g. transformers' BertModel.embeddings)."
-                )
-            parts[argument] = embedding.weight
-        norm = getattr(module, "LayerNorm", None)
-        if getattr(norm, "weight", None) is not None and getattr(norm, "bias", None) is not None:
+        return cls(**read_embedding_layer(path, prefix=prefix, dtype=dtype, model_type=model_type))
+
+    @classmethod
+    def from_torch(cls, module) -> EmbeddingTables:
+        """The tables of a BERT-family embeddings module, such as transformers' ``BertEmbeddings``.
+
+        Accepts exactly the modules whose computation the kernels reproduce
+        (:mod:`bert_embedding_kernels.families`: BERT, RoBERTa, XLM-R, DistilBERT,
+        ...), and carries their rules: which tables exist, the position rule and
+        padding index, and LayerNorm, which the default ``embed(tables, ids)`` then
+        applies, so that it equals ``module(ids)`` in eval mode. The weights are
+        detached and shared, not copied (CPU tensors, C-contiguous): an optimizer
+        step on the module is seen by the next call. torch itself is not imported.
+
+        Raises
+        ------
+        TypeError
+            A module of another class, or one holding what the kernels do not
+            compute (an extra table, a projection between the sum and LayerNorm, a
+            different position rule); the message names the class and the reason.
+        """
+        found = inspect_module(module)
+        family = found.family
+        if found.embed_proj is not None:
+            raise TypeError(
+                f"{type(module).__name__} ({family.name}) projects the sum (embed_proj) before "
+                "its LayerNorm, which tables cannot hold; use "
+                "bert_embedding_kernels.nn.BertEmbeddings.from_hf(module) instead."
+            )
+        parts = {
+            "token": found.word.weight,
+            "segment": None if found.segment is None else found.segment.weight,
+            "position": None if found.position is None else found.position.weight,
+            "position_rule": family.positions or "absolute",
+            # the token padding index: the position rule's where it has one
+            "padding_idx": found.padding_idx
+            if found.padding_idx is not None
+            else found.word.padding_idx,
+            "masks_output": family.deberta,
+            "family": family.name,
+        }
+        norm = found.layer_norm
+        if norm is not None:
             parts |= {"norm_weight": norm.weight, "norm_bias": norm.bias, "norm_eps": norm.eps}
+            parts["norm_by_default"] = True
         return cls(**parts)
 
     device = "cpu"

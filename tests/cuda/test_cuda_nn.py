@@ -23,7 +23,7 @@ kc = pytest.importorskip("bert_embedding_kernels.cuda")
 if kc.SIMULATOR:
     pytest.skip("numba's CUDA simulator cannot read torch's GPU memory", allow_module_level=True)
 
-from bert_embedding_kernels.nn import BertEmbeddings, _FusedEmbeddingLayerNorm  # noqa: E402
+from bert_embedding_kernels.nn import BertEmbeddings, _FusedEmbeddings  # noqa: E402
 
 PARAMETERS = (
     "word_embeddings.weight",
@@ -58,8 +58,8 @@ def test_gradcheck_float64_on_cuda(shared_positions):
     order = [named[name].detach().clone().requires_grad_() for name in PARAMETERS]
 
     def function(word, segment, position, weight, bias):
-        return _FusedEmbeddingLayerNorm.apply(
-            ids, types, positions, None, word, segment, position, weight, bias, 1e-12, None
+        return _FusedEmbeddings.apply(
+            ids, types, positions, None, {}, word, segment, position, weight, bias, 1e-12, None
         )
 
     assert torch.autograd.gradcheck(function, order)

@@ -49,10 +49,13 @@ class Contender:
     agrees: bool | None = None
 
 
-def _ours(name, tables, inputs, out, method, **options) -> Contender:
+def _ours(name, tables, inputs, out, method, layer_norm=False, **options) -> Contender:
     allocates = out is None
-    call = lambda: embed(tables, *inputs, method=method, out=out, **options)  # noqa: E731
-    kind = "layernorm" if options.get("layer_norm") else "sum"
+    # layer_norm always named: tables from a checkpoint normalise by default
+    call = lambda: embed(  # noqa: E731
+        tables, *inputs, method=method, out=out, layer_norm=layer_norm, **options
+    )
+    kind = "layernorm" if layer_norm else "sum"
     return Contender(name, kind, "kernels", allocates, call)
 
 

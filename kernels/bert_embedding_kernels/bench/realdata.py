@@ -265,7 +265,7 @@ def compare_ids(
     for method in methods:
         for label, ids in (("uniform", uniform), ("real", real_ids)):
             calls[f"{method} {label}"] = lambda m=method, i=ids: embed(
-                tables, i, token_type_ids, method=m, out=out
+                tables, i, token_type_ids, method=m, out=out, layer_norm=False
             )
     timings = interleave(calls, budget=budget)
     rows = []

@@ -116,6 +116,18 @@ def check_memory_budget(memory_budget) -> int:
     return int(memory_budget)
 
 
+def check_attention_mask(attention_mask, shape: tuple[int, int]) -> np.ndarray | None:
+    """The attention mask as a (batch, seq) array of numbers, or None."""
+    if attention_mask is None:
+        return None
+    mask = as_numpy("attention_mask", attention_mask)
+    if mask.dtype.kind not in "biuf":
+        raise TypeError(f"attention_mask has dtype {mask.dtype}; it must hold 0s and 1s.")
+    if mask.shape != shape:
+        raise ValueError(f"attention_mask has shape {mask.shape}; it must be {shape}.")
+    return mask
+
+
 def check_norm_options(tables: EmbeddingTables, layer_norm, return_sum) -> None:
     """``layer_norm`` and ``return_sum`` are bools, and LayerNorm has its parameters."""
     for name, value in (("layer_norm", layer_norm), ("return_sum", return_sum)):
@@ -238,6 +250,21 @@ def _position_ids(value, input_ids: np.ndarray) -> np.ndarray:
     return position_ids
 
 
+def positions_after_padding(input_ids: np.ndarray, padding_idx: int, past_length: int = 0):
+    """RoBERTa's positions (transformers' ``create_position_ids_from_input_ids``).
+
+    ``(cumsum(ids != pad) + past) * (ids != pad) + pad``: the non-padding tokens of a
+    sequence are numbered ``pad + past + 1, pad + past + 2, ...`` in order, padding tokens
+    get ``pad``. A new (batch, seq) int64 array (one pass over the ids, not the outputs).
+    """
+    kept = input_ids != padding_idx
+    positions = np.cumsum(kept, axis=1, dtype=np.int64)
+    positions += past_length
+    positions *= kept
+    positions += padding_idx
+    return positions
+
+
 def _check_out(out, shape: tuple[int, int, int], dtype: np.dtype, inputs) -> np.ndarray:
     if is_torch_tensor(out):
         out = as_numpy("out", out)  # a view: the kernels write into the tensor's memory
@@ -301,6 +328,11 @@ def prepare(
     if token_type_ids is None:
         token_type_ids = _default_token_type_ids(seq, default_dtype)  # zeros: always valid
     else:
+        if not tables.has_segment:
+            raise ValueError(
+                f"token_type_ids were given, but the tables ({tables.family or 'these'}) have no "
+                "segment (token type) table; omit token_type_ids."
+            )
         token_type_ids = _as_ids("token_type_ids", token_type_ids)
         if token_type_ids.shape != input_ids.shape:
             raise ValueError(
@@ -309,7 +341,17 @@ def prepare(
             )
         given.append(("token_type_ids", token_type_ids))
 
-    if position_ids is None:
+    if position_ids is not None and not tables.has_position:
+        raise ValueError(
+            f"position_ids were given, but the tables ({tables.family or 'these'}) have no "
+            "position table; omit position_ids."
+        )
+    if not tables.has_position:
+        position_ids = _default_token_type_ids(seq, default_dtype)  # row 0, the zero row
+    elif position_ids is None and tables.position_rule == "after_padding":
+        position_ids = positions_after_padding(input_ids, tables.padding_idx, past_length)
+        given.append(("position_ids", position_ids))  # range-checked below
+    elif position_ids is None:
         if past_length + seq > tables.max_positions:
             raise IndexError(
                 f"position_ids (default, past_length={past_length}) run to position "
@@ -356,6 +398,7 @@ __all__ = [
     "KERNEL_ID_DTYPES",
     "Batch",
     "check_accumulate_into",
+    "check_attention_mask",
     "check_grad_dtype",
     "check_grad_output",
     "check_memory_budget",
