@@ -91,7 +91,7 @@ def test_the_wheel_names_its_script_and_import_name(wheel):
 @pytest.mark.skipif(not os.environ.get("EXPECT_INSTALLED_WHEEL"), reason="make test sets it")
 def test_the_suite_runs_the_installed_wheel():
     package = Path(bek.__file__).resolve()
-    assert ROOT not in package.parents, f"the tests imported the checkout: {package}"
+    assert SOURCE_ROOT not in package.parents, f"the tests imported the checkout: {package}"
     assert "site-packages" in package.parts, package
     assert Path.cwd().resolve() != ROOT and ROOT not in Path.cwd().resolve().parents
 
