@@ -7,7 +7,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
 EXTRAS ?= dev,real,peers
-PACKAGE_FILES := $(shell find kernels -type f -not -path '*/__pycache__/*' -not -path '*.egg-info/*' -not -name '*.nb[ic]')
+PACKAGE_FILES := $(shell find kernels -type f -not -path '*/__pycache__/*' -not -path '*.egg-info/*' \
+	-not -name '*.nb[ic]' -not -name BUILD_INFO.json)
 
 .PHONY: report check test lint calibrate clean mutants gate-baseline gate wheel
 
@@ -18,6 +19,7 @@ $(BIN)/python:
 # The wheel is built from a clean build/ (setuptools keeps deleted modules in a stale one).
 $(BIN)/.installed: $(BIN)/python pyproject.toml $(PACKAGE_FILES)
 	rm -rf build dist
+	$(BIN)/python scripts/build_info.py > kernels/bert_embedding_kernels/BUILD_INFO.json
 	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist .
 	$(BIN)/python -m pip install --quiet "$$(ls dist/*.whl)[$(EXTRAS)]"
 	$(BIN)/python -m pip install --quiet --no-deps --force-reinstall dist/*.whl

@@ -11,6 +11,7 @@ tests/test_concurrency.py.
 import os
 import platform
 import sys
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -31,7 +32,9 @@ FIELDS = (
     "python",
     "numpy",
     "numba",
-    "kernels",
+    "package",
+    "source",
+    "commit",
     "platform",
 )
 
@@ -40,7 +43,9 @@ def test_describe_names_every_field_as_text():
     described = describe()
     assert set(FIELDS) <= set(described)
     assert all(isinstance(value, str) and value for value in described.values())
-    assert described["kernels"] == bek.__version__
+    assert described["package"] == f"bert_embedding_kernels {bek.__version__}"
+    # the code measured is named by where it was imported from, not the working directory
+    assert Path(described["source"]) == Path(bek.__file__).resolve().parent
     assert described["numba threads"] == str(numba.get_num_threads())
 
 

@@ -232,6 +232,48 @@ def test_compare_same_run_is_the_same_and_a_slowdown_fails(tiny_report, tmp_path
     assert "fused" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        (
+            lambda r: [p["shape"].update(batch=p["shape"]["batch"] * 8) for p in r["points"]],
+            "batch",
+        ),
+        (lambda r: [p["shape"].update(hidden=384) for p in r["points"]], "hidden"),
+        (lambda r: r["settings"].update(tables="minilm"), "tables"),
+        (lambda r: r["settings"].update(peers=["torch-eager"]), "peers"),
+        (lambda r: r["settings"].update(device="cuda"), "device"),
+    ],
+)
+def test_compare_refuses_runs_of_different_experiments(
+    tiny_report, tmp_path, capsys, change, named
+):
+    """Shared (sweep, size, dtype) alone does not make two points comparable: a quick run
+    at batch 4 against the gate's batch 32 measured another experiment."""
+    out, results = tiny_report
+    other = json.loads(json.dumps(results))
+    change(other)
+    unlike = tmp_path / "unlike.json"
+    unlike.write_text(json.dumps(other))
+    arguments = ["compare", str(out / "results.json"), str(unlike)]
+    assert cli.main(arguments) == 2
+    error = capsys.readouterr().err
+    assert "different experiments" in error and named in error and len(error.splitlines()) == 1
+    assert cli.main([*arguments, "--allow-different"]) == 0
+    printed = capsys.readouterr().out
+    assert "DIFFERENT" in printed and named in printed
+    rows = compare.compare(results, other, allow_different=True)
+    assert rows and all(named in r["different"] for r in rows)
+
+
+def test_compare_prints_what_it_compares(tiny_report, capsys):
+    out, results = tiny_report
+    assert cli.main(["compare", str(out / "results.json"), str(out / "results.json")]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("bert_embedding_kernels ") >= 2 and "commit" in printed
+    assert results["machine"]["source"] and results["machine"]["commit"]
+
+
 def test_compare_refuses_other_files(tmp_path, capsys):
     old = tmp_path / "old.json"
     old.write_text(json.dumps({"points": []}))

@@ -157,6 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit 1 if a contender got slower by more than R (0.2 = 20%%) over its points "
         "(geometric mean), with its 95%% CI excluding 1",
     )
+    compare_parser.add_argument(
+        "--allow-different",
+        action="store_true",
+        help="compare points whose shape, tables, peers or device differ (each marked) "
+        "instead of refusing with exit 2",
+    )
     compare_parser.set_defaults(run=compare)
     return parser
 

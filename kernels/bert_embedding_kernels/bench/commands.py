@@ -259,7 +259,18 @@ def compare(arguments) -> int:
     except comparing.ResultsError as error:
         print(f"embench compare: {error}", file=sys.stderr)
         return 2
-    rows = comparing.compare(a, b)
+    for name, run in (("A", a), ("B", b)):
+        source = run.get("machine", {})
+        print(
+            f"embench compare: {name} = {getattr(arguments, name.lower())}: "
+            f"{run.get('command', '?')} ({source.get('package', source.get('kernels', '?'))}, "
+            f"commit {source.get('commit', 'not recorded')})"
+        )
+    try:
+        rows = comparing.compare(a, b, allow_different=arguments.allow_different)
+    except comparing.UnlikeRuns as error:
+        print(f"embench compare: {error}", file=sys.stderr)
+        return 2
     print(comparing.render(rows, arguments.a, arguments.b))
     if arguments.fail_above is not None:
         failing = comparing.failures(rows, arguments.fail_above)

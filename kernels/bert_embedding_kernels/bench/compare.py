@@ -31,6 +31,15 @@ class ResultsError(ValueError):
     """A results.json that cannot be compared (missing, not JSON, another schema)."""
 
 
+class UnlikeRuns(ValueError):
+    """Two runs that measured different experiments at a point both have."""
+
+
+# What must agree for two runs' points to be the same experiment: every field of the
+# point's shape, and these run-wide settings (which tables, which peers were asked for).
+RUN_SETTINGS = ("tables", "peers", "device")
+
+
 def load(path: str | Path) -> dict:
     try:
         results = json.loads(Path(path).read_text())
@@ -54,14 +63,45 @@ def _log_sigma(ratio: dict) -> float:
     return (math.log(high) - math.log(low)) / (2 * Z95) if low > 0 else math.inf
 
 
-def compare(a: dict, b: dict) -> list[dict]:
-    """Every (point, contender) measured in both runs, with B's change over A."""
+def differences(a: dict, b: dict, point_a: dict, point_b: dict) -> list[str]:
+    """What differs between two runs at one shared point: shape fields, tables, peers, device."""
+    found = []
+    shape_a, shape_b = point_a["shape"], point_b["shape"]
+    for field in sorted(shape_a.keys() | shape_b.keys()):
+        if shape_a.get(field) != shape_b.get(field):
+            found.append(f"{field} {shape_a.get(field)} in A, {shape_b.get(field)} in B")
+    settings_a, settings_b = a.get("settings", {}), b.get("settings", {})
+    for field in RUN_SETTINGS:
+        value_a, value_b = settings_a.get(field), settings_b.get(field)
+        if field == "device":
+            value_a, value_b = value_a or "cpu", value_b or "cpu"
+        if value_a != value_b:
+            found.append(f"{field} {value_a} in A, {value_b} in B")
+    return found
+
+
+def compare(a: dict, b: dict, allow_different: bool = False) -> list[dict]:
+    """Every (point, contender) measured in both runs, with B's change over A.
+
+    Raises
+    ------
+    UnlikeRuns
+        A shared point whose shape, tables, peers or device differ, naming the first
+        difference; with ``allow_different`` the rows of such points carry it instead.
+    """
     rows = []
     points_b = _points(b)
     for key, point_a in _points(a).items():
         point_b = points_b.get(key)
         if point_b is None:
             continue
+        unlike = differences(a, b, point_a, point_b)
+        if unlike and not allow_different:
+            raise UnlikeRuns(
+                f"the runs measured different experiments at {key[0]} {key[1]} {key[2]}: "
+                f"{unlike[0]}; compare runs of one configuration, or pass --allow-different "
+                "to see the numbers anyway, marked"
+            )
         shared = sorted(
             n for n in point_a["ratios"].keys() & point_b["ratios"].keys() if n.endswith(f"/{COPY}")
         )
@@ -80,7 +120,8 @@ def compare(a: dict, b: dict) -> list[dict]:
             verdict = "slower" if low > 1 else "faster" if high < 1 else "same"
             rows.append({"sweep": key[0], "size": key[1], "dtype": key[2],
                          "contender": name.removesuffix(f"/{COPY}"), "change": change,
-                         "ci95": [low, high], "verdict": verdict})  # fmt: skip
+                         "ci95": [low, high], "verdict": verdict,
+                         "different": "; ".join(unlike)})  # fmt: skip
     return sorted(rows, key=lambda r: (r["sweep"], r["size"], r["contender"]))
 
 
@@ -114,9 +155,10 @@ def render(rows: list[dict], a: str, b: str) -> str:
     for r in rows:
         point = f"{r['sweep']} {r['size']} {r['dtype']}"
         low, high = r["ci95"]
+        different = f"  (DIFFERENT: {r['different']})" if r.get("different") else ""
         lines.append(
             f"{point:<22} {r['contender']:<28} {r['change']:>7.3f} "
-            f"[{low:6.3f}, {high:6.3f}]  {r['verdict']}"
+            f"[{low:6.3f}, {high:6.3f}]  {r['verdict']}{different}"
         )
     counts = {v: sum(r["verdict"] == v for r in rows) for v in ("slower", "faster", "same")}
     lines.append(
