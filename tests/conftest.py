@@ -1,6 +1,8 @@
 import sys
 from pathlib import Path
 
+import pytest
+
 # The shared test helpers (rules.py: the pinned pass/fail rules; poison.py: NaN-filled
 # outputs) are imported by name from every test folder, tests/benchmarks included.
 _TESTS = str(Path(__file__).resolve().parent)
@@ -15,3 +17,27 @@ def pytest_addoption(parser):
         help="benchmark the full sweeps (bench.cases.VOCAB_SIZES / SEQ_LENS at SWEEP_BASE) "
         "instead of the CI sizes",
     )
+
+
+# A plain `pytest` runs every benchmark once, untimed (a smoke test that each checks its
+# answer); pytest-benchmark's own options time them as its documentation says:
+# `pytest tests/benchmarks --benchmark-only`, `--benchmark-json=b.json`,
+# `--benchmark-compare`. (An addopts `--benchmark-disable` would refuse --benchmark-only.)
+TIMING_OPTIONS = (
+    "benchmark_only",
+    "benchmark_enable",
+    "benchmark_json",
+    "benchmark_autosave",
+    "benchmark_save",
+    "benchmark_compare",
+    "benchmark_histogram",
+)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    options = config.option
+    if hasattr(options, "benchmark_disable") and not any(
+        getattr(options, name, None) for name in TIMING_OPTIONS
+    ):
+        options.benchmark_disable = True
