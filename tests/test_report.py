@@ -82,6 +82,28 @@ def test_peers_appear_when_installed(tiny_report):
     assert "torch-compile" in names  # compiled once per process, with dynamic shapes
 
 
+def test_peers_means_the_peers_named(tmp_path, capsys):
+    """--peers with no names times no peer at all, LayerNorm ones included; a named
+    LayerNorm peer is found; an unknown name is called unknown, with the known ones."""
+    pytest.importorskip("torch")
+    out = tmp_path / "none"
+    assert cli.main(["report", *TINY, "--peers", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["settings"]["peers"] == []
+    origins = {c["origin"] for p in results["points"] for c in p["contenders"].values()}
+    assert "peer" not in origins
+    one = tmp_path / "one"
+    assert cli.main(["report", *TINY, "--peers", "torch-eager-layernorm", "--out", str(one)]) == 0
+    results = json.loads((one / "results.json").read_text())
+    timed = {
+        n for p in results["points"] for n, c in p["contenders"].items() if c["origin"] == "peer"
+    }
+    assert timed == {"torch-eager-layernorm"} and results["settings"]["peers"] == [*timed]
+    with pytest.raises(SystemExit) as error:
+        cli.main(["report", *TINY, "--peers", "foo", "--out", str(tmp_path / "x")])
+    assert "unknown peer 'foo'; known: numpy-indexing" in str(error.value)
+
+
 def test_a_disagreeing_method_fails_and_is_never_timed(tmp_path, monkeypatch, capsys):
     gather = registry.REGISTRY["gather"]
 

@@ -108,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report_parser.add_argument("--budget", type=float, help="seconds of timing per point")
     report_parser.add_argument("--out", default="report", help="directory to write into")
-    report_parser.add_argument("--vocab-sizes", type=_ints, help="e.g. 1000,8000,30522")
+    report_parser.add_argument(
+        "--vocab-sizes", type=_ints_or_none, help="e.g. 1000,8000,30522; 'none' to leave it out"
+    )
     report_parser.add_argument("--seq-lens", type=_ints, help="e.g. 32,128,512")
     report_parser.add_argument(
         "--small-seq-lens",

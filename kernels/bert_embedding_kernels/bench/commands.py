@@ -29,6 +29,24 @@ def _shape(arguments) -> Shape:
     )
 
 
+def checked_peers(names: list[str]) -> tuple[str, ...]:
+    """``--peers``: each name a known peer (sum or LayerNorm) and installed, else exit 2."""
+    known = (*peers.PEERS, *peers.LAYER_NORM_PEERS)
+    installed = peers.available_peers() + peers.available_peers(layer_norm=True)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SystemExit(
+            f"embench: --peers: unknown peer {unknown[0]!r}; known: {', '.join(known)}"
+        )
+    missing = [n for n in names if n not in installed]
+    if missing:
+        raise SystemExit(
+            f"embench: --peers: {missing[0]!r} is not installed here; installed: "
+            f"{', '.join(installed) or 'none'} (pip install 'bert-embedding-kernels[peers]')"
+        )
+    return tuple(dict.fromkeys(names))
+
+
 def _methods(names: list[str] | None) -> list[str]:
     return list(names) if names else list(METHODS)
 
@@ -149,20 +167,14 @@ def report(arguments) -> int:
     from . import report as report_module
 
     overrides = {}
-    if arguments.vocab_sizes:
+    if arguments.vocab_sizes is not None:
         overrides["vocab_sizes"] = arguments.vocab_sizes
     if arguments.seq_lens:
         overrides["seq_lens"] = arguments.seq_lens
     if arguments.small_seq_lens is not None:
         overrides["small_seq_lens"] = arguments.small_seq_lens
-    if arguments.peers is not None:
-        missing = set(arguments.peers) - set(peers.available_peers())
-        if missing:
-            raise SystemExit(
-                f"embench report: --peers {sorted(missing)} not installed here; installed: "
-                f"{peers.available_peers()} (pip install 'bert-embedding-kernels[peers]')"
-            )
-        overrides["peers"] = tuple(arguments.peers)
+    if arguments.peers is not None:  # no names: no peers at all
+        overrides["peers"] = checked_peers(arguments.peers)
     if arguments.methods:
         overrides["methods"] = tuple(arguments.methods)
     if arguments.tables:

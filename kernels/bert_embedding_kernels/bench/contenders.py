@@ -116,12 +116,14 @@ def build(
     if "fused" in methods:
         contenders[FUSED_ALLOCATING] = _ours(FUSED_ALLOCATING, tables, inputs, None, "fused")
     for name in peer_names:
-        contenders[name] = _peer(name, tables, inputs, layer_norm=False)
+        if name in peers.PEERS:
+            contenders[name] = _peer(name, tables, inputs, layer_norm=False)
     if layer_norm and tables.has_layer_norm:
         # Allocating, like the LayerNorm peers it is compared with.
         contenders[FUSED_NORM] = _ours(FUSED_NORM, tables, inputs, None, "fused", layer_norm=True)
-        for name in peers.available_peers(layer_norm=True):
-            contenders[name] = _peer(name, tables, inputs, layer_norm=True)
+        for name in peer_names:
+            if name in peers.LAYER_NORM_PEERS:
+                contenders[name] = _peer(name, tables, inputs, layer_norm=True)
     for contender in contenders.values():
         if contender.status != "measured" or contender.kind == "roofline":
             continue

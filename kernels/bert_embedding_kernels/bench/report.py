@@ -35,7 +35,7 @@ class Settings:
     seq_lens: tuple[int, ...]
     small_seq_lens: tuple[int, ...]  # batch 1: what a server sees per request
     methods: tuple[str, ...]
-    peers: tuple[str, ...]  # outside implementations timed beside ours (installed ones)
+    peers: tuple[str, ...]  # outside implementations timed beside ours, sum and LayerNorm
     layer_norm: bool  # also the normalising contenders (fused+LN and the LayerNorm peers)
     budget: float  # seconds of timing per point, all contenders together
     skip_above: float  # a call predicted to take longer than this is skipped
@@ -45,7 +45,7 @@ class Settings:
 
     @classmethod
     def defaults(cls, quick: bool, **overrides) -> Settings:
-        installed = tuple(peers.available_peers())
+        installed = tuple(peers.available_peers() + peers.available_peers(layer_norm=True))
         if quick:
             settings = cls(
                 cases.QUICK_BASE,
