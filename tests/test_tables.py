@@ -1,8 +1,11 @@
+import warnings
+
 import numpy as np
 import pytest
 
 import bert_embedding_kernels as bek
 from bert_embedding_kernels.bench.reference import naive_embed
+from bert_embedding_kernels.tables import CopiedTableWarning
 
 
 def test_random_is_reproducible_and_shaped_like_bert():
@@ -24,7 +27,10 @@ def test_random_float64():
 
 def test_tables_are_read_only_and_c_contiguous():
     token = np.asfortranarray(np.ones((5, 3), np.float32))
-    tables = bek.EmbeddingTables(token, np.ones((2, 3), np.float32), np.ones((4, 3), np.float32))
+    with pytest.warns(CopiedTableWarning, match="token is not C-contiguous"):
+        tables = bek.EmbeddingTables(
+            token, np.ones((2, 3), np.float32), np.ones((4, 3), np.float32)
+        )
     assert tables.token.flags.c_contiguous
     assert not tables.token.flags.writeable
     assert token.flags.writeable  # the caller's array is left alone
@@ -32,8 +38,22 @@ def test_tables_are_read_only_and_c_contiguous():
 
 def test_c_contiguous_tables_are_not_copied():
     token = np.ones((5, 3))
-    tables = bek.EmbeddingTables(token, np.ones((2, 3)), np.ones((4, 3)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no CopiedTableWarning: nothing was copied
+        tables = bek.EmbeddingTables(token, np.ones((2, 3)), np.ones((4, 3)))
     assert np.shares_memory(tables.token, token)
+
+
+@pytest.mark.parametrize("name", ["token", "segment", "position"])
+def test_a_copied_table_warns_that_updates_will_not_be_seen(name):
+    """The promised live view cannot hold for a strided table: say so, once, by name."""
+    arrays = {k: np.ones((6, 8), np.float32) for k in ("token", "segment", "position")}
+    original = arrays[name]
+    arrays[name] = original[:, ::2]
+    with pytest.warns(CopiedTableWarning, match=rf"{name} is not C-contiguous .*will not be seen"):
+        tables = bek.EmbeddingTables(**{k: v if k == name else v[:, :4] for k, v in arrays.items()})
+    original[:] = 2  # an in-place update the tables no longer see
+    assert (getattr(tables, name) == 1).all()
 
 
 GOOD = {"token": np.ones((5, 3)), "segment": np.ones((2, 3)), "position": np.ones((4, 3))}

@@ -1,8 +1,8 @@
 """BERT's summed input embeddings, computed four mathematically equivalent ways.
 
 >>> import numpy as np, bert_embedding_kernels as bek
->>> tables = bert_embedding_kernels.EmbeddingTables.random(vocab_size=100, hidden_size=8)
->>> bert_embedding_kernels.embed(tables, np.array([[1, 2, 3]]), method="fused").shape
+>>> tables = bek.EmbeddingTables.random(vocab_size=100, hidden_size=8)
+>>> bek.embed(tables, np.array([[1, 2, 3]]), method="fused").shape
 (1, 3, 8)
 
 The core (this package without :mod:`bert_embedding_kernels.bench`) computes; ``bench``

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from . import devices
@@ -32,14 +34,33 @@ def _as_table(name: str, value) -> np.ndarray:
         raise ValueError(
             f"{name} has shape {array.shape}; a table needs at least one row and one column."
         )
-    return _read_only_c_order(array)
+    return _read_only_c_order(array, name)
 
 
-def _read_only_c_order(array: np.ndarray) -> np.ndarray:
+class CopiedTableWarning(UserWarning):
+    """A table was not C-contiguous, so the tables hold a copy, not a live view of it."""
+
+
+def _read_only_c_order(array: np.ndarray, name: str | None = None) -> np.ndarray:
     # Copy once here (if needed) so every kernel can assume C order and contiguous rows.
-    view = np.ascontiguousarray(array).view()
+    contiguous = np.ascontiguousarray(array)
+    if name is not None and contiguous is not array and not np.shares_memory(contiguous, array):
+        warnings.warn(
+            f"{name} is not C-contiguous ({_layout(array)}): the tables hold a copy, so an "
+            f"in-place update of the original (an optimizer step) will not be seen. Pass "
+            f"np.ascontiguousarray({name}) to keep a copy knowingly, or a C-contiguous array.",
+            CopiedTableWarning,
+            stacklevel=4,
+        )
+    view = contiguous.view()
     view.flags.writeable = False
     return view
+
+
+def _layout(array: np.ndarray) -> str:
+    if array.flags.f_contiguous:
+        return "Fortran order"
+    return f"strides {array.strides}"
 
 
 POSITION_RULES = ("absolute", "after_padding")
@@ -81,7 +102,7 @@ def _as_norm_vector(name: str, value, dtype: np.dtype, hidden: int) -> np.ndarra
         raise ValueError(
             f"{name} has shape {array.shape}; it must be (hidden_size,) = ({hidden},)."
         )
-    return _read_only_c_order(array)
+    return _read_only_c_order(array, name)
 
 
 class EmbeddingTables:
