@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 from pathlib import Path
 
 import numpy as np
 
-from .dtypes import BFLOAT16, FLOAT_DTYPES, parse
+from .dtypes import FLOAT_DTYPES, parse
 from .families import family_of_model_type
+from .safetensors_file import SafetensorsFile
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -55,49 +55,6 @@ class CheckpointKeyError(KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0])
-
-
-# safetensors' dtype names -> numpy. safetensors' own numpy loader cannot read
-# BF16 (numpy has no bfloat16), so the file is read here: an 8-byte header size,
-# a JSON header, then the raw little-endian tensors.
-STORED_DTYPES = {
-    "F64": np.dtype("<f8"),
-    "F32": np.dtype("<f4"),
-    "F16": np.dtype("<f2"),
-    "BF16": BFLOAT16,
-}
-
-
-class _SafetensorsFile:
-    """The header of a ``.safetensors`` file and its tensors, read one at a time."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        try:
-            with open(path, "rb") as handle:
-                (size,) = struct.unpack("<Q", handle.read(8))
-                self.header = json.loads(handle.read(size))
-            self.data_start = 8 + size
-        except (struct.error, ValueError, MemoryError, OverflowError) as error:
-            raise ValueError(f"{path} is not a safetensors file: {error}") from None
-        self.header.pop("__metadata__", None)
-
-    def keys(self) -> set[str]:
-        return set(self.header)
-
-    def get(self, key: str) -> np.ndarray:
-        """Tensor ``key`` as stored (only its bytes are read)."""
-        entry = self.header[key]
-        dtype = STORED_DTYPES.get(entry["dtype"])
-        if dtype is None:
-            raise TypeError(
-                f"{self.path}: tensor {key!r} is stored as {entry['dtype']}; embedding "
-                f"tables must be one of {', '.join(STORED_DTYPES)}."
-            )
-        begin, end = entry["data_offsets"]
-        count = (end - begin) // dtype.itemsize
-        array = np.fromfile(self.path, dtype, count, offset=self.data_start + begin)
-        return array.reshape(entry["shape"])
 
 
 def _weights_file(path: Path) -> Path:
@@ -213,7 +170,7 @@ def read_embedding_layer(
     arrays = {}
     # Only the tensors asked for are read, not the whole model (the encoder
     # layers are most of a checkpoint's bytes).
-    handle = _SafetensorsFile(weights)
+    handle = SafetensorsFile(weights)
     keys = handle.keys()
     found = _find_prefix(keys, prefix, weights)
     names = {"token": (TABLE_KEYS["token"],)}
