@@ -112,6 +112,8 @@ def embed(
         The same for every method; see :func:`bert_embedding_kernels.validate.prepare`.
     """
     if getattr(tables, "device", None) == "cuda":
+        if layer_norm is None:  # the host tables' default, carried to the device
+            layer_norm = getattr(tables, "norm_by_default", False)
         run = _on_device(tables, method, out_dtype, memory_budget)
         arguments = (input_ids, token_type_ids, position_ids, past_length, out)
         return run(tables, *arguments, layer_norm=layer_norm, return_sum=return_sum)

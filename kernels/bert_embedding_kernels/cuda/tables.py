@@ -56,6 +56,7 @@ class DeviceTables:
         "_scratch",
         "_spans",
         "norm_bias",
+        "norm_by_default",
         "norm_eps",
         "norm_weight",
         "position",
@@ -97,6 +98,7 @@ class DeviceTables:
                         f"it must be ({self.hidden_size},) of {self.dtype}."
                     )
         self.norm_eps = float(norm_eps)
+        self.norm_by_default = False  # what embed(..., layer_norm=None) does (from_tables)
         self._defaults = {}
         self._scratch = {}
         self._spans = None
@@ -105,8 +107,19 @@ class DeviceTables:
 
     @classmethod
     def from_tables(cls, tables, stream=0) -> DeviceTables:
-        """Copy an :class:`~bert_embedding_kernels.EmbeddingTables` (validated) to the device."""
-        return cls(
+        """Copy an :class:`~bert_embedding_kernels.EmbeddingTables` (validated) to the device.
+
+        The device kernels number positions from ``past_length`` and never multiply by a
+        mask: tables of a family with another rule (RoBERTa's positions, DeBERTa's mask)
+        are refused rather than computed differently on the GPU.
+        """
+        if tables.position_rule != "absolute" or tables.masks_output:
+            rule = "its mask" if tables.masks_output else "RoBERTa's position rule"
+            raise ValueError(
+                f"tables of {tables.family or 'this family'} cannot go to the device yet: the "
+                f"GPU kernels do not apply {rule}; keep them on the host."
+            )
+        device = cls(
             tables.token,
             tables.segment,
             tables.position,
@@ -115,6 +128,8 @@ class DeviceTables:
             norm_eps=tables.norm_eps,
             stream=stream,
         )
+        device.norm_by_default = tables.norm_by_default
+        return device
 
     def to_host(self):
         """The tables back in host memory: a :class:`bert_embedding_kernels.EmbeddingTables`."""
