@@ -2,107 +2,23 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 from . import devices
-from ._arrays import as_numpy
+from ._table_arrays import (
+    CopiedTableWarning,
+    as_norm_vector,
+    as_table,
+    check_rule,
+    read_only_c_order,
+)
 from .checkpoint import read_embedding_layer
-from .dtypes import FLOAT_DTYPES, NAMES, parse
+from .dtypes import parse
 from .families import inspect_module
 
+__all__ = ["CopiedTableWarning", "EmbeddingTables"]
+
 BERT_INIT_STD = 0.02  # BERT's initializer_range: weights start as N(0, 0.02**2)
-
-
-def _as_table(name: str, value) -> np.ndarray:
-    """Check one table and return a read-only, C-contiguous view (or copy) of it."""
-    try:
-        array = as_numpy(name, value)
-    except ValueError as error:  # ragged nested lists
-        raise ValueError(f"{name} is not a rectangular array: {error}") from None
-    if array.dtype not in FLOAT_DTYPES:
-        raise TypeError(
-            f"{name} has dtype {array.dtype}; embedding tables must be one of {NAMES}. "
-            f"Convert it with {name}.astype(np.float32)."
-        )
-    if array.ndim != 2:
-        raise ValueError(
-            f"{name} has shape {array.shape}; an embedding table must be 2-D (rows, hidden_size)."
-        )
-    if array.shape[0] < 1 or array.shape[1] < 1:
-        raise ValueError(
-            f"{name} has shape {array.shape}; a table needs at least one row and one column."
-        )
-    return _read_only_c_order(array, name)
-
-
-class CopiedTableWarning(UserWarning):
-    """A table was not C-contiguous, so the tables hold a copy, not a live view of it."""
-
-
-def _read_only_c_order(array: np.ndarray, name: str | None = None) -> np.ndarray:
-    # Copy once here (if needed) so every kernel can assume C order and contiguous rows.
-    contiguous = np.ascontiguousarray(array)
-    if name is not None and contiguous is not array and not np.shares_memory(contiguous, array):
-        warnings.warn(
-            f"{name} is not C-contiguous ({_layout(array)}): the tables hold a copy, so an "
-            f"in-place update of the original (an optimizer step) will not be seen. Pass "
-            f"np.ascontiguousarray({name}) to keep a copy knowingly, or a C-contiguous array.",
-            CopiedTableWarning,
-            stacklevel=4,
-        )
-    view = contiguous.view()
-    view.flags.writeable = False
-    return view
-
-
-def _layout(array: np.ndarray) -> str:
-    if array.flags.f_contiguous:
-        return "Fortran order"
-    return f"strides {array.strides}"
-
-
-POSITION_RULES = ("absolute", "after_padding")
-
-
-def _check_rule(rule, padding_idx, has_position: bool, vocab_size: int, max_positions: int):
-    """``(position_rule, padding_idx)`` checked against each other and the tables."""
-    if rule not in POSITION_RULES:
-        raise ValueError(f"position_rule is {rule!r}; it must be one of {POSITION_RULES}.")
-    if padding_idx is not None:
-        if isinstance(padding_idx, bool) or not isinstance(padding_idx, (int, np.integer)):
-            raise TypeError(f"padding_idx is {type(padding_idx).__name__}; it must be an int.")
-        if not 0 <= padding_idx < vocab_size:
-            raise ValueError(
-                f"padding_idx is {padding_idx}; it must satisfy 0 <= padding_idx < {vocab_size} "
-                "(vocab_size)."
-            )
-        padding_idx = int(padding_idx)
-    if rule == "after_padding":
-        if padding_idx is None:
-            raise ValueError("position_rule='after_padding' needs padding_idx.")
-        if not has_position or padding_idx >= max_positions:
-            raise ValueError(
-                "position_rule='after_padding' needs a position table with a row for "
-                f"padding_idx={padding_idx} (max_positions is {max_positions})."
-            )
-    return rule, padding_idx
-
-
-def _as_norm_vector(name: str, value, dtype: np.dtype, hidden: int) -> np.ndarray:
-    """Check a LayerNorm weight or bias: a float vector of the tables' dtype and width."""
-    array = as_numpy(name, value)
-    if array.dtype not in FLOAT_DTYPES or array.dtype != dtype:
-        raise TypeError(
-            f"{name} has dtype {array.dtype}; it must have the tables' dtype {dtype}. "
-            f"Convert it with {name}.astype(np.{dtype})."
-        )
-    if array.shape != (hidden,):
-        raise ValueError(
-            f"{name} has shape {array.shape}; it must be (hidden_size,) = ({hidden},)."
-        )
-    return _read_only_c_order(array, name)
 
 
 class EmbeddingTables:
@@ -197,10 +113,10 @@ class EmbeddingTables:
         masks_output=False,
         family=None,
     ):
-        self.token = _as_table("token", token)
+        self.token = as_table("token", token)
         self.has_segment, self.has_position = segment is not None, position is not None
-        self.segment = _as_table("segment", segment) if self.has_segment else self._zero_row()
-        self.position = _as_table("position", position) if self.has_position else self._zero_row()
+        self.segment = as_table("segment", segment) if self.has_segment else self._zero_row()
+        self.position = as_table("position", position) if self.has_position else self._zero_row()
         tables = {"token": self.token}
         tables |= {"segment": self.segment} if self.has_segment else {}
         tables |= {"position": self.position} if self.has_position else {}
@@ -222,17 +138,17 @@ class EmbeddingTables:
         self.norm_weight = (
             None
             if norm_weight is None
-            else _as_norm_vector("norm_weight", norm_weight, dtype, hidden)
+            else as_norm_vector("norm_weight", norm_weight, dtype, hidden)
         )
         self.norm_bias = (
-            None if norm_bias is None else _as_norm_vector("norm_bias", norm_bias, dtype, hidden)
+            None if norm_bias is None else as_norm_vector("norm_bias", norm_bias, dtype, hidden)
         )
         if isinstance(norm_eps, bool) or not isinstance(norm_eps, (int, float, np.floating)):
             raise TypeError(f"norm_eps is {type(norm_eps).__name__}; it must be a float > 0.")
         if not (np.isfinite(norm_eps) and norm_eps > 0):
             raise ValueError(f"norm_eps is {norm_eps}; it must be finite and > 0.")
         self.norm_eps = float(norm_eps)
-        self.position_rule, self.padding_idx = _check_rule(
+        self.position_rule, self.padding_idx = check_rule(
             position_rule, padding_idx, self.has_position, self.vocab_size, self.max_positions
         )
         self.norm_by_default = bool(norm_by_default)
@@ -243,7 +159,7 @@ class EmbeddingTables:
 
     def _zero_row(self) -> np.ndarray:
         """The stand-in for a missing table: one read-only row of zeros (position 0, type 0)."""
-        return _read_only_c_order(np.zeros((1, self.token.shape[1]), self.token.dtype))
+        return read_only_c_order(np.zeros((1, self.token.shape[1]), self.token.dtype))
 
     @classmethod
     def random(

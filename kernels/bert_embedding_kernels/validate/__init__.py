@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._arrays import as_numpy, is_torch_tensor
+from .._arrays import as_numpy
 from .._jit import serial_kernel
 from ..dtypes import output_dtypes, parse
 from ..tables import EmbeddingTables
@@ -114,18 +114,6 @@ def check_memory_budget(memory_budget) -> int:
     if isinstance(memory_budget, bool) or not isinstance(memory_budget, (int, np.integer)):
         raise TypeError(f"memory_budget is {type(memory_budget).__name__}; it must be an int.")
     return int(memory_budget)
-
-
-def check_attention_mask(attention_mask, shape: tuple[int, int]) -> np.ndarray | None:
-    """The attention mask as a (batch, seq) array of numbers, or None."""
-    if attention_mask is None:
-        return None
-    mask = as_numpy("attention_mask", attention_mask)
-    if mask.dtype.kind not in "biuf":
-        raise TypeError(f"attention_mask has dtype {mask.dtype}; it must hold 0s and 1s.")
-    if mask.shape != shape:
-        raise ValueError(f"attention_mask has shape {mask.shape}; it must be {shape}.")
-    return mask
 
 
 def check_norm_options(tables: EmbeddingTables, layer_norm, return_sum) -> None:
@@ -265,28 +253,6 @@ def positions_after_padding(input_ids: np.ndarray, padding_idx: int, past_length
     return positions
 
 
-def _check_out(out, shape: tuple[int, int, int], dtype: np.dtype, inputs) -> np.ndarray:
-    if is_torch_tensor(out):
-        out = as_numpy("out", out)  # a view: the kernels write into the tensor's memory
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"out is {type(out).__name__}; it must be a numpy array or None.")
-    if out.dtype != dtype:
-        raise TypeError(
-            f"out has dtype {out.dtype}; it must have the output dtype {dtype} (the tables' "
-            f"unless out_dtype says otherwise). Allocate it with np.empty({shape}, dtype={dtype})."
-        )
-    if out.shape != shape:
-        raise ValueError(f"out has shape {out.shape}; it must have shape {shape}.")
-    if not out.flags.writeable:
-        raise ValueError("out is read-only; pass a writable array.")
-    if not out.flags.c_contiguous:
-        raise ValueError("out is not C-contiguous; pass np.empty(shape, dtype) or None.")
-    for name, array in inputs:
-        if np.may_share_memory(out, array):
-            raise ValueError(f"out overlaps {name}; pass an array that shares no memory with it.")
-    return out
-
-
 def prepare(
     tables: EmbeddingTables,
     input_ids,
@@ -381,18 +347,20 @@ def prepare(
             *given,
         ]
         expected = tables.dtype if out_dtype is None else out_dtype
-        out = _check_out(out, (batch, seq, tables.hidden_size), expected, inputs)
+        out = check_out(out, (batch, seq, tables.hidden_size), expected, inputs)
     return Batch(input_ids, token_type_ids, position_ids, out)
 
 
 # The backward pass's checks live beside these, in
-# kernels/bert_embedding_kernels/validate/backward.py.
+# kernels/bert_embedding_kernels/validate/backward.py, and those of out and attention_mask
+# in outputs.py.
 from .backward import (  # noqa: E402
     check_accumulate_into,
     check_grad_dtype,
     check_grad_output,
     check_padding_idx,
 )
+from .outputs import check_attention_mask, check_out  # noqa: E402
 
 __all__ = [
     "KERNEL_ID_DTYPES",
