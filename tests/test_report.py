@@ -222,6 +222,22 @@ def test_choose_with_a_broken_calibration_says_so_in_one_line(tmp_path, capsys, 
     assert len(err.splitlines()) == 1 and str(broken) in err
 
 
+def test_check_skips_what_its_budget_cannot_time(monkeypatch, capsys):
+    """A method predicted (by method="auto"'s cost model) to take more than the budget allows
+    for the rounds is skipped with the reason, not run; the others are timed."""
+    from bert_embedding_kernels import auto
+
+    predict = auto.predict
+    monkeypatch.setattr(
+        auto, "predict", lambda method, *a: 60.0 if method == "onehot" else predict(method, *a)
+    )
+    arguments = ["check", "--batch-size", "2", "--seq-len", "8", "--vocab-size", "50"]
+    assert cli.main([*arguments, "--hidden-size", "16", "--budget", "0.5"]) == 0
+    printed = capsys.readouterr().out
+    assert "onehot               SKIPPED: predicted 60.00 s per call" in printed
+    assert "raise --budget" in printed and "fused " in printed
+
+
 def test_help_shows_defaults_and_version(capsys):
     with pytest.raises(SystemExit):
         cli.main(["check", "--help"])

@@ -7,12 +7,14 @@ import json
 import os
 import sys
 
+from .. import auto
 from ..dtypes import parse
 from ..registry import METHODS
 from . import contenders, machine, peers
 from .cases import Shape, make_inputs
+from .progress import Progress
 from .render import format_time
-from .timing import interleave
+from .timing import MIN_ROUNDS, interleave
 
 
 def _shape(arguments) -> Shape:
@@ -59,9 +61,16 @@ def check(arguments) -> int:
     """Print every method's agreement with the reference and its median time with its CI."""
     shape = _shape(arguments)
     tables, input_ids, token_type_ids = make_inputs(shape)
-    built = contenders.build(
-        tables, (input_ids, token_type_ids), methods=_methods(arguments.methods)
-    )
+    methods = _methods(arguments.methods)
+    over_budget = _over_budget(shape, arguments.budget)
+    # the methods and fused allocating: each checked against the reference, then timed
+    with Progress(len(methods) + ("fused" in methods), "embench check: checking") as bar:
+
+        def skip(name: str) -> str:
+            bar.update(name)
+            return over_budget(name)
+
+        built = contenders.build(tables, (input_ids, token_type_ids), methods=methods, skip=skip)
     timings = interleave(contenders.timed(built), budget=arguments.budget)
     print(
         f"embench check: {shape.name} (batch {shape.batch} x seq {shape.seq}, hidden "
@@ -93,6 +102,30 @@ def check(arguments) -> int:
         print(f"embench check: {failures} method(s) DISAGREE with the reference", file=sys.stderr)
         return 1
     return 0
+
+
+def _over_budget(shape: Shape, budget: float):
+    """A reason to skip a method whose predicted call (``method="auto"``'s cost model) leaves
+    no room for the interleaved rounds within ``budget``, else ''."""
+    limit = budget / MIN_ROUNDS
+
+    def reason(name: str) -> str:
+        if name not in METHODS:
+            return ""
+        itemsize = parse(shape.dtype).itemsize
+        predicted = auto.predict(
+            name, shape.tokens, shape.hidden, itemsize, shape.vocab, shape.type_vocab,
+            shape.max_positions,
+        )  # fmt: skip
+        if predicted <= limit:
+            return ""
+        return (
+            f"predicted {format_time(predicted)} per call, over the {format_time(limit)} that "
+            f"--budget {budget:g} leaves for each of {MIN_ROUNDS} rounds; raise --budget "
+            "to time it"
+        )
+
+    return reason
 
 
 def bench_table(arguments) -> int:

@@ -123,12 +123,17 @@ def _calibrate(call: Callable[[], object], sample_seconds: float, tries: int = 5
     return min(1 << 20, max(1, math.ceil(sample_seconds / max(typical, 1e-9))))
 
 
+# Rounds every interleaved measurement takes, however long a call is (a median and its
+# distribution-free interval need a few samples).
+MIN_ROUNDS = 7
+
+
 def interleave(
     calls: dict[str, Callable[[], object]],
     *,
     budget: float = 2.0,
     target: float = 0.03,
-    min_rounds: int = 7,
+    min_rounds: int = MIN_ROUNDS,
     max_rounds: int = 400,
     sample_seconds: float = 1e-3,
     progress: Callable[[int], None] | None = None,
