@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -236,6 +237,39 @@ def test_check_skips_what_its_budget_cannot_time(monkeypatch, capsys):
     printed = capsys.readouterr().out
     assert "onehot               SKIPPED: predicted 60.00 s per call" in printed
     assert "raise --budget" in printed and "fused " in printed
+
+
+def test_bad_tables_and_files_are_one_line_naming_the_argument(tmp_path, capsys):
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "pytorch_model.bin").write_bytes(b"")
+    (tmp_path / "empty").mkdir()
+    cases = {
+        str(tmp_path / "nosuch"): "does not exist; give 'minilm', a model directory",
+        str(tmp_path / "empty"): "holds no model.safetensors",
+        str(tmp_path / "bin"): "pytorch_model.bin and sharded checkpoints are not read",
+    }
+    for source, message in cases.items():
+        assert cli.main(["report", "--tables", source, "--out", str(tmp_path / "x")]) == 2
+        error = capsys.readouterr().err
+        assert f"--tables {source}: " in error and message in error
+        assert len(error.strip().splitlines()) == 1, error
+    wrong = tmp_path / "w.json"
+    wrong.write_text('{"a": 1}')
+    assert cli.main(["bench-table", str(wrong)]) == 2
+    assert "not a pytest-benchmark JSON" in capsys.readouterr().err
+
+
+def test_calibration_may_name_the_report_directory(tmp_path, monkeypatch):
+    from bert_embedding_kernels import auto
+
+    shipped = Path(auto.CALIBRATION_FILE).read_text()
+    (tmp_path / "calibration.json").write_text(shipped)
+    monkeypatch.setenv("EMBENCH_CALIBRATION", str(tmp_path))
+    auto.calibration.cache_clear()
+    try:
+        assert set(auto.calibration()["coefficients"]) >= {"fused"}
+    finally:
+        auto.calibration.cache_clear()  # the next reader gets the shipped file again
 
 
 def test_help_shows_defaults_and_version(capsys):

@@ -42,6 +42,8 @@ def features(method: str, tokens: int, hidden: int, itemsize: int, rows: int) ->
 @lru_cache(maxsize=1)
 def calibration() -> dict:
     path = Path(os.environ.get("EMBENCH_CALIBRATION", CALIBRATION_FILE))
+    if path.is_dir():  # the directory `embench report --out DIR` wrote
+        path = path / "calibration.json"
     try:
         data = json.loads(path.read_text())
         data["coefficients"] = {m: np.array(c) for m, c in data["coefficients"].items()}

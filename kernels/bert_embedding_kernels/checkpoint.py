@@ -65,6 +65,14 @@ def _weights_file(path: Path) -> Path:
             if path.is_dir()
             else f"{path} does not exist"
         )
+        others = sorted(p.name for p in path.glob("*")) if path.is_dir() else []
+        unread = [n for n in others if n.endswith((".bin", ".safetensors", ".index.json"))]
+        if unread:
+            where += (
+                f" (it has {', '.join(unread[:4])}: pytorch_model.bin and sharded checkpoints are "
+                "not read; save the model in one file with save_pretrained(path, "
+                "safe_serialization=True, max_shard_size='100GB'))"
+            )
         raise FileNotFoundError(f"no checkpoint found: {where}")
     return weights
 

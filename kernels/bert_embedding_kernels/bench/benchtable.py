@@ -68,4 +68,10 @@ def render(report: dict) -> str:
 
 
 def render_file(path: str | Path) -> str:
-    return render(json.loads(Path(path).read_text()))
+    data = json.loads(Path(path).read_text())
+    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
+        raise ValueError(
+            "it is not a pytest-benchmark JSON (no 'benchmarks' list); write one with "
+            "pytest tests/benchmarks --benchmark-only --benchmark-json=FILE"
+        )
+    return render(data)

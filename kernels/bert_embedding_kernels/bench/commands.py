@@ -199,6 +199,14 @@ def report(arguments) -> int:
 
     from . import report as report_module
 
+    if arguments.tables:  # read the checkpoint now: a bad path is one line, not a traceback
+        from . import realdata
+
+        try:
+            realdata.load_tables(arguments.tables)
+        except (OSError, KeyError, ValueError, TypeError, ImportError) as error:
+            print(f"embench report: --tables {arguments.tables}: {error}", file=sys.stderr)
+            return 2
     overrides = {}
     if arguments.vocab_sizes is not None:
         overrides["vocab_sizes"] = arguments.vocab_sizes

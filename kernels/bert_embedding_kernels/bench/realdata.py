@@ -73,6 +73,10 @@ def checkpoint_dir(source: str | os.PathLike) -> Path:
     if str(source) == MINILM:
         return minilm_path()
     path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{source} does not exist; give 'minilm', a model directory or its model.safetensors"
+        )
     return path if path.is_dir() else path.parent
 
 

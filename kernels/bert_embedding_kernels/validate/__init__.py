@@ -89,7 +89,8 @@ def check_out_dtype(tables: EmbeddingTables, out_dtype) -> np.dtype:
     if dtype not in allowed:
         names = " or ".join(d.name for d in allowed)
         raise TypeError(
-            f"out_dtype is {out_dtype!r}; with {tables.dtype} tables it must be {names} "
+            f"out_dtype is {getattr(out_dtype, '__name__', out_dtype)!r}; with {tables.dtype} "
+            f"tables it must be {names} "
             "(16-bit tables may return float32, the sum before rounding)."
         )
     return dtype
