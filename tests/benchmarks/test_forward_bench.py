@@ -3,16 +3,15 @@
 One benchmark group is one shape; its rows are the four methods, their
 LayerNorm variants (``+LN``), the copy reference (the roofline) and, where
 installed, the outside peers (``torch-compile`` only with ``--bench-full``:
-it compiles anew for every shape, about 20 s each). With
-``--benchmark-disable`` (the default in pyproject.toml) each function runs
-once as a smoke test. Every benchmark checks its output against the naive
-reference *before* anything is timed (tests/rules.py: bit for bit or within the
+it compiles anew for every shape, about 20 s each). A plain ``pytest`` runs each
+function once as a smoke test (tests/conftest.py). Every benchmark checks its output
+against the naive reference *before* anything is timed (tests/rules.py: bit for bit or within the
 pinned bound; LayerNorm against the naive float64 LayerNorm of the naive sum,
 within the per-element bound derived there), so a wrong answer fails the test
 and no timing of it reaches the JSON. Outputs are NaN-filled first, so an
 element a method never writes cannot pass.
 
-    pytest tests/benchmarks --benchmark-enable --benchmark-only --benchmark-json=b.json
+    pytest tests/benchmarks --benchmark-only --benchmark-json=b.json
     embench bench-table b.json
 """
 
