@@ -32,9 +32,15 @@ def test_every_figure_of_ours_is_measured_with_an_interval(written):
     assert ours
     for figure in ours:
         _, measured, verdict, _ = _row(written, figure.name)
-        assert re.fullmatch(r"\d+\.\d\d \[\d+\.\d\d, \d+\.\d\d\]( ~)?", measured), measured
+        match = re.fullmatch(r"(\d+\.\d+) \[\d+\.\d\d, \d+\.\d\d\]( ~)?", measured)
+        assert match, measured
         if figure.target:
-            assert verdict in (f"{figure.target}: met", f"{figure.target}: MISSED"), verdict
+            # judged on the unrounded value, printed with the digits that decided it
+            op, bound = figure.target.split()
+            value = float(match.group(1))
+            met = value >= float(bound) if op == ">=" else value <= float(bound)
+            word = "met" if met else "MISSED"
+            assert verdict.startswith(f"{figure.target}: {word} ({match.group(1)} "), verdict
         else:
             assert verdict == ""
 

@@ -43,7 +43,7 @@ def render(report: dict) -> str:
     lines.append("")
     lines.append(
         f"| shape | method | median | x {REFERENCE_METHOD} | {REFERENCE_METHOD} "
-        "fraction of roofline |"
+        "fraction of the copy |"
     )
     lines.append("|---|---|---:|---:|---:|")
     for shape, rows in sorted(medians_by_shape(report).items()):

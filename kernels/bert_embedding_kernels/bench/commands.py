@@ -78,7 +78,9 @@ def check(arguments) -> int:
         f"rounds in {timings.seconds:.1f} s"
     )
     print(" | ".join(f"{key}: {value}" for key, value in machine.describe().items()))
-    header = f"{'contender':<20} {'median':>10} {'95% CI':>9} {'x copy [95% CI]':>22}  verdict"
+    header = (
+        f"{'contender':<20} {'median':>10} {'95% CI':>9} {'fraction of copy [95% CI]':>26}  verdict"
+    )
     print(header)
     print("-" * len(header))
     failures = 0
@@ -88,15 +90,16 @@ def check(arguments) -> int:
             print(f"{name:<20} {contender.status.upper()}: {contender.reason}")
             continue
         estimate = timings.estimate(name)
-        ratio = timings.ratio(name, contenders.COPY)
+        ratio = timings.ratio(contenders.COPY, name)  # copy time / ours: the fraction
         verdict = "roofline" if name == contenders.COPY else "ok, agrees with the reference"
         print(
             f"{name:<20} {format_time(estimate.median):>10} {estimate.half_width:>+8.1%} "
-            f"{ratio.median:>7.2f} [{ratio.low:.2f}, {ratio.high:.2f}]  {verdict}"
+            f"{ratio.median:>11.2f} [{ratio.low:.2f}, {ratio.high:.2f}]  {verdict}"
         )
     print(
         f"copy: a parallel copy of the output's {_size(shape.output_nbytes)}, the memory "
-        "roofline. 95% CI: of the median, distribution-free; x copy: paired per-round ratio."
+        "roofline. 95% CI: of the median, distribution-free; fraction of copy: the copy's time "
+        "over the contender's (1.00 = at the memory limit), a paired per-round ratio."
     )
     if failures:
         print(f"embench check: {failures} method(s) DISAGREE with the reference", file=sys.stderr)

@@ -38,7 +38,7 @@ class Figure:
 
 FORWARD_FIGURES = (
     Figure(
-        "fused (out=) / copy",
+        "fused (out=), fraction of the copy",
         "fused (out=)",
         "copy",
         ">= 0.90",
@@ -46,7 +46,7 @@ FORWARD_FIGURES = (
         invert=True,
     ),
     Figure(
-        "fused (out=) / non-temporal copy",
+        "fused (out=), fraction of the non-temporal copy",
         "fused (out=)",
         "copy (non-temporal)",
         "",
@@ -54,7 +54,7 @@ FORWARD_FIGURES = (
         invert=True,
     ),
     Figure(
-        "fused (out=, huge pages) / copy (huge pages)",
+        "fused (out=, huge pages), fraction of the copy (huge pages)",
         "fused (out=, huge pages)",
         "copy (huge pages)",
         ">= 0.90",
@@ -129,12 +129,19 @@ BACKWARD_FIGURES = (
 )
 
 
+def _digits(value: float) -> str:
+    """Enough digits that the printed value agrees with the verdict on the unrounded one."""
+    return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
+
+
 def _met(target: str, value: float) -> str:
+    """The verdict on the unrounded ``value``, printed with the digits that decided it."""
     if not target:
         return ""
     op, bound = target.split()
     met = value >= float(bound) if op == ">=" else value <= float(bound)
-    return f"{target}: {'met' if met else 'MISSED'}"
+    shown = f"{_digits(value)} {op if met else {'>=': '<', '<=': '>'}[op]} {bound}"
+    return f"{target}: {'met' if met else 'MISSED'} ({shown})"
 
 
 def _checked(name: str, call, expected: np.ndarray, atol: float = 0.0):
@@ -268,17 +275,17 @@ def _rows(timings: Timings, figures) -> list[str]:
             value, low, high = 1 / value, 1 / high, 1 / low
         unstable = " ~" if ratio.unstable else ""
         lines.append(
-            f"| {figure.name} | {value:.2f} [{low:.2f}, {high:.2f}]{unstable} | "
+            f"| {figure.name} | {_digits(value)} [{low:.2f}, {high:.2f}]{unstable} | "
             f"{_met(figure.target, value)} | {figure.note} |"
         )
     return lines
 
 
-def _medians(timings: Timings) -> list[str]:
+def _medians(timings: Timings, pass_name: str) -> list[str]:
     lines = []
     for name in timings.samples:
         e = timings.estimate(name)
-        lines.append(f"| {name} | {e.median * 1e3:.3f} ms | +-{e.half_width:.1%} |")
+        lines.append(f"| {pass_name} | {name} | {e.median * 1e3:.3f} ms | +-{e.half_width:.1%} |")
     return lines
 
 
@@ -312,10 +319,10 @@ def render(forward: Timings, backward: Timings, small: Estimate, first, load, co
         f"| first call in a fresh process, s | {first[1]:.3f} | | numba cache warm; "
         f"`import bert_embedding_kernels` itself took {first[0]:.3f} s |",
         "",
-        "| call | median | 95% CI |",
-        "|---|---:|---:|",
-        *_medians(forward),
-        *_medians(backward),
+        "| pass | call | median | 95% CI |",
+        "|---|---|---:|---:|",
+        *_medians(forward, "forward"),
+        *_medians(backward, "backward"),
         "",
         "**The roofline.** Any forward pass must write every output row and read as many "
         "bytes of table rows, so it cannot beat copying an array of the output's size once. "

@@ -163,7 +163,11 @@ def render(timings: Timings, threads, command: str, load, shape: Shape = BERT_BA
     fewest threads, and fused's fraction of the copy at that count."""
     threads = check_threads(threads)
     one = threads[0]
-    header = ["threads", *(f"{name}, {unit}" for name, _, unit in CONTENDERS), "fused / copy"]
+    header = [
+        "threads",
+        *(f"{name}, {unit}" for name, _, unit in CONTENDERS),
+        "fused, fraction of the copy",
+    ]
     lines = [
         "# How the CPU kernels scale with threads",
         "",
@@ -178,8 +182,9 @@ def render(timings: Timings, threads, command: str, load, shape: Shape = BERT_BA
         "out=out)`, validation included. Every (contender, threads) pair is timed in the same "
         f"interleaved rounds ({timings.rounds} rounds in {timings.seconds:.0f} s); each cell is "
         f"the median, and in brackets its speedup over {one} thread(s) as the median of "
-        "per-round ratios with its 95% interval. `fused / copy` is the fraction of a parallel "
-        "copy of the output's bytes at the same thread count (1.0 would be the roofline). "
+        "per-round ratios with its 95% interval. `fused, fraction of the copy` is the copy's "
+        "time over fused's, for a parallel copy of the output's bytes at the same thread "
+        "count (1.0 would be the roofline). "
         f"1-minute load average {load[0]:.2f} before and {load[1]:.2f} after.",
         "",
         "| " + " | ".join(header) + " |",
