@@ -275,6 +275,10 @@ class BertEmbeddings(nn.Module):
             hidden = hidden * mask.to(hidden.dtype)
         return self.dropout(hidden)
 
+    def extra_repr(self) -> str:
+        positions = "after padding" if self._padding_positions is not None else "absolute"
+        return f"family={self.family.name}, positions={positions}"
+
     def _rules(self) -> dict:
         if self._padding_positions is None:
             return {}
