@@ -276,6 +276,14 @@ def test_help_shows_defaults_and_version(capsys):
     with pytest.raises(SystemExit):
         cli.main(["check", "--help"])
     assert "(default: 2.0)" in capsys.readouterr().out
+    for command, shown in (("choose", "(default: 32)"), ("report", "without it 8")):
+        with pytest.raises(SystemExit):
+            cli.main([command, "--help"])
+        assert shown in capsys.readouterr().out
+    for command in ("check", "choose", "report", "perf", "scaling", "compare"):
+        with pytest.raises(SystemExit):
+            cli.main([command, "--help"])
+        assert "(default: None)" not in capsys.readouterr().out, command
     with pytest.raises(SystemExit):
         cli.main(["--version"])
     assert bek.__version__ in capsys.readouterr().out

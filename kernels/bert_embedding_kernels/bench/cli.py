@@ -11,18 +11,33 @@ import sys
 from .. import __version__
 from ..dtypes import FLOAT_DTYPES
 from ..registry import METHODS
+from . import cases
 from .cases import BERT_BASE, Shape
 from .commands import bench_table, check, choose, compare, perf, report, scaling
 
 DTYPE_NAMES = tuple(dtype.name for dtype in FLOAT_DTYPES)
 
 
+class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default in its help, except where there is none to show (None, False):
+    those options say in words what happens without them."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _shape_arguments(parser: argparse.ArgumentParser, default: Shape) -> None:
-    parser.add_argument("--batch-size", type=int, default=default.batch)
-    parser.add_argument("--seq-len", type=int, default=default.seq)
-    parser.add_argument("--vocab-size", type=int, default=default.vocab)
-    parser.add_argument("--hidden-size", type=int, default=default.hidden)
-    parser.add_argument("--dtype", choices=DTYPE_NAMES, default=default.dtype)
+    parser.add_argument("--batch-size", type=int, default=default.batch, help="sequences")
+    parser.add_argument("--seq-len", type=int, default=default.seq, help="tokens per sequence")
+    parser.add_argument(
+        "--vocab-size", type=int, default=default.vocab, help="rows of the token table"
+    )
+    parser.add_argument("--hidden-size", type=int, default=default.hidden, help="table width")
+    parser.add_argument(
+        "--dtype", choices=DTYPE_NAMES, default=default.dtype, help="the tables' dtype"
+    )
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -43,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"embench {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    defaults = {"formatter_class": argparse.ArgumentDefaultsHelpFormatter}
+    defaults = {"formatter_class": _Defaults}
     check_parser = commands.add_parser(
         "check",
         help="every method's agreement with the reference, and its median time",
@@ -90,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
         **defaults,
     )
     scaling_parser.add_argument(
-        "--threads", type=_ints, help="thread counts, e.g. 1,2,4,8,16 (default: powers of two)"
+        "--threads",
+        type=_ints,
+        help="thread counts, e.g. 1,2,4,8,16; without it 1, 2, 4, ... up to numba's count",
     )
     scaling_parser.add_argument(
         "--budget", type=float, default=30.0, help="seconds of interleaved rounds"
@@ -106,7 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     report_parser.add_argument(
         "--quick", action="store_true", help="small sweeps and budgets (under 2 minutes)"
     )
-    report_parser.add_argument("--budget", type=float, help="seconds of timing per point")
+    report_parser.add_argument(
+        "--budget",
+        type=float,
+        help=f"seconds of timing per point; without it {cases.SWEEP_BUDGET:g} "
+        f"({cases.QUICK_BUDGET:g} with --quick)",
+    )
     report_parser.add_argument("--out", default="report", help="directory to write into")
     report_parser.add_argument(
         "--vocab-sizes", type=_ints_or_none, help="e.g. 1000,8000,30522; 'none' to leave it out"
@@ -124,8 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="outside implementations to time (default: every installed one); give none "
         "to time only ours",
     )
-    report_parser.add_argument("--batch-size", type=int)
-    report_parser.add_argument("--hidden-size", type=int)
+    report_parser.add_argument(
+        "--batch-size",
+        type=int,
+        help=f"sequences; without it {cases.SWEEP_BASE.batch} ({cases.QUICK_BASE.batch} with "
+        "--quick); the batch-1 sweep keeps 1",
+    )
+    report_parser.add_argument(
+        "--hidden-size", type=int, help=f"table width; without it {cases.SWEEP_BASE.hidden}"
+    )
     report_parser.add_argument(
         "--dtype", choices=DTYPE_NAMES, default="float32", help="the tables' dtype"
     )

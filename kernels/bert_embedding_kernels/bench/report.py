@@ -55,7 +55,7 @@ class Settings:
                 METHODS,
                 installed,
                 layer_norm=True,
-                budget=2.5,
+                budget=cases.QUICK_BUDGET,
                 skip_above=0.25,
             )
         else:
@@ -67,7 +67,7 @@ class Settings:
                 METHODS,
                 installed,
                 layer_norm=True,
-                budget=6.0,
+                budget=cases.SWEEP_BUDGET,
                 skip_above=1.5,
             )
         return replace(settings, **overrides)
