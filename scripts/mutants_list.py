@@ -419,6 +419,24 @@ MUTANTS = [
         "tests": ["tests/test_rules.py"],
         "why": "Agreement.ok accepts errors half again beyond the bound",
     },
+    # -- the BERT family (issue 29) ---------------------------------------------------------
+    {
+        "name": "roberta-padding-counted",
+        "file": "kernels/bert_embedding_kernels/validate/__init__.py",
+        "within": "def _number_after_padding(",
+        "old": "                positions[row, column] = padding_idx\n",
+        "new": "                positions[row, column] = padding_idx + count\n",
+        "tests": ["tests/test_families.py::test_roberta_positions_count_non_padding_tokens"],
+        "why": "RoBERTa's padding tokens get the next position instead of padding_idx",
+    },
+    {
+        "name": "family-extra-table-accepted",
+        "file": "kernels/bert_embedding_kernels/families.py",
+        "old": "    if children != expected:\n",
+        "new": "    if not set(expected) <= set(children):\n",
+        "tests": ["tests/test_families.py::test_an_extra_table_is_refused"],
+        "why": "a module holding an embedding table the drop-in does not compute is accepted",
+    },
     # -- threading policy ------------------------------------------------------------------
     {
         "name": "threading-refuses-tbb",

@@ -217,6 +217,19 @@ def test_roberta_positions_count_non_padding_tokens():
     assert bek.embed(tables, ids, past_length=3)[..., 0].tolist() == [[5, 6, 1, 7], [1, 1, 5, 6]]
 
 
+def test_positions_past_the_table_are_an_index_error():
+    tables = bek.EmbeddingTables(
+        np.zeros((10, 1), np.float32),
+        None,
+        np.zeros((5, 1), np.float32),
+        position_rule="after_padding",
+        padding_idx=1,
+    )
+    bek.embed(tables, np.array([[5, 6, 7, 1]]))  # positions 2, 3, 4, 1: the last row is 4
+    with pytest.raises(IndexError, match=r"position_ids\[0, 3\] .* is 5, out of range"):
+        bek.embed(tables, np.array([[5, 6, 7, 8]]))
+
+
 # ---- refused ---------------------------------------------------------------------------
 
 REFUSED = {

@@ -239,18 +239,31 @@ def _position_ids(value, input_ids: np.ndarray) -> np.ndarray:
     return position_ids
 
 
+@serial_kernel
+def _number_after_padding(ids, padding_idx, past_length, positions):
+    """RoBERTa's positions of ``ids`` into ``positions``, in one compiled pass."""
+    rows, columns = ids.shape
+    for row in range(rows):
+        count = past_length
+        for column in range(columns):
+            if ids[row, column] == padding_idx:
+                positions[row, column] = padding_idx
+            else:
+                count += 1
+                positions[row, column] = padding_idx + count
+
+
 def positions_after_padding(input_ids: np.ndarray, padding_idx: int, past_length: int = 0):
     """RoBERTa's positions (transformers' ``create_position_ids_from_input_ids``).
 
     ``(cumsum(ids != pad) + past) * (ids != pad) + pad``: the non-padding tokens of a
     sequence are numbered ``pad + past + 1, pad + past + 2, ...`` in order, padding tokens
-    get ``pad``. A new (batch, seq) int64 array (one pass over the ids, not the outputs).
+    get ``pad``. A new (batch, seq) int64 array, from one compiled pass over the ids (not
+    over the outputs); the range check that follows scans it once more.
     """
-    kept = input_ids != padding_idx
-    positions = np.cumsum(kept, axis=1, dtype=np.int64)
-    positions += past_length
-    positions *= kept
-    positions += padding_idx
+    positions = np.empty(input_ids.shape, np.int64)
+    if input_ids.size:
+        _number_after_padding(kernel_ids(input_ids), padding_idx, past_length, positions)
     return positions
 
 
