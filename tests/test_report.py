@@ -1,6 +1,7 @@
 """embench report / check / choose / compare end to end, at tiny sizes; results.json schema 2."""
 
 import dataclasses
+import importlib.util
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -38,9 +39,12 @@ def tiny_report(tmp_path_factory):
 
 def test_report_writes_every_artifact(tiny_report):
     out, _ = tiny_report
-    for name in ("report.md", "results.json", "calibration.json", "time_vs_vocab.png"):
+    for name in ("report.md", "results.json", "calibration.json"):
         assert (out / name).stat().st_size > 0, name
-    assert (out / "time_vs_seq.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    plots = importlib.util.find_spec("matplotlib") is not None  # the report extra
+    assert (out / "time_vs_vocab.png").exists() == plots
+    if plots:
+        assert (out / "time_vs_seq.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = (out / "report.md").read_text()
     assert "numba threading layer" in text
     assert "## Recommendation" in text and "95% CI" in text

@@ -33,8 +33,8 @@ def contender(name: str) -> Implementation:
 
 def position_rows(position_ids, past_length, batch, seq):
     """The (batch, seq) position ids the API promises, built by hand."""
-    if position_ids is None:
-        return [[past_length + s for s in range(seq)] for _ in range(batch)]
+    if position_ids is None:  # a Python int: numpy 1.x turns uint64 + int into a float
+        return [[int(past_length) + s for s in range(seq)] for _ in range(batch)]
     position_ids = np.asarray(position_ids)
     if position_ids.ndim == 1:
         return [[int(position_ids[s]) for s in range(seq)] for _ in range(batch)]
