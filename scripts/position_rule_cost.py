@@ -27,22 +27,24 @@ def main() -> None:
     after_padding = bek.EmbeddingTables(
         token, segment, position, position_rule="after_padding", padding_idx=PAD
     )
-    ids = rng.integers(PAD + 1, VOCAB, (BATCH, SEQ))
-    ids[::2, 3 * SEQ // 4 :] = PAD  # half the sequences end in padding
-    outs = {name: np.empty((BATCH, SEQ, HIDDEN), np.float32) for name in ("bert", "roberta")}
-    calls = {
-        "bert": lambda: bek.embed(absolute, ids, out=outs["bert"], layer_norm=False),
-        "roberta": lambda: bek.embed(after_padding, ids, out=outs["roberta"], layer_norm=False),
-    }
-    timings = interleave(calls, budget=budget)
-    ratio = timings.ratio("roberta", "bert")
+    dense = rng.integers(PAD + 1, VOCAB, (BATCH, SEQ))
+    padded = dense.copy()
+    padded[::2, 3 * SEQ // 4 :] = PAD  # half the sequences end in padding
+    out = np.empty((BATCH, SEQ, HIDDEN), np.float32)
+    calls = {}
+    for label, ids in (("no padding", dense), ("padding", padded)):
+        for rule, tables in (("bert", absolute), ("roberta", after_padding)):
+            calls[f"{rule}, {label}"] = lambda t=tables, i=ids: bek.embed(
+                t, i, out=out, layer_norm=False
+            )
+    timings = interleave(calls, budget=budget, target=0.01)
     for name in calls:
         estimate = timings.estimate(name)
         print(f"{name}: {estimate.median * 1e3:.3f} ms +-{estimate.half_width:.1%}")
-    print(
-        f"roberta / bert: {ratio.median:.3f} [{ratio.low:.3f}, {ratio.high:.3f}] "
-        f"({timings.rounds} rounds in {timings.seconds:.1f} s)"
-    )
+    for label in ("no padding", "padding"):
+        ratio = timings.ratio(f"roberta, {label}", f"bert, {label}")
+        print(f"roberta / bert, {label}: {ratio.median:.3f} [{ratio.low:.3f}, {ratio.high:.3f}]")
+    print(f"{timings.rounds} rounds in {timings.seconds:.1f} s")
     print(summary())
 
 
