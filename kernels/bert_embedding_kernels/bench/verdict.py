@@ -53,7 +53,13 @@ def point_ratios(point: dict, timings: Timings) -> dict:
         if len(ranked) > 1:
             runner = ranked[1][1]
             ratio = timings.ratio(runner, best)
-            entry |= {"runner_up": runner, **_estimate(ratio), "tie": ratio.includes(1.0)}
+            if ratio.high < 1:
+                # The medians ranked them one way, the paired rounds (the sharper measure,
+                # and the one quoted) clearly the other: the paired rounds decide.
+                best, runner = runner, best
+                ratio = timings.ratio(runner, best)
+            entry = {"fastest": best, "runner_up": runner}
+            entry |= {**_estimate(ratio), "tie": ratio.includes(1.0)}
             ratios[f"{runner}/{best}"] = _estimate(ratio)
         point["verdict"][group] = entry
     return ratios
