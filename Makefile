@@ -60,6 +60,7 @@ calibrate: $(BIN)/.installed
 # gate-baseline` on main, then `make gate` on the change: fails if a contender got 20%
 # slower (CI excluding 1); compare refuses the pair if the runs' shapes differ.
 GATE = $(BIN)/embench report --quick --vocab-sizes none --seq-lens 512 --small-seq-lens none \
+	--family-vocab-sizes none \
 	--batch-size 32 --methods gather fused \
 	--peers torch-eager-layernorm onnxruntime-embedlayernorm --budget 4
 

@@ -430,6 +430,14 @@ MUTANTS = [
         "why": "RoBERTa's padding tokens get the next position instead of padding_idx",
     },
     {
+        "name": "roberta-range-check-skipped-at-the-edge",
+        "file": "kernels/bert_embedding_kernels/validate/__init__.py",
+        "old": "        if tables.padding_idx + past_length + seq >= tables.max_positions:\n",
+        "new": "        if tables.padding_idx + past_length + seq > tables.max_positions:\n",
+        "tests": ["tests/test_families.py::test_positions_past_the_table_are_an_index_error"],
+        "why": "a RoBERTa position one past the table is not range-checked (an out-of-bounds read)",
+    },
+    {
         "name": "family-extra-table-accepted",
         "file": "kernels/bert_embedding_kernels/families.py",
         "old": "    if children != expected:\n",

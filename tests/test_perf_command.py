@@ -6,18 +6,38 @@ of the figures table carries a value with its interval and, where the issue set
 a target, a verdict. Timings are not checked (tests check behaviour).
 """
 
+import json
 import re
 
 import pytest
 
-from bert_embedding_kernels.bench import cli, perf
+from bert_embedding_kernels.bench import cli, perf, perf_markdown
 
 
 @pytest.fixture(scope="module")
-def written(tmp_path_factory):
+def written_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("perf") / "perf.md"
     assert cli.main(["perf", "--budget", "0.5", "--no-compile", "--write", str(path)]) == 0
-    return path.read_text()
+    return path
+
+
+@pytest.fixture(scope="module")
+def written(written_path):
+    return written_path.read_text()
+
+
+@pytest.fixture(scope="module")
+def written_json(written_path):
+    return json.loads(written_path.with_suffix(".json").read_text())
+
+
+def test_the_markdown_is_rendered_from_the_json_beside_it(written, written_json):
+    # one source: the README's figures are rendered from this JSON (scripts/doc_figures.py)
+    assert perf_markdown.render(written_json) == written
+    names = [row["figure"] for row in written_json["figures"]]
+    assert names == [f.name for f in (*perf.FORWARD_FIGURES, *perf.BACKWARD_FIGURES)] + [
+        perf.SMALL_CALL_FIGURE
+    ]
 
 
 def _row(markdown: str, name: str) -> list[str]:

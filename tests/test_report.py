@@ -20,6 +20,8 @@ TINY = [
     "4,16",
     "--small-seq-lens",
     "2,8",
+    "--family-vocab-sizes",
+    "60,500",
     "--batch-size",
     "2",
     "--hidden-size",
@@ -50,6 +52,29 @@ def test_report_writes_every_artifact(tiny_report):
     assert "## Recommendation" in text and "95% CI" in text
     assert "how noisy this run was" in text
     assert "agree with the naive reference" in text
+
+
+def test_the_family_axis_is_measured_and_shown(tiny_report):
+    out, results = tiny_report
+    assert [p["vocab"] for p in results["families"]] == [60, 500]
+    for point in results["families"]:
+        assert set(point["medians_s"]) == {"copy", "bert", "roberta", "distilbert"}
+        for low_median_high in (*point["over_bert"].values(), point["bert_fraction_of_copy"]):
+            median, low, high = low_median_high
+            assert 0 < low <= median <= high
+    text = (out / "report.md").read_text()
+    assert "## The BERT family's layouts (fused, into out=)" in text
+    assert "| 500 |" in text
+
+
+def test_the_family_axis_can_be_left_out(tmp_path):
+    arguments = [a for a in TINY if a not in ("--family-vocab-sizes", "60,500")]
+    assert (
+        cli.main(["report", *arguments, "--family-vocab-sizes", "none", "--out", str(tmp_path)])
+        == 0
+    )
+    assert json.loads((tmp_path / "results.json").read_text())["families"] == []
+    assert "BERT family's layouts" not in (tmp_path / "report.md").read_text()
 
 
 def test_results_json_schema_2(tiny_report):

@@ -95,7 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-compile", action="store_true", help="leave torch.compile out (compiles for seconds)"
     )
     perf_parser.add_argument(
-        "--write", metavar="PATH", help="also write the Markdown to PATH (e.g. my-perf.md)"
+        "--write",
+        metavar="PATH",
+        help="also write the Markdown to PATH (e.g. my-perf.md) and its figures as JSON beside it "
+        "(my-perf.json; scripts/doc_figures.py renders the README's table from it)",
     )
     perf_parser.set_defaults(run=perf)
 
@@ -134,6 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--vocab-sizes", type=_ints_or_none, help="e.g. 1000,8000,30522; 'none' to leave it out"
     )
     report_parser.add_argument("--seq-lens", type=_ints, help="e.g. 32,128,512")
+    report_parser.add_argument(
+        "--family-vocab-sizes",
+        type=_ints_or_none,
+        help="the family axis (BERT's, RoBERTa's and DistilBERT's layouts) at these "
+        "vocabularies; without it 30522,50265,250002 (30522,50265 with --quick); 'none' to "
+        "leave it out",
+    )
     report_parser.add_argument(
         "--small-seq-lens",
         type=_ints_or_none,

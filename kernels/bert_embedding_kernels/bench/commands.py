@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import sys
+from pathlib import Path
 
 from .. import auto
 from ..dtypes import parse
@@ -151,14 +152,16 @@ def perf(arguments) -> int:
         options = ["--no-compile"] if arguments.no_compile else []
         return gpu_perf.main(options + (["--write", arguments.write] if arguments.write else []))
     from . import perf as performance
+    from . import perf_markdown
 
     print("embench perf: checking and timing at BERT-base (about a minute)", file=sys.stderr)
     measured = performance.measure(arguments.budget, include_compile=not arguments.no_compile)
     command = "embench " + " ".join(arguments.argv)
-    text = performance.render(*measured, command)
+    run = performance.summary(*measured, command)
+    text = perf_markdown.render(run)
     if arguments.write:
-        with open(arguments.write, "w") as handle:
-            handle.write(text)
+        Path(arguments.write).write_text(text)
+        Path(arguments.write).with_suffix(".json").write_text(json.dumps(run, indent=1) + "\n")
     print(text)
     return 0
 
@@ -215,6 +218,8 @@ def report(arguments) -> int:
         overrides["vocab_sizes"] = arguments.vocab_sizes
     if arguments.seq_lens:
         overrides["seq_lens"] = arguments.seq_lens
+    if arguments.family_vocab_sizes is not None:
+        overrides["family_vocab_sizes"] = arguments.family_vocab_sizes
     if arguments.small_seq_lens is not None:
         overrides["small_seq_lens"] = arguments.small_seq_lens
     if arguments.peers is not None:  # no names: no peers at all

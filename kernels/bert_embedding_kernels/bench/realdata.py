@@ -326,7 +326,9 @@ def report_settings(settings):
             f"every sequence length {settings.seq_lens} exceeds the checkpoint's "
             f"{tables.max_positions} positions"
         )
-    settings = replace(settings, base=base, vocab_sizes=(), seq_lens=seq_lens)
+    settings = replace(
+        settings, base=base, vocab_sizes=(), seq_lens=seq_lens, family_vocab_sizes=()
+    )
 
     def inputs(shape):
         return real_inputs(settings.tables, shape.batch, shape.seq, shape.dtype)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
+from . import family_axis
 from .realdata import checkpoint_dir, corpus_lines, line_lengths
 from .verdict import SWEEP_LABELS, expected_slope, unstable
 
@@ -123,7 +124,7 @@ def render_markdown(results: dict, plots: list[str]) -> str:
         "output. Ratios are medians of per-round ratios with their 95% intervals; an "
         "interval that includes 1 is a tie.",
         "",
-        *_auto_lines(results),
+        *auto_lines(results),
         "",
         "## Agreement with the reference",
         "",
@@ -152,13 +153,16 @@ def render_markdown(results: dict, plots: list[str]) -> str:
         plot = f"time_vs_{sweep}.png"
         if plot in plots:
             lines += ["", f"![{title}]({plot})"]
+    families = family_axis.render(results.get("families", []), base)
+    if families:
+        lines += ["", *families]
     lines += ["", *_slope_lines(results), "", *_roofline_note()]
     if results.get("id_comparison"):
         lines += ["", *render_comparison(results["id_comparison"], settings["tables"])]
     return "\n".join(lines) + "\n"
 
 
-def _auto_lines(results: dict) -> list[str]:
+def auto_lines(results: dict) -> list[str]:
     auto = results.get("auto")
     if not auto or not auto["points"]:
         return []

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ..registry import METHODS
-from . import calibrate, cases, contenders, machine, peers, verdict
+from . import calibrate, cases, contenders, family_axis, machine, peers, verdict
 from .cases import Shape, make_inputs
 from .progress import Progress
 from .timing import interleave
@@ -42,6 +42,9 @@ class Settings:
     # A checkpoint ("minilm" or a path): its tables and real token ids instead of
     # random tables and uniform ids; no vocab sweep (see bert_embedding_kernels.bench.realdata).
     tables: str | None = None
+    # The family axis (bench.family_axis): BERT's, RoBERTa's and DistilBERT's layouts
+    # at these vocabularies; () leaves it out.
+    family_vocab_sizes: tuple[int, ...] = ()
 
     @classmethod
     def defaults(cls, quick: bool, **overrides) -> Settings:
@@ -57,6 +60,7 @@ class Settings:
                 layer_norm=True,
                 budget=cases.QUICK_BUDGET,
                 skip_above=0.25,
+                family_vocab_sizes=family_axis.QUICK_VOCAB_SIZES,
             )
         else:
             settings = cls(
@@ -69,6 +73,7 @@ class Settings:
                 layer_norm=True,
                 budget=cases.SWEEP_BUDGET,
                 skip_above=1.5,
+                family_vocab_sizes=family_axis.VOCAB_SIZES,
             )
         return replace(settings, **overrides)
 
@@ -144,18 +149,22 @@ def run(settings: Settings) -> dict:
 
         settings, inputs = realdata.report_settings(settings)
     shapes = sweep_shapes(settings)
-    points = []
-    with Progress(len(shapes), "embench report") as bar:
+    points, families = [], []
+    with Progress(len(shapes) + len(settings.family_vocab_sizes), "embench report") as bar:
         previous_by_sweep: dict[str, dict] = {}
         for sweep, size, shape in shapes:
             previous = previous_by_sweep.setdefault(sweep, {})
             points.append(measure_point(sweep, size, shape, settings, previous, inputs))
             bar.update(f"{sweep} {size}")
+        for vocab in settings.family_vocab_sizes:
+            families += family_axis.measure(settings.base, (vocab,), settings.budget)
+            bar.update(f"family vocab {vocab}")
     results = {
         "schema": SCHEMA,
         "machine": machine.describe(),  # after the kernels ran: the threading layer is known
         "settings": settings.as_json(),
         "points": points,
+        "families": families,
     }
     if settings.tables:
         from . import realdata

@@ -259,7 +259,8 @@ def positions_after_padding(input_ids: np.ndarray, padding_idx: int, past_length
     ``(cumsum(ids != pad) + past) * (ids != pad) + pad``: the non-padding tokens of a
     sequence are numbered ``pad + past + 1, pad + past + 2, ...`` in order, padding tokens
     get ``pad``. A new (batch, seq) int64 array, from one compiled pass over the ids (not
-    over the outputs); the range check that follows scans it once more.
+    over the outputs); :func:`prepare` range-checks it only where the rule's largest
+    position, ``pad + past + seq``, may be past the table.
     """
     positions = np.empty(input_ids.shape, np.int64)
     if input_ids.size:
@@ -330,7 +331,9 @@ def prepare(
         position_ids = _default_token_type_ids(seq, default_dtype)  # row 0, the zero row
     elif position_ids is None and tables.position_rule == "after_padding":
         position_ids = positions_after_padding(input_ids, tables.padding_idx, past_length)
-        given.append(("position_ids", position_ids))  # range-checked below
+        if tables.padding_idx + past_length + seq >= tables.max_positions:
+            # the rule's largest position may be past the table: range-checked below
+            given.append(("position_ids", position_ids))
     elif position_ids is None:
         if past_length + seq > tables.max_positions:
             raise IndexError(
