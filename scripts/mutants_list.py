@@ -430,6 +430,17 @@ MUTANTS = [
         "why": "RoBERTa's padding tokens get the next position instead of padding_idx",
     },
     {
+        "name": "roberta-ids-range-check-off-by-one",
+        "file": "kernels/bert_embedding_kernels/validate/__init__.py",
+        "within": "def _number_after_padding(",
+        "old": "            if value < 0 or value >= size:\n",
+        "new": "            if value < 0 or value > size:\n",
+        "tests": [
+            "tests/test_families.py::test_roberta_ids_are_range_checked_while_positions_are_numbered"
+        ],
+        "why": "with RoBERTa's rule an id one past the token table is read out of bounds",
+    },
+    {
         "name": "roberta-range-check-skipped-at-the-edge",
         "file": "kernels/bert_embedding_kernels/validate/__init__.py",
         "old": "        if tables.padding_idx + past_length + seq >= tables.max_positions:\n",

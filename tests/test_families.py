@@ -230,6 +230,33 @@ def test_positions_past_the_table_are_an_index_error():
         bek.embed(tables, np.array([[5, 6, 7, 8]]))
 
 
+@pytest.mark.parametrize(
+    ("dtype", "bad"),
+    [
+        (np.int64, 10),
+        (np.int64, -1),
+        (np.int32, 10),
+        (np.int32, -1),
+        (np.uint16, 10),
+        (np.int8, -1),
+    ],
+)
+def test_roberta_ids_are_range_checked_while_positions_are_numbered(dtype, bad):
+    # the rule's pass over the ids is also their range check: the same IndexError
+    tables = bek.EmbeddingTables(
+        np.zeros((10, 1), np.float32),
+        None,
+        np.zeros((12, 1), np.float32),
+        position_rule="after_padding",
+        padding_idx=1,
+    )
+    ids = np.array([[5, 6, 1, 7], [1, 1, 4, bad]], dtype=dtype)
+    with pytest.raises(IndexError, match=rf"input_ids\[1, 3\] .* is {bad}, out of range"):
+        bek.embed(tables, ids)
+    ids[1, 3] = 9  # the last valid row
+    assert bek.embed(tables, ids).shape == (2, 4, 1)
+
+
 # ---- refused ---------------------------------------------------------------------------
 
 REFUSED = {

@@ -240,31 +240,54 @@ def _position_ids(value, input_ids: np.ndarray) -> np.ndarray:
 
 
 @serial_kernel
-def _number_after_padding(ids, padding_idx, past_length, positions):
-    """RoBERTa's positions of ``ids`` into ``positions``, in one compiled pass."""
+def _number_after_padding(ids, size, padding_idx, past_length, positions):
+    """RoBERTa's positions of ``ids`` into ``positions`` and the ids' range check, in one
+    compiled pass: the flat index of the first id outside ``[0, size)`` (the positions
+    then incomplete), or -1."""
     rows, columns = ids.shape
     for row in range(rows):
         count = past_length
         for column in range(columns):
-            if ids[row, column] == padding_idx:
+            value = ids[row, column]
+            if value < 0 or value >= size:
+                return row * columns + column
+            if value == padding_idx:
                 positions[row, column] = padding_idx
             else:
                 count += 1
                 positions[row, column] = padding_idx + count
+    return -1
 
 
-def positions_after_padding(input_ids: np.ndarray, padding_idx: int, past_length: int = 0):
-    """RoBERTa's positions (transformers' ``create_position_ids_from_input_ids``).
+def positions_after_padding(input_ids: np.ndarray, tables: EmbeddingTables, past_length: int):
+    """RoBERTa's positions (transformers' ``create_position_ids_from_input_ids``), and the
+    range check of ``input_ids``, from one pass over the ids.
 
     ``(cumsum(ids != pad) + past) * (ids != pad) + pad``: the non-padding tokens of a
     sequence are numbered ``pad + past + 1, pad + past + 2, ...`` in order, padding tokens
-    get ``pad``. A new (batch, seq) int64 array, from one compiled pass over the ids (not
-    over the outputs); :func:`prepare` range-checks it only where the rule's largest
-    position, ``pad + past + seq``, may be past the table.
+    get ``pad``. A new (batch, seq) int64 array. The pass over the ids is the one the
+    range check of ``input_ids`` makes for BERT's layout too, so the rule reads the batch
+    no more often than BERT's positions do (ids of other dtypes than int32/int64 are
+    range-checked first, then converted). :func:`prepare` range-checks the positions
+    only where the rule's largest, ``pad + past + seq``, may be past the table.
+
+    Raises
+    ------
+    IndexError
+        An id outside the token table, as the range check of any other call says it.
     """
     positions = np.empty(input_ids.shape, np.int64)
-    if input_ids.size:
-        _number_after_padding(kernel_ids(input_ids), padding_idx, past_length, positions)
+    if input_ids.dtype not in KERNEL_ID_DTYPES:
+        _check_range("input_ids", input_ids, tables.vocab_size, "vocab_size")
+    ids = kernel_ids(input_ids)
+    if (
+        ids.size
+        and _number_after_padding(
+            ids, tables.vocab_size, tables.padding_idx, past_length, positions
+        )
+        >= 0
+    ):
+        _check_range("input_ids", input_ids, tables.vocab_size, "vocab_size")  # raises
     return positions
 
 
@@ -305,6 +328,7 @@ def prepare(
     # call with defaults compiles no extra kernel specialisation.
     default_dtype = input_ids.dtype if input_ids.dtype in KERNEL_ID_DTYPES else np.dtype(np.int64)
     given = [("input_ids", input_ids)]  # caller's arrays: range-checked, kept apart from out
+    range_checked = set()  # of those, the ones already checked on the way
 
     if token_type_ids is None:
         token_type_ids = _default_token_type_ids(seq, default_dtype)  # zeros: always valid
@@ -330,7 +354,8 @@ def prepare(
     if not tables.has_position:
         position_ids = _default_token_type_ids(seq, default_dtype)  # row 0, the zero row
     elif position_ids is None and tables.position_rule == "after_padding":
-        position_ids = positions_after_padding(input_ids, tables.padding_idx, past_length)
+        position_ids = positions_after_padding(input_ids, tables, past_length)
+        range_checked.add("input_ids")
         if tables.padding_idx + past_length + seq >= tables.max_positions:
             # the rule's largest position may be past the table: range-checked below
             given.append(("position_ids", position_ids))
@@ -352,7 +377,8 @@ def prepare(
         "position_ids": (tables.max_positions, "max_positions"),
     }
     for name, ids in given:
-        _check_range(name, ids, *sizes[name])
+        if name not in range_checked:
+            _check_range(name, ids, *sizes[name])
     if position_ids.ndim == 1:
         position_ids = position_ids[None, :]
 
