@@ -23,8 +23,9 @@ from bert_embedding_kernels.bench import perf_markdown, render
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+TOOL = "scripts/doc_figures.py"
 BLOCK = re.compile(
-    r"(<!-- figures: (?P<source>\S+) \(scripts/doc_figures\.py\); do not edit -->\n)"
+    r"(<!-- figures: (?P<source>\S+) \(" + re.escape(TOOL) + r"\); do not edit -->\n)"
     r".*?(<!-- end of figures -->)",
     re.S,
 )

@@ -422,7 +422,7 @@ MUTANTS = [
     # -- the BERT family (issue 29) ---------------------------------------------------------
     {
         "name": "roberta-padding-counted",
-        "file": "kernels/bert_embedding_kernels/validate/__init__.py",
+        "file": "kernels/bert_embedding_kernels/validate/positions.py",
         "within": "def _number_after_padding(",
         "old": "                positions[row, column] = padding_idx\n",
         "new": "                positions[row, column] = padding_idx + count\n",
@@ -431,7 +431,7 @@ MUTANTS = [
     },
     {
         "name": "roberta-ids-range-check-off-by-one",
-        "file": "kernels/bert_embedding_kernels/validate/__init__.py",
+        "file": "kernels/bert_embedding_kernels/validate/positions.py",
         "within": "def _number_after_padding(",
         "old": "            if value < 0 or value >= size:\n",
         "new": "            if value < 0 or value > size:\n",

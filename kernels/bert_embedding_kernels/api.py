@@ -18,19 +18,12 @@ from .methods.onehot import DEFAULT_MEMORY_BUDGET
 from .pool import OUTPUTS
 from .registry import BACKWARD_METHODS, METHODS, REGISTRY, implementation
 from .tables import EmbeddingTables
-from .validate import (
-    check_accumulate_into,
-    check_attention_mask,
-    check_grad_dtype,
-    check_grad_output,
-    check_memory_budget,
-    check_method,
-    check_method_dtype,
-    check_norm_options,
-    check_out_dtype,
-    check_padding_idx,
-    prepare,
-)
+from .validate import check_memory_budget, check_method  # the device road (_on_device)
+from .validate.calls import check_backward, check_forward
+
+# Which table dtypes each method takes, for the one validation a call goes through.
+FORWARD_DTYPES = {name: implementation(name).dtypes for name in METHODS}
+BACKWARD_DTYPES = {name: implementation(name).dtypes for name in BACKWARD_METHODS}
 
 
 def embed(
@@ -117,21 +110,28 @@ def embed(
         run = _on_device(tables, method, out_dtype, memory_budget)
         arguments = (input_ids, token_type_ids, position_ids, past_length, out)
         return run(tables, *arguments, layer_norm=layer_norm, return_sum=return_sum)
-    method = check_method(method, METHODS, auto=True)
-    out_dtype = check_out_dtype(tables, out_dtype)
-    batch = prepare(tables, input_ids, token_type_ids, position_ids, past_length, out, out_dtype)
-    layer_norm = tables.norm_by_default if layer_norm is None else layer_norm
-    check_norm_options(tables, layer_norm, return_sum)
-    mask = check_attention_mask(attention_mask, batch.shape) if tables.masks_output else None
-    result = _forward(tables, batch, method, memory_budget, layer_norm, return_sum, out_dtype)
-    if mask is not None:  # after LayerNorm, in the output's dtype, as DeBERTa-v2 multiplies
-        output = result[0] if return_sum else result
-        output *= mask.astype(output.dtype)[..., None]
+    call = check_forward(
+        tables,
+        (input_ids, token_type_ids, position_ids, past_length),
+        method=method,
+        method_dtypes=FORWARD_DTYPES,
+        out=out,
+        out_dtype=out_dtype,
+        layer_norm=layer_norm,
+        return_sum=return_sum,
+        attention_mask=attention_mask,
+    )
+    result = _forward(tables, call, memory_budget)
+    if call.mask is not None:  # after LayerNorm, in the output's dtype, as DeBERTa-v2 multiplies
+        output = result[0] if call.return_sum else result
+        output *= call.mask.astype(output.dtype)[..., None]
     return result
 
 
-def _forward(tables, batch, method, memory_budget, layer_norm, return_sum, out_dtype):
-    if method == "auto":
+def _forward(tables, call, memory_budget):
+    batch, out_dtype, return_sum = call.batch, call.out_dtype, call.return_sum
+    method = call.method
+    if method == "auto":  # among the methods that take the tables' dtype
         method = auto.choose(
             batch.num_tokens,
             tables.hidden_size,
@@ -139,13 +139,13 @@ def _forward(tables, batch, method, memory_budget, layer_norm, return_sum, out_d
             tables.vocab_size,
             tables.type_vocab_size,
             tables.max_positions,
+            dtype=tables.dtype.name,
         )
     record = implementation(method)
-    check_method_dtype(method, record.dtypes, tables)
     options = {"memory_budget": memory_budget} if record.budgeted else {}
     shape = (*batch.shape, tables.hidden_size)
     result = OUTPUTS.empty(shape, out_dtype) if batch.out is None else batch.out
-    if not layer_norm:
+    if not call.layer_norm:
         return record.forward(tables, batch, result, **options)
     if record.forward_norm is not None:
         sums = OUTPUTS.empty(shape, out_dtype) if return_sum else result
@@ -253,17 +253,21 @@ def embed_backward(
             padding_idx,
             accumulate_into=accumulate_into,
         )
-    method = check_method(method, BACKWARD_METHODS, auto=False)
-    memory_budget = check_memory_budget(memory_budget)
-    batch = prepare(tables, input_ids, token_type_ids, position_ids, past_length)
-    grad = check_grad_output(grad_output, (*batch.shape, tables.hidden_size), tables.dtype)
-    padding_idx = check_padding_idx(padding_idx, tables.vocab_size)
-    grad_dtype = check_grad_dtype(tables, grad_dtype)
-    record = implementation(method)
-    check_method_dtype(method, record.dtypes, tables)
-    options = {"memory_budget": memory_budget} if record.budgeted else {}
-    if accumulate_into is not None:
-        into = check_accumulate_into(tables, accumulate_into, grad.dtype, [("grad_output", grad)])
+    call = check_backward(
+        tables,
+        grad_output,
+        (input_ids, token_type_ids, position_ids, past_length),
+        method=method,
+        method_dtypes=BACKWARD_DTYPES,
+        padding_idx=padding_idx,
+        memory_budget=memory_budget,
+        grad_dtype=grad_dtype,
+        accumulate_into=accumulate_into,
+    )
+    batch, grad, padding_idx, into = call.batch, call.grad, call.padding_idx, call.into
+    record = implementation(call.method)
+    options = {"memory_budget": call.memory_budget} if record.budgeted else {}
+    if into is not None:
         with _position_padding_row_kept(tables, into.position):
             if record.accumulates:
                 return record.backward(tables, batch, grad, padding_idx, into=into, **options)
@@ -274,9 +278,9 @@ def embed_backward(
     gradients = record.backward(tables, batch, grad, padding_idx, **options)
     if tables.position_rule == "after_padding":
         gradients.position[tables.padding_idx] = 0
-    if grad_dtype == grad.dtype:
+    if call.grad_dtype == grad.dtype:
         return gradients
-    return EmbeddingGradients(*(g.astype(grad_dtype) for g in gradients))  # one rounding
+    return EmbeddingGradients(*(g.astype(call.grad_dtype) for g in gradients))  # one rounding
 
 
 @contextmanager

@@ -72,12 +72,21 @@ def predict(
 
 @lru_cache(maxsize=256)
 def choose(
-    tokens: int, hidden: int, itemsize: int, vocab: int, type_vocab: int, max_positions: int
+    tokens: int,
+    hidden: int,
+    itemsize: int,
+    vocab: int,
+    type_vocab: int,
+    max_positions: int,
+    *,
+    dtype: str | None = None,
 ) -> str:
-    """The method with the lowest predicted time for this shape."""
+    """The method with the lowest predicted time for this shape, among those that take
+    tables of ``dtype`` (a dtype's name; None: any)."""
     predictions = {
         method: predict(method, tokens, hidden, itemsize, vocab, type_vocab, max_positions)
         for method in calibration()["coefficients"]
-        if method in REGISTRY  # a calibration may name methods this version lacks
+        # a calibration may name methods this version lacks
+        if method in REGISTRY and (dtype is None or dtype in REGISTRY[method].dtypes)
     }
     return min(predictions, key=predictions.get)
