@@ -63,9 +63,24 @@ def test_gradcheck_float64(shared_positions):
     by_name = dict(zip([n for n, _ in module.named_parameters()], parameters, strict=True))
 
     def function(word, segment, position, weight, bias, padding_idx=None):
-        return bek.nn._FusedEmbeddings.apply(
-            ids, types, positions, padding_idx, {}, word, segment, position, weight, bias, 1e-12
+        # (ids, types, positions, tables..., eps, position_rule, its padding index,
+        # the word table's padding_idx, keep the sums for the backward): torch_ops.embed
+        out, _ = torch.ops.bert_embedding_kernels.embed(
+            ids,
+            types,
+            positions,
+            word,
+            segment,
+            position,
+            weight,
+            bias,
+            1e-12,
+            "absolute",
+            None,
+            padding_idx,
+            True,
         )
+        return out
 
     order = [by_name[name] for name in PARAMETERS]
     assert torch.autograd.gradcheck(function, order)

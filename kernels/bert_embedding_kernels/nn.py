@@ -9,13 +9,17 @@ The module has the parameters of transformers' module under the same names
 state dicts load unchanged, and the same ``forward`` signature and output.
 Its forward is the fused sum+LayerNorm kernel; its backward is the numba
 LayerNorm backward followed by the fused scatter-add (``padding_idx``
-respected). Weights, ids, outputs and gradients cross between torch and numpy
-without copies (CPU tensors share their memory with numpy views). On CUDA
+respected). On CPU tensors both run as the registered PyTorch operators of
+:mod:`bert_embedding_kernels.torch_ops`, so ``torch.compile`` (``fullgraph=True``
+included) and ``torch.export`` trace the module. Weights, ids, outputs and
+gradients cross between torch and numpy without copies (CPU tensors share their
+memory with numpy views). On CUDA
 tensors the same steps run as the numba-cuda kernels of :mod:`bert_embedding_kernels.cuda`
 (float32 or float64), on torch's memory and current stream
 (:mod:`bert_embedding_kernels._nn_cuda`).
 
-torch is imported here and only here; ``import bert_embedding_kernels`` never needs it.
+torch is imported here, in :mod:`bert_embedding_kernels.torch_ops` and in the CUDA path only;
+``import bert_embedding_kernels`` never needs it.
 """
 
 from __future__ import annotations
@@ -23,14 +27,11 @@ from __future__ import annotations
 import copy
 import inspect
 
-import numpy as np
 import torch
 from torch import nn
 
-from .api import embed, embed_backward
+from . import torch_ops
 from .families import FAMILIES, PAST_NAMES, inspect_module
-from .methods.layernorm_backward import layer_norm_backward
-from .tables import EmbeddingTables
 
 
 class _DeviceViews(dict):
@@ -48,24 +49,13 @@ class _DeviceViews(dict):
         return type(self), ()
 
 
-_HALF = (torch.float16, torch.bfloat16)
-
-
-def _float_numpy(tensor: torch.Tensor):
-    """A CPU tensor as numpy, 16-bit floats widened to float32 (exactly)."""
-    if tensor.dtype in _HALF:
-        tensor = tensor.float()
-    return tensor.detach().contiguous().numpy()
-
-
 class _FusedEmbeddings(torch.autograd.Function):
-    """[LayerNorm](Wt[ids] + Ws[types] + Wp[positions]) with hand-written gradients.
+    """The CUDA path: LayerNorm(Wt[ids] + Ws[types] + Wp[positions]) on the device kernels.
 
-    ``segment`` / ``position`` may be None (the family has no such table: the core
-    adds a zero row instead); ``weight`` None means no LayerNorm after the sum.
-    ``rules`` are the tables' keyword arguments for the family's position rule.
-    ``device_cache`` is a dict that keeps the CUDA path's device views of the
-    parameters from call to call (the module's own), or None.
+    CPU tensors go through the registered operators of :mod:`bert_embedding_kernels.torch_ops`
+    instead (which ``torch.compile`` and ``torch.export`` trace). ``rules`` are the tables'
+    keyword arguments for the family's position rule. ``device_cache`` is a dict that keeps
+    the device views of the parameters from call to call (the module's own).
     """
 
     @staticmethod
@@ -84,63 +74,26 @@ class _FusedEmbeddings(torch.autograd.Function):
         eps,
         device_cache=None,
     ):
-        ctx.eps, ctx.padding_idx, ctx.rules = eps, padding_idx, rules
-        if word.is_cuda:
-            from . import _nn_cuda
+        from . import _nn_cuda
 
-            ctx.tables = _nn_cuda.device_tables(
-                device_cache, word, segment, position, weight, bias, eps
-            )
-            out, ctx.sums, ctx.batch = _nn_cuda.forward(ctx.tables, ids, types, positions)
-            return out
-        norm = {} if weight is None else {"norm_weight": weight, "norm_bias": bias, "norm_eps": eps}
-        tables = EmbeddingTables(word, segment, position, **norm, **rules)
-        # 16-bit tables: the float32 sum (and its LayerNorm), rounded once to the
-        # dtype here; the backward starts from the float32 sum.
-        wide = np.float32 if word.dtype in _HALF else None
-        if weight is None:
-            out, sums = embed(tables, ids, types, positions, layer_norm=False, out_dtype=wide), None
-        else:
-            out, sums = embed(
-                tables, ids, types, positions, layer_norm=True, return_sum=True, out_dtype=wide
-            )
-        ctx.save_for_backward(ids, types, positions, word, segment, position, weight)
-        ctx.sums, ctx.tables = sums, None
-        return torch.from_numpy(out).to(word.dtype)
+        ctx.eps, ctx.padding_idx, ctx.rules = eps, padding_idx, rules
+        ctx.tables = _nn_cuda.device_tables(
+            device_cache, word, segment, position, weight, bias, eps
+        )
+        out, ctx.sums, ctx.batch = _nn_cuda.forward(ctx.tables, ids, types, positions)
+        return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        needs = ctx.needs_input_grad[5:10]  # word, segment, position, weight, bias
-        if ctx.tables is not None:  # the CUDA path
-            from . import _nn_cuda
+        from . import _nn_cuda
 
-            grads = _nn_cuda.backward(
-                ctx.tables, ctx.batch, ctx.sums, grad_out, ctx.padding_idx, ctx.eps
-            )
-            if ctx.rules.get("position_rule") == "after_padding":  # as the CPU's core does
-                grads[2][ctx.rules["padding_idx"]] = 0
-            weight_grads = [g if n else None for g, n in zip(grads, needs, strict=True)]
-            return None, None, None, None, None, *weight_grads, None, None
-        ids, types, positions, word, segment, position, weight = ctx.saved_tensors
-        if weight is None:
-            grad_sums, norm_grads = _float_numpy(grad_out), [None, None]
-        else:
-            grad_sums, *norm_grads = layer_norm_backward(
-                ctx.sums, _float_numpy(grad_out), _float_numpy(weight), ctx.eps
-            )
-        table_grads = embed_backward(
-            EmbeddingTables(word, segment, position, **ctx.rules),
-            grad_sums,
-            ids,
-            types,
-            positions,
-            padding_idx=ctx.padding_idx,
+        needs = ctx.needs_input_grad[5:10]  # word, segment, position, weight, bias
+        grads = _nn_cuda.backward(
+            ctx.tables, ctx.batch, ctx.sums, grad_out, ctx.padding_idx, ctx.eps
         )
-        grads = [*table_grads, *norm_grads]  # float32 for 16-bit tables
-        weight_grads = [
-            torch.from_numpy(g).to(word.dtype) if n and g is not None else None
-            for g, n in zip(grads, needs, strict=True)
-        ]
+        if ctx.rules.get("position_rule") == "after_padding":  # as the CPU's core does
+            grads[2][ctx.rules["padding_idx"]] = 0
+        weight_grads = [g if n else None for g, n in zip(grads, needs, strict=True)]
         return None, None, None, None, None, *weight_grads, None, None
 
 
@@ -157,6 +110,51 @@ def _bert_call(
 
 
 _BERT_SIGNATURE = inspect.signature(_bert_call)
+_UNSET = object()  # an argument the call did not give
+
+
+class _Binder:
+    """``signature.bind(*args, **kwargs).arguments`` (the arguments given, by name) as a plain
+    Python function of that signature, which torch.compile traces (``Signature.bind`` makes
+    dynamo break the graph of a whole model: it reads a mapping proxy). The same binding
+    and, for a call that does not fit, a TypeError as Python's. Pickled as its signature.
+    """
+
+    def __init__(self, signature: inspect.Signature):
+        self.signature = signature
+        header, body = [], []
+        kinds = inspect.Parameter
+        parameters = list(signature.parameters.values())
+        last_positional_only = max(
+            (i for i, p in enumerate(parameters) if p.kind is kinds.POSITIONAL_ONLY), default=-1
+        )
+        for i, parameter in enumerate(parameters):
+            name, kind = parameter.name, parameter.kind
+            if kind is kinds.KEYWORD_ONLY and not any(h.startswith("*") for h in header):
+                header.append("*")
+            if kind is kinds.VAR_POSITIONAL or kind is kinds.VAR_KEYWORD:
+                header.append(("*" if kind is kinds.VAR_POSITIONAL else "**") + name)
+                body.append(f"    if {name}:\n        _bound[{name!r}] = {name}")  # not empty
+                continue
+            header.append(name if parameter.default is parameter.empty else f"{name}=_UNSET")
+            body.append(f"    if {name} is not _UNSET:\n        _bound[{name!r}] = {name}")
+            if i == last_positional_only:
+                header.append("/")
+        source = "def bind({}):\n    _bound = {{}}\n{}\n    return _bound\n".format(
+            ", ".join(header), "\n".join(body)
+        )
+        namespace = {"_UNSET": _UNSET}
+        exec(source, namespace)  # source built from the parameters' names only
+        self._bind = namespace["bind"]
+
+    def __call__(self, *args, **kwargs) -> dict:
+        return self._bind(*args, **kwargs)
+
+    def __reduce__(self):
+        return type(self), (self.signature,)
+
+    def __deepcopy__(self, memo):
+        return self
 
 
 class BertEmbeddings(nn.Module):
@@ -199,7 +197,7 @@ class BertEmbeddings(nn.Module):
         self.LayerNorm = nn.LayerNorm(hidden_size, eps=layer_norm_eps, dtype=dtype)
         self.dropout = nn.Dropout(hidden_dropout_prob)
         self.family = FAMILIES[0]  # BERT
-        self._signature = _BERT_SIGNATURE
+        self._bind = _Binder(_BERT_SIGNATURE)
         self._padding_positions = None  # the position rule's padding index (RoBERTa)
         self._device_cache = _DeviceViews()
 
@@ -226,9 +224,9 @@ class BertEmbeddings(nn.Module):
         for name, child in module.named_children():
             drop_in.add_module(name, copy.deepcopy(child))
         drop_in.family = found.family
-        drop_in._signature = inspect.signature(type(module).forward)
-        drop_in._signature = drop_in._signature.replace(
-            parameters=list(drop_in._signature.parameters.values())[1:]  # without self
+        signature = inspect.signature(type(module).forward)
+        drop_in._bind = _Binder(
+            signature.replace(parameters=list(signature.parameters.values())[1:])  # no self
         )
         drop_in._padding_positions = found.padding_idx
         drop_in._device_cache = _DeviceViews()
@@ -244,7 +242,7 @@ class BertEmbeddings(nn.Module):
         token types zeros, positions by the family's rule. With ``inputs_embeds``
         the sum runs in torch (there are no ids to gather).
         """
-        call = self._signature.bind(*args, **kwargs).arguments
+        call = self._bind(*args, **kwargs)
         input_ids, inputs_embeds = call.get("input_ids"), call.get("inputs_embeds")
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids and inputs_embeds")
@@ -308,19 +306,36 @@ class BertEmbeddings(nn.Module):
                 "run through the GPU kernels. Keep transformers' module on the GPU."
             )
         norm = self.LayerNorm if fused_norm else None
-        hidden = _FusedEmbeddings.apply(
-            input_ids,
-            token_type_ids,
-            position_ids,
-            self.word_embeddings.padding_idx,
-            self._rules(),
+        tables = (
             self.word_embeddings.weight,
             None if segment is None else segment.weight,
             None if position is None else position.weight,
             None if norm is None else norm.weight,
             None if norm is None else norm.bias,
-            None if norm is None else norm.eps,
-            self._device_cache,
+        )
+        if self.word_embeddings.weight.is_cuda:
+            return _FusedEmbeddings.apply(
+                input_ids,
+                token_type_ids,
+                position_ids,
+                self.word_embeddings.padding_idx,
+                self._rules(),
+                *tables,
+                norm.eps,
+                self._device_cache,
+            )
+        rule = "absolute" if self._padding_positions is None else "after_padding"
+        hidden, _ = torch_ops.embed(
+            input_ids,
+            token_type_ids,
+            position_ids,
+            *tables,
+            0.0 if norm is None else float(norm.eps),
+            rule,
+            self._padding_positions,
+            self.word_embeddings.padding_idx,
+            # the pre-norm sums only where a backward will need them
+            torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tables),
         )
         return hidden
 

@@ -1,0 +1,238 @@
+"""The fused kernels as registered PyTorch operators, so ``torch.compile`` and ``torch.export``
+see through the drop-in (:class:`bert_embedding_kernels.nn.BertEmbeddings`).
+
+Two operators in the ``bert_embedding_kernels`` namespace, CPU tensors only:
+
+- ``torch.ops.bert_embedding_kernels.embed``: ``[LayerNorm](Wt[ids] + Ws[types] +
+  Wp[positions])``; returns the output and the float pre-norm sums that LayerNorm's
+  backward starts from (an empty tensor without LayerNorm, or with ``keep_sums=False``,
+  which inference passes: one pass, no second buffer);
+- ``torch.ops.bert_embedding_kernels.embed_backward``: the gradients of the word,
+  segment and position tables and of LayerNorm's weight and bias (empty tensors for
+  what does not exist).
+
+Each has a fake (meta) implementation, so the compilers trace shapes and dtypes
+without running numba, and ``embed`` has its autograd formula registered
+(``torch.library.register_autograd``), which calls ``embed_backward``. Weights,
+ids and gradients cross between torch and numpy without copies. 16-bit tables
+are summed (and normalised) in float32 and rounded once; their backward starts
+from the float32 sum, and their gradients are rounded once to the tables' dtype.
+
+Imported by :mod:`bert_embedding_kernels.nn`; ``import bert_embedding_kernels`` never imports it
+(nor torch).
+"""
+
+import numpy as np
+import torch
+
+from .api import embed as _embed
+from .api import embed_backward as _embed_backward
+from .methods.layernorm_backward import layer_norm_backward
+from .tables import EmbeddingTables
+
+__all__ = ["embed", "embed_backward"]
+
+_HALF = (torch.float16, torch.bfloat16)
+_NAMESPACE = "bert_embedding_kernels"
+
+
+def _float_numpy(tensor: torch.Tensor) -> np.ndarray:
+    """A CPU tensor as numpy, 16-bit floats widened to float32 (exactly)."""
+    if tensor.dtype in _HALF:
+        tensor = tensor.float()
+    return tensor.detach().contiguous().numpy()
+
+
+def _sums_dtype(word: torch.Tensor) -> torch.dtype:
+    """The pre-norm sums' dtype: the tables', float32 for 16-bit tables."""
+    return torch.float32 if word.dtype in _HALF else word.dtype
+
+
+def _rules(position_rule: str, rule_padding_idx: int | None) -> dict:
+    if position_rule == "absolute" and rule_padding_idx is None:
+        return {}
+    return {"position_rule": position_rule, "padding_idx": rule_padding_idx}
+
+
+def _tensor(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+    """A new kernel result as a tensor of ``dtype`` (16-bit: rounded once, a new tensor).
+
+    Without a copy the tensor shares the array's memory and holds the array, so a
+    buffer of the output pool (bert_embedding_kernels.pool) goes back to the pool
+    only once torch has freed the tensor; it is never one of the op's inputs.
+    """
+    tensor = torch.from_numpy(array)
+    return tensor if tensor.dtype == dtype else tensor.to(dtype)
+
+
+@torch.library.custom_op(f"{_NAMESPACE}::embed", mutates_args=(), device_types="cpu")
+def embed(
+    ids: torch.Tensor,
+    types: torch.Tensor | None,
+    positions: torch.Tensor | None,
+    word: torch.Tensor,
+    segment: torch.Tensor | None,
+    position: torch.Tensor | None,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    eps: float,
+    position_rule: str,
+    rule_padding_idx: int | None,
+    padding_idx: int | None,
+    keep_sums: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[LayerNorm](Wt[ids] + Ws[types] + Wp[positions])`` and the float pre-norm sums.
+
+    ``types`` / ``positions`` None: token type 0 / positions by ``position_rule``
+    (``"absolute"`` or RoBERTa's ``"after_padding"`` with ``rule_padding_idx``).
+    ``segment`` / ``position`` None: the family has no such table. ``weight`` and
+    ``bias`` None: no LayerNorm. ``padding_idx`` is the word table's (its row gets no
+    gradient); the forward does not use it. ``keep_sums``: return the sums (for the
+    backward), else an empty tensor as without LayerNorm (inference: one pass, no
+    second buffer).
+    """
+    norm = {} if weight is None else {"norm_weight": weight, "norm_bias": bias, "norm_eps": eps}
+    tables = EmbeddingTables(
+        word, segment, position, **norm, **_rules(position_rule, rule_padding_idx)
+    )
+    # 16-bit tables: the float32 result, rounded once by _tensor.
+    wide = np.float32 if word.dtype in _HALF else None
+    if weight is None or not keep_sums:
+        out = _embed(tables, ids, types, positions, layer_norm=weight is not None, out_dtype=wide)
+        sums = word.new_empty(0, dtype=_sums_dtype(word))
+    else:
+        out, sums = _embed(
+            tables, ids, types, positions, layer_norm=True, return_sum=True, out_dtype=wide
+        )
+        sums = _tensor(sums, _sums_dtype(word))
+    return _tensor(out, word.dtype), sums
+
+
+@embed.register_fake
+def _embed_fake(
+    ids,
+    types,
+    positions,
+    word,
+    segment,
+    position,
+    weight,
+    bias,
+    eps,
+    position_rule,
+    rule_padding_idx,
+    padding_idx,
+    keep_sums,
+):
+    out = word.new_empty((*ids.shape, word.shape[1]))
+    if weight is None or not keep_sums:
+        return out, word.new_empty(0, dtype=_sums_dtype(word))
+    return out, word.new_empty(out.shape, dtype=_sums_dtype(word))
+
+
+@torch.library.custom_op(f"{_NAMESPACE}::embed_backward", mutates_args=(), device_types="cpu")
+def embed_backward(
+    grad_out: torch.Tensor,
+    sums: torch.Tensor,
+    ids: torch.Tensor,
+    types: torch.Tensor | None,
+    positions: torch.Tensor | None,
+    word: torch.Tensor,
+    segment: torch.Tensor | None,
+    position: torch.Tensor | None,
+    weight: torch.Tensor | None,
+    eps: float,
+    position_rule: str,
+    rule_padding_idx: int | None,
+    padding_idx: int | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients of ``embed``'s output: (word, segment, position, LayerNorm weight, bias).
+
+    ``sums`` is ``embed``'s second output (unused without LayerNorm, ``weight`` None).
+    The word table's ``padding_idx`` row and, under ``"after_padding"``, the position
+    table's padding row get zero. A table that is None gets an empty tensor, as do
+    LayerNorm's weight and bias without LayerNorm. Gradients have the tables' dtype.
+    """
+    if weight is None:
+        grad_sums, norm_grads = _float_numpy(grad_out), []
+    else:
+        grad_sums, *norm_grads = layer_norm_backward(
+            sums.detach().numpy(), _float_numpy(grad_out), _float_numpy(weight), eps
+        )
+    table_grads = _embed_backward(
+        EmbeddingTables(word, segment, position, **_rules(position_rule, rule_padding_idx)),
+        grad_sums,
+        ids,
+        types,
+        positions,
+        padding_idx=padding_idx,
+    )
+    empty = word.new_empty(0)
+    grads = [
+        _tensor(g, word.dtype) if table is not None else empty.clone()
+        for g, table in zip(table_grads, (word, segment, position), strict=True)
+    ]
+    if weight is None:
+        return (*grads, empty.clone(), empty.clone())
+    return (*grads, *(_tensor(g, word.dtype) for g in norm_grads))
+
+
+@embed_backward.register_fake
+def _embed_backward_fake(
+    grad_out,
+    sums,
+    ids,
+    types,
+    positions,
+    word,
+    segment,
+    position,
+    weight,
+    eps,
+    position_rule,
+    rule_padding_idx,
+    padding_idx,
+):
+    def like(table):
+        return word.new_empty(0) if table is None else word.new_empty(table.shape)
+
+    return like(word), like(segment), like(position), like(weight), like(weight)
+
+
+def _setup_context(ctx, inputs, output):
+    (ids, types, positions, word, segment, position, weight, bias, eps, *rules, keep_sums) = inputs
+    if weight is not None and not keep_sums:
+        raise RuntimeError(
+            "bert_embedding_kernels::embed ran with keep_sums=False but its gradient is needed; "
+            "call it with keep_sums=True where the tables or LayerNorm require grad."
+        )
+    ctx.save_for_backward(ids, types, positions, word, segment, position, weight, output[1])
+    ctx.eps, ctx.rules = eps, rules  # position_rule, rule_padding_idx, padding_idx
+    ctx.present = [t is not None for t in (word, segment, position, weight, bias)]
+    ctx.mark_non_differentiable(output[1])
+
+
+def _backward(ctx, grad_out, _grad_sums):
+    ids, types, positions, word, segment, position, weight, sums = ctx.saved_tensors
+    grads = embed_backward(
+        grad_out.contiguous(),
+        sums,
+        ids,
+        types,
+        positions,
+        word,
+        segment,
+        position,
+        weight,
+        ctx.eps,
+        *ctx.rules,
+    )
+    needs = ctx.needs_input_grad[3:8]  # word, segment, position, weight, bias
+    table_grads = [
+        g if need and present else None
+        for g, need, present in zip(grads, needs, ctx.present, strict=True)
+    ]
+    return None, None, None, *table_grads, None, None, None, None, None
+
+
+embed.register_autograd(_backward, setup_context=_setup_context)
