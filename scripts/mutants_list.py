@@ -456,6 +456,23 @@ MUTANTS = [
         "tests": ["tests/test_families.py::test_an_extra_table_is_refused"],
         "why": "a module holding an embedding table the drop-in does not compute is accepted",
     },
+    # -- the drop-in as PyTorch operators (issue 30) ----------------------------------------
+    {
+        "name": "torch-op-fake-forgets-the-sums",
+        "file": "kernels/bert_embedding_kernels/torch_ops.py",
+        "old": "    return out, word.new_empty(out.shape, dtype=_sums_dtype(word))\n",
+        "new": "    return out, word.new_empty(0, dtype=_sums_dtype(word))\n",
+        "tests": ["tests/test_torch_ops.py"],
+        "why": "the fake forward says no sums are kept: compiled graphs plan the wrong buffer",
+    },
+    {
+        "name": "torch-op-gradients-shifted",
+        "file": "kernels/bert_embedding_kernels/torch_ops.py",
+        "old": "    needs = ctx.needs_input_grad[3:8]  # word, segment, position, weight, bias\n",
+        "new": "    needs = ctx.needs_input_grad[2:7]  # word, segment, position, weight, bias\n",
+        "tests": ["tests/test_torch_ops.py", "tests/test_nn.py"],
+        "why": "the registered autograd asks which gradients are needed one argument off",
+    },
     # -- threading policy ------------------------------------------------------------------
     {
         "name": "threading-refuses-tbb",

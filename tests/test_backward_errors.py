@@ -65,6 +65,9 @@ BAD_BACKWARD_CALLS = [
     ({"method": "magic"}, ValueError, r"method.*'magic'.*onehot"),
     ({"memory_budget": 1e6}, TypeError, r"memory_budget is float"),
     ({"tables": {"token": None}}, TypeError, r"tables is dict"),
+    ({"order": "tree"}, ValueError, r"order='tree' is the GPU backward's.*host tables"),
+    ({"order": "sorted"}, ValueError, r"order is 'sorted'; it must be 'cpu'"),
+    ({"order": None}, ValueError, r"order is None; it must be 'cpu'"),
 ]
 
 

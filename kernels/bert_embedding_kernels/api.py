@@ -174,6 +174,7 @@ def embed_backward(
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     grad_dtype=None,
     accumulate_into=None,
+    order: str = "cpu",
 ) -> EmbeddingGradients:
     """Gradients of ``embed``'s output with respect to the three tables.
 
@@ -213,6 +214,10 @@ def embed_backward(
         fresh-page cost. ``fused`` adds into them in its single pass (each
         element still in token order, after the value already there); the other
         methods add a fresh result. The ``padding_idx`` row is left as it was.
+    order : {"cpu", "tree"}, default "cpu"
+        How each gradient element's terms are added. "cpu": in token order (the
+        methods above). "tree": in a fixed binary tree, the same bits for any GPU
+        launch shape (docs/GPU.md); device tables only, host tables refuse it.
 
     Returns
     -------
@@ -241,7 +246,7 @@ def embed_backward(
     ``onehot`` and ``concat`` let BLAS choose the order. For a row used by
     ``n`` tokens every order lies within ``n * eps * sum(|g|)`` of the exact sum.
     """
-    if getattr(tables, "device", None) == "cuda":
+    if getattr(tables, "device", None) == "cuda":  # the device checks order itself
         function = _on_device(tables, method, grad_dtype, memory_budget, backward=True)
         return function(
             tables,
@@ -252,6 +257,7 @@ def embed_backward(
             past_length,
             padding_idx,
             accumulate_into=accumulate_into,
+            order=order,
         )
     call = check_backward(
         tables,
@@ -263,6 +269,7 @@ def embed_backward(
         memory_budget=memory_budget,
         grad_dtype=grad_dtype,
         accumulate_into=accumulate_into,
+        order=order,
     )
     batch, grad, padding_idx, into = call.batch, call.grad, call.padding_idx, call.into
     record = implementation(call.method)
@@ -309,11 +316,11 @@ def _on_device(tables, method, dtype, memory_budget, backward: bool = False):
             f"method is {method!r}, which has no CUDA implementation; with device tables "
             f"(EmbeddingTables.to_device()) it must be one of {on_gpu}, or use host tables."
         )
-    if dtype is not None and np.dtype(dtype) != tables.dtype:
+    # Device gradients come in the tables' grad_dtype: float32 for 16-bit tables, as the CPU's.
+    returned = getattr(tables, "grad_dtype", tables.dtype) if backward else tables.dtype
+    if dtype is not None and np.dtype(dtype) != returned:
         name = "grad_dtype" if backward else "out_dtype"
-        raise TypeError(
-            f"{name} is {dtype!r}; device tables return their own dtype {tables.dtype}."
-        )
+        raise TypeError(f"{name} is {dtype!r}; device tables return {returned} here.")
     memory_budget = check_memory_budget(memory_budget)  # validated, though no GPU method uses it
     device = devices.backend(tables.device)  # loaded already: it made the tables
     return device.embed_backward if backward else device.embed

@@ -306,7 +306,8 @@ class EmbeddingTables:
         ``embed`` and ``embed_backward`` take the result like host tables and return
         device arrays; ``.to_host()`` brings the tables
         back. Needs numba's CUDA support and a GPU (or ``NUMBA_ENABLE_CUDASIM=1``);
-        float32 and float64 tables.
+        float32, float64, float16 and bfloat16 tables (16-bit ones give the CPU's bits,
+        docs/GPU.md).
         """
         return devices.backend("cuda").DeviceTables.from_tables(self, stream=stream)
 

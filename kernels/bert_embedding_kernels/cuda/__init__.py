@@ -15,7 +15,11 @@ What the kernels compute, and how they line up with the CPU ``fused`` method:
 - :func:`layer_norm_backward`: LayerNorm's gradients for the sum, the weight and
   the bias, float64 sums in a fixed order (to rounding of the CPU's).
 - :func:`fused_backward`: the three table gradients, each element summed in
-  token order from zero without float atomics: bit-identical to the CPU.
+  token order from zero without float atomics: bit-identical to the CPU; or,
+  with ``order="tree"``, in a fixed binary tree (the same bits for any launch).
+- float16 and bfloat16 tables (:mod:`.half`, :mod:`.halfbits`): widened to
+  float32 exactly, summed (and normalised) as the CPU does, rounded once;
+  bit-identical to the CPU's 16-bit results; float32 gradients.
 - :func:`prepare`: shape and dtype checks on the host, the id range check on
   the device (one small read-back), raising the CPU's IndexError message.
 

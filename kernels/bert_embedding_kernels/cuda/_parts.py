@@ -103,5 +103,5 @@ def inputs(tables: DeviceTables, batch: DeviceBatch) -> list:
 def output(name, given, tables, batch, stream, named_inputs):
     shape = (*batch.shape, tables.hidden_size)
     if given is None:
-        return cuda.device_array(shape, tables.dtype, stream=stream)
-    return check_out(name, given, shape, tables.dtype, named_inputs)
+        return cuda.device_array(shape, tables.array_dtype, stream=stream)
+    return check_out(name, given, shape, tables.array_dtype, named_inputs)

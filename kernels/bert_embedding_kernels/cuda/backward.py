@@ -20,6 +20,7 @@ only:
 4. ``_place``: entry -> ``order[start[row] + offset[chunk, row] + rank]``.
 5. ``_segment_sums``: a thread per (row, column) adds its row's gradients in
    the sorted (token) order, and writes zero rows too (no separate memset).
+   With ``order="tree"``, :mod:`.tree`'s kernel adds them in a fixed binary tree.
 
 The cost that cannot go: a row read by ``n`` tokens is a chain of ``n``
 dependent additions (the segment rows: half the batch each). The loads of a
@@ -37,7 +38,9 @@ import numpy as np
 
 from ..validate.backward import check_padding_idx
 from ._runtime import SIMULATOR, cuda
+from .half import half_grad
 from .tables import DeviceTables
+from .tree import check_order, launch, tree_sums_kernel
 from .validate import DeviceBatch, check_targets, device_grad, prepare
 
 # One chunk per block, one entry per thread. The simulator runs a Python thread
@@ -243,9 +246,14 @@ def fused_backward(
     *,
     out=None,
     accumulate_into=None,
+    order: str = "cpu",
+    tree_launch=None,
     stream=0,
 ) -> DeviceGradients:
     """Gradients of the three tables; bit-identical to the CPU ``fused`` backward.
+
+    float16 and bfloat16 tables get float32 gradients, summed in float32 from a
+    ``grad_output`` widened exactly, as the CPU's default ``grad_dtype``.
 
     Parameters
     ----------
@@ -265,6 +273,15 @@ def fused_backward(
         after the value already there, as the CPU does; the ``padding_idx`` row
         is left as it was. Nothing is allocated then: a training loop pays no
         device allocation per step.
+    order : {"cpu", "tree"}
+        "cpu": each element summed in token order, bit-identical to the CPU.
+        "tree": each element reduced in a fixed binary tree over the row's tokens
+        (:mod:`bert_embedding_kernels.cuda.tree`): the same bits on every run and for
+        any launch shape, within ``ceil(log2 n)`` roundings of the exact sum, but
+        not always the CPU's bits. The CPU has only the token order.
+    tree_launch : (blocks, threads), optional
+        The tree kernel's launch shape (for tests: any shape gives the same bits);
+        None picks one. Only with ``order="tree"``.
     stream : numba stream or 0
 
     Returns
@@ -272,8 +289,12 @@ def fused_backward(
     DeviceGradients
         New device arrays (row views of one array), or the arrays of ``accumulate_into``.
     """
-    hidden, dtype = tables.hidden_size, tables.dtype
-    grad = device_grad(grad_output, (*batch.shape, hidden), dtype, stream)
+    order = check_order(order, tree_launch)
+    hidden, dtype = tables.hidden_size, tables.grad_dtype
+    if tables.half_kind is None:
+        grad = device_grad(grad_output, (*batch.shape, hidden), dtype, stream)
+    else:  # float16, bfloat16: gradients accumulate in float32, as on the CPU
+        grad = half_grad(grad_output, (*batch.shape, hidden), tables, stream)
     padding = check_padding_idx(padding_idx, tables.vocab_size)  # the CPU's check and message
     if out is not None and accumulate_into is not None:
         raise ValueError("give out or accumulate_into, not both.")
@@ -288,13 +309,17 @@ def fused_backward(
             grads[:vocab], grads[vocab:first_position], grads[first_position:]
         )
     with tables.scratch_lock:
-        order, row_starts, row_counts = _sort(tables, batch, padding, stream)
+        tokens, row_starts, row_counts = _sort(tables, batch, padding, stream)
+        arguments = (grad, tokens, row_starts, row_counts, accumulate_into is not None, *targets)
+        if order == "tree":
+            if hidden:
+                blocks, threads = launch(rows_of(tables), hidden, *(tree_launch or ()))
+                tree_sums_kernel(dtype)[blocks, threads, stream](*arguments)
+            return targets
         lanes = _THREADS if SIMULATOR else min(256, -(-hidden // 32) * 32)
         row_blocks = min(rows_of(tables), _SIM_ROW_BLOCKS) if SIMULATOR else rows_of(tables)
         kernel = _segment_sums_kernel(dtype, UNROLL)
-        kernel[(row_blocks, -(-hidden // lanes)), lanes, stream](
-            grad, order, row_starts, row_counts, accumulate_into is not None, *targets
-        )
+        kernel[(row_blocks, -(-hidden // lanes)), lanes, stream](*arguments)
     return targets
 
 
@@ -338,10 +363,16 @@ def embed_backward(
     *,
     out=None,
     accumulate_into=None,
+    order: str = "cpu",
     check: bool = True,
     stream=0,
 ) -> DeviceGradients:
-    """``embed_backward`` on the device (validate with :func:`prepare`, then run)."""
+    """``embed_backward`` on the device (validate with :func:`prepare`, then run).
+
+    ``order`` as :func:`fused_backward`: "cpu" (the default, bit-identical to the
+    CPU) or "tree" (deterministic for any launch shape); checked before the ids.
+    """
+    order = check_order(order)
     batch = prepare(
         tables, input_ids, token_type_ids, position_ids, past_length, check=check, stream=stream
     )
@@ -352,5 +383,6 @@ def embed_backward(
         padding_idx,
         out=out,
         accumulate_into=accumulate_into,
+        order=order,
         stream=stream,
     )

@@ -27,6 +27,7 @@ from numba.cuda import libdevice
 
 from ._parts import inputs, output, store_function, token_rows
 from ._runtime import SIMULATOR, WARP, cuda, memory_span
+from .half import half_sum
 from .norm import fused_sum_norm
 from .tables import DeviceTables
 from .validate import DeviceBatch, prepare
@@ -166,6 +167,9 @@ def _sum_launch(hidden: int, tokens: int, per_thread: int) -> tuple[int, tuple[i
 def fused_sum(tables: DeviceTables, batch: DeviceBatch, out=None, *, store: str = "auto", stream=0):
     """Summed embeddings of ``batch`` on the device; bit-identical to the CPU ``fused``.
 
+    float16 and bfloat16 tables run :func:`bert_embedding_kernels.cuda.half.half_sum`
+    (``store`` is checked, unused).
+
     Parameters
     ----------
     tables : DeviceTables
@@ -182,8 +186,10 @@ def fused_sum(tables: DeviceTables, batch: DeviceBatch, out=None, *, store: str 
     -------
     The device array written (``out`` itself when given).
     """
-    result = output("out", out, tables, batch, stream, inputs(tables, batch))
     store = store_function(store)
+    if tables.half_kind is not None:  # float16, bfloat16: widen, add in float32, round once
+        return half_sum(tables, batch, out, stream=stream)
+    result = output("out", out, tables, batch, stream, inputs(tables, batch))
     if batch.num_tokens and tables.hidden_size:
         pairs = _as_pairs(tables, result)
         if pairs is not None:

@@ -25,6 +25,7 @@ import numpy as np
 
 from ._parts import inputs, output, store_function, token_rows, warp_sum_function
 from ._runtime import SIMULATOR, WARP, cuda, memory_span
+from .half import half_sum_norm
 from .tables import DeviceTables
 from .validate import DeviceBatch
 
@@ -180,6 +181,8 @@ def fused_sum_norm(
     Statistics are float64 for both dtypes, as on the CPU, but the warp sums
     them in another order, and hardware may fuse ``y * weight + bias`` into one
     FMA: agreement with the CPU is to rounding, not bitwise (docs/GPU.md).
+    float16 and bfloat16 tables run :func:`bert_embedding_kernels.cuda.half.half_sum_norm`,
+    the CPU's 16-bit algorithm, bit for bit (its docstring says where it could not be).
     """
     if tables.norm_weight is None:
         raise ValueError(
@@ -187,6 +190,9 @@ def fused_sum_norm(
             "norm_weight and norm_bias; build them with DeviceTables(..., norm_weight=..., "
             "norm_bias=..., norm_eps=...)."
         )
+    if tables.half_kind is not None:  # options checked, then the CPU's 16-bit algorithm
+        warp_sum_function(reduction), store_function(store)
+        return half_sum_norm(tables, batch, out, keep_sum=keep_sum, sums=sums, stream=stream)
     named = inputs(tables, batch)
     result = output("out", out, tables, batch, stream, named)
     kept = None

@@ -6,22 +6,35 @@ import threading
 
 import numpy as np
 
+from ..dtypes import BFLOAT16, FLOAT16, accumulator
 from ..tables import EmbeddingTables
 from ._runtime import as_device, cuda, memory_span
+from .halfbits import KIND
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+HALF_DTYPES = (FLOAT16, BFLOAT16)
 _MAX_DEFAULTS = 64  # cached default id arrays per tables, oldest dropped first
 
 
-def _to_device(name: str, value, stream):
+def _to_device(name: str, value, stream) -> tuple:
+    """``(device array, dtype)``: 16-bit data is held as its ``uint16`` patterns (halfbits)."""
     array = as_device(value, name)
     if array is None:  # host data: one copy to the device, in C order
-        array = cuda.to_device(np.ascontiguousarray(value), stream=stream)
-    if np.dtype(array.dtype) not in FLOAT_DTYPES:
+        host = np.ascontiguousarray(value)
+        dtype = np.dtype(host.dtype)
+        if dtype in HALF_DTYPES:
+            host = host.view(np.uint16)
+        array = cuda.to_device(host, stream=stream)
+    else:
+        dtype = np.dtype(array.dtype)
+        if dtype == FLOAT16:
+            array = array.view(np.uint16)
+    if dtype not in FLOAT_DTYPES and dtype not in HALF_DTYPES:
         raise TypeError(
-            f"{name} has dtype {array.dtype}; the CUDA kernels take float32 or float64 tables."
+            f"{name} has dtype {array.dtype}; the CUDA kernels take float32, float64, float16 "
+            "or bfloat16 tables (bfloat16 as host arrays: numba has no bfloat16 device arrays)."
         )
-    return array
+    return array, dtype
 
 
 class DeviceTables:
@@ -40,6 +53,9 @@ class DeviceTables:
 
     Notes
     -----
+    float16 and bfloat16 tables are held as their ``uint16`` bit patterns
+    (``dtype`` still names the format; ``array_dtype`` is the device arrays'
+    dtype, uint16 for bfloat16, which numba lacks; :mod:`.half` has the kernels).
     The checks are the few the kernels rely on (float dtype shared by all,
     2-D tables of one width); the full validation with its messages is
     :class:`bert_embedding_kernels.EmbeddingTables`', whose ``to_device()`` builds this with
@@ -53,6 +69,7 @@ class DeviceTables:
 
     __slots__ = (
         "_defaults",
+        "_dtype",
         "_scratch",
         "_spans",
         "norm_bias",
@@ -76,12 +93,14 @@ class DeviceTables:
         norm_eps=1e-12,
         stream=0,
     ):
-        self.token = _to_device("token", token, stream)
-        self.segment = _to_device("segment", segment, stream)
-        self.position = _to_device("position", position, stream)
+        (self.token, dtype), (self.segment, segment_dtype), (self.position, position_dtype) = (
+            _to_device(name, value, stream)
+            for name, value in (("token", token), ("segment", segment), ("position", position))
+        )
         tables = (self.token, self.segment, self.position)
-        if len({np.dtype(t.dtype) for t in tables}) != 1:
+        if len({dtype, segment_dtype, position_dtype}) != 1:
             raise TypeError("token, segment and position must share one dtype.")
+        self._dtype = dtype
         shapes = [tuple(t.shape) for t in tables]
         if any(len(shape) != 2 for shape in shapes) or len({s[1] for s in shapes}) != 1:
             raise ValueError(f"tables have shapes {shapes}; they must be 2-D of one width.")
@@ -89,12 +108,15 @@ class DeviceTables:
             raise ValueError("give norm_weight and norm_bias together, or neither.")
         self.norm_weight = self.norm_bias = None
         if norm_weight is not None:
-            self.norm_weight = _to_device("norm_weight", norm_weight, stream)
-            self.norm_bias = _to_device("norm_bias", norm_bias, stream)
-            for name, vector in (("norm_weight", self.norm_weight), ("norm_bias", self.norm_bias)):
-                if tuple(vector.shape) != (self.hidden_size,) or vector.dtype != self.dtype:
+            self.norm_weight, weight_dtype = _to_device("norm_weight", norm_weight, stream)
+            self.norm_bias, bias_dtype = _to_device("norm_bias", norm_bias, stream)
+            for name, vector, vector_dtype in (
+                ("norm_weight", self.norm_weight, weight_dtype),
+                ("norm_bias", self.norm_bias, bias_dtype),
+            ):
+                if tuple(vector.shape) != (self.hidden_size,) or vector_dtype != self.dtype:
                     raise ValueError(
-                        f"{name} has shape {tuple(vector.shape)} and dtype {vector.dtype}; "
+                        f"{name} has shape {tuple(vector.shape)} and dtype {vector_dtype}; "
                         f"it must be ({self.hidden_size},) of {self.dtype}."
                     )
         self.norm_eps = float(norm_eps)
@@ -137,18 +159,35 @@ class DeviceTables:
 
     def host_arrays(self) -> dict:
         """The keyword arguments of ``EmbeddingTables(**...)``, as host arrays."""
-        host = {
-            name: getattr(self, name).copy_to_host() for name in ("token", "segment", "position")
-        }
+        host = {name: self._host(getattr(self, name)) for name in ("token", "segment", "position")}
         for name in ("norm_weight", "norm_bias"):
             vector = getattr(self, name)
-            host[name] = None if vector is None else vector.copy_to_host()
+            host[name] = None if vector is None else self._host(vector)
         host["norm_eps"] = self.norm_eps
         return host
 
+    def _host(self, array) -> np.ndarray:
+        return array.copy_to_host().view(self._dtype)  # 16-bit patterns seen as their format
+
     @property
     def dtype(self) -> np.dtype:
-        return np.dtype(self.token.dtype)
+        """The tables' format (float16 and bfloat16 are held as uint16 patterns)."""
+        return self._dtype
+
+    @property
+    def half_kind(self):
+        """:data:`halfbits.BF16` or :data:`halfbits.F16` for 16-bit tables, else None."""
+        return KIND.get(self._dtype)
+
+    @property
+    def array_dtype(self) -> np.dtype:
+        """The dtype of device arrays of the tables' values: bfloat16's is uint16 (patterns)."""
+        return np.dtype(np.uint16) if self._dtype == BFLOAT16 else self._dtype
+
+    @property
+    def grad_dtype(self) -> np.dtype:
+        """The gradients' dtype: float32 for 16-bit tables (as the CPU), else the tables'."""
+        return accumulator(self._dtype)
 
     @property
     def hidden_size(self) -> int:

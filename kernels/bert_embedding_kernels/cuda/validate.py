@@ -302,6 +302,8 @@ def check_targets(label: str, given, tables: DeviceTables, grad) -> tuple:
     named = [("grad_output", memory_span(grad))]
     arrays = (tables.token, tables.segment, tables.position)
     for name, array, table in zip(("token", "segment", "position"), parts, arrays, strict=True):
-        checked.append(check_out(f"{label}.{name}", array, tuple(table.shape), tables.dtype, named))
+        checked.append(
+            check_out(f"{label}.{name}", array, tuple(table.shape), tables.grad_dtype, named)
+        )
         named.append((f"{label}.{name}", memory_span(checked[-1])))
     return tuple(checked)

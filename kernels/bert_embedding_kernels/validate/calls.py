@@ -49,6 +49,23 @@ class BackwardCall(NamedTuple):
     into: object  # EmbeddingGradients to add into, or None
 
 
+ORDERS = ("cpu", "tree")
+
+
+def check_host_order(order) -> None:
+    """The order of a host backward's sums: "cpu" (token order); "tree" is the GPU's."""
+    if not isinstance(order, str) or order not in ORDERS:
+        raise ValueError(
+            f"order is {order!r}; it must be 'cpu' (token order) or 'tree' (a fixed binary "
+            "tree; device tables only)."
+        )
+    if order == "tree":
+        raise ValueError(
+            "order='tree' is the GPU backward's fixed-tree order; host tables sum in token "
+            "order only (order='cpu'). Use tables.to_device(), or order='cpu'."
+        )
+
+
 def check_forward(
     tables: EmbeddingTables,
     arguments: tuple,
@@ -85,8 +102,10 @@ def check_backward(
     memory_budget,
     grad_dtype,
     accumulate_into,
+    order,
 ) -> BackwardCall:
     """``embed_backward``'s arguments checked, ``arguments`` as for :func:`check_forward`."""
+    check_host_order(order)
     method = check_method(method, tuple(method_dtypes), auto=False)
     memory_budget = check_memory_budget(memory_budget)
     batch = prepare(tables, *arguments)
