@@ -47,7 +47,9 @@ BASE_POINT_NAMES = (
 def _machine(machine: dict) -> str:
     words = f"{machine.get('cpu', '?')}, {machine.get('cores', '?')} cores"
     if "commit" in machine:
-        words += f", commit {machine['commit']}"
+        words += f", commit {machine['commit'][:7]}"
+        if machine.get("dirty") == "True":
+            words += " with uncommitted changes"
     return words
 
 
