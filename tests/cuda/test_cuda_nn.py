@@ -8,7 +8,9 @@ memory), so they are skipped elsewhere and run by ``scripts/device_run.sh``
 - a small BERT with its embeddings replaced by the drop-in: the same outputs as
   transformers and the same gradients of all five parameters over two SGD steps;
 - the same results as the CPU path, on torch's current stream (a side stream too);
-- in-place parameter updates are seen; padding_idx; the errors a user meets.
+- in-place parameter updates are seen; padding_idx; the errors a user meets;
+- every family of tests/test_families.py: the CUDA layouts equal transformers on CUDA over
+  two SGD steps, the others are refused with NotImplementedError.
 """
 
 import copy
@@ -165,3 +167,54 @@ def test_small_bert_with_the_drop_in_over_two_sgd_steps():
             scale = expected.abs().max().item()
             torch.testing.assert_close(got, expected, rtol=0, atol=1e-4 * scale + 1e-9)
     assert np.isfinite(results[1][0].cpu().numpy()).all()
+
+
+def _runs_on_cuda(module) -> bool:
+    """The layouts the CUDA kernels compute (nn.BertEmbeddings._sum_ids): token types,
+    positions and LayerNorm right after the sum; the others are refused on CUDA."""
+    return (
+        all(
+            getattr(module, name, None) is not None
+            for name in ("token_type_embeddings", "position_embeddings", "LayerNorm")
+        )
+        and getattr(module, "embed_proj", None) is None
+    )
+
+
+def _family_names():
+    from test_families import SUPPORTED  # tests/: the tiny models of every family
+
+    return list(SUPPORTED)
+
+
+@pytest.mark.parametrize("name", _family_names())
+def test_every_family_on_cuda_equals_transformers_or_is_refused(name):
+    from test_families import _calls, _close, tiny_model
+
+    reference = tiny_model(name, torch.float64).embeddings
+    drop_in = BertEmbeddings.from_hf(reference)
+    calls = [
+        (label, {k: v.to(CUDA) if torch.is_tensor(v) else v for k, v in kwargs.items()})
+        for label, kwargs in _calls(reference, name)
+    ]
+    reference.to(CUDA)
+    drop_in.to(CUDA)
+    if not _runs_on_cuda(reference):
+        with pytest.raises(NotImplementedError, match=r"drop-in runs on CPU tensors"):
+            drop_in(**calls[0][1])
+        return
+    optimizers = [torch.optim.SGD(m.parameters(), lr=0.5) for m in (reference, drop_in)]
+    weights = None
+    for label, kwargs in calls[:2]:
+        grads = []
+        for module, optimizer in zip((reference, drop_in), optimizers, strict=True):
+            optimizer.zero_grad()
+            out = module(**kwargs)
+            if weights is None:
+                weights = torch.randn(out.shape, dtype=out.dtype, device=CUDA)
+            (out * weights).sum().backward()
+            grads.append({n: p.grad for n, p in module.named_parameters() if p.grad is not None})
+            optimizer.step()
+        assert grads[1].keys() == grads[0].keys(), name
+        for parameter, expected in grads[0].items():
+            _close(grads[1][parameter], expected, torch.float64, f"{name} {label}: {parameter}")
