@@ -123,11 +123,21 @@ def test_sum_and_layer_norm_are_bitwise_the_cpus(dtype):
     want, want_sum = bek.embed(host, ids, types, layer_norm=True, return_sum=True)
     got, got_sum = bek.embed(device, ids, types, layer_norm=True, return_sum=True)
     np.testing.assert_array_equal(bits(got_sum.copy_to_host()), bits(want_sum))
-    np.testing.assert_array_equal(bits(got.copy_to_host()), bits(want))
+    assert_normalised_bits_equal(got.copy_to_host(), want)
     rows_nan = np.isnan(want.astype(np.float32)).all(axis=-1)
     assert rows_nan.any() and not rows_nan.all()  # NaN rows, and finite ones, compared
     alone = bek.embed(device, ids, types, layer_norm=True).copy_to_host()
-    np.testing.assert_array_equal(bits(alone), bits(want))
+    assert_normalised_bits_equal(alone, want)
+
+
+def assert_normalised_bits_equal(got, want):
+    """LayerNorm's output bit for bit, except the sign and payload of a NaN: a row holding a
+    NaN normalises to NaNs, and which NaN each element keeps follows the CPU's compiled
+    operand order (its serial and parallel builds differ; seen in CI), not a rule."""
+    nan = np.isnan(want.astype(np.float32))
+    got_values = bits(got).view(want.dtype)  # device bfloat16 arrives as its uint16 patterns
+    np.testing.assert_array_equal(np.isnan(got_values.astype(np.float32)), nan)
+    np.testing.assert_array_equal(bits(got)[~nan], bits(want)[~nan])
 
 
 @HALVES
