@@ -42,6 +42,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,6 +168,12 @@ def main(argv=None) -> int:
         action="store_true",
         help="skip the unmutated run: only where the whole suite just passed on this tree",
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="mutants run at once, each in its own copy (numba compiles on one core)",
+    )
     arguments = parser.parse_args(argv)
 
     mutants = [
@@ -210,30 +217,37 @@ def main(argv=None) -> int:
                 print(output[-4000:])
                 print("mutants: the baseline fails, so no mutant result would mean anything")
                 return 1
+        runnable = [m for m in mutants if not isinstance(patched[m["name"]], Exception)]
         for m in mutants:
-            name = m["name"]
-            if isinstance(patched[name], Exception):
-                print(f"{'stale':<9} {name:<34} {patched[name]}")
+            if m not in runnable:
+                print(f"{'stale':<9} {m['name']:<34} {patched[m['name']]}")
                 failures += 1
-                continue
-            copy_tree(work)
-            (work / m["file"]).write_text(patched[name])
-            cache = scratch / f"cache-{name}"  # fresh and empty: compiled from the mutant
-            status, output, seconds = run_tests(work, cache, m["tests"])
-            if status in (1, 2) and re.search(r"^(FAILED|ERROR) ", output, re.MULTILINE):
-                verdict, detail = "caught", first_failure(output)
-            elif status == 0:
-                verdict, detail = "SURVIVED", "every selected test passed"
-                failures += 1
-            elif status == -1:
-                verdict, detail = "ERROR", f"timed out after {TIMEOUT_S} s"
-                failures += 1
-            else:
-                verdict, detail = "ERROR", f"pytest exit status {status}: {output[-300:]!r}"
-                failures += 1
-            print(f"{verdict:<9} {name:<34} {detail:<70} {seconds:6.1f} s", flush=True)
-            if arguments.verbose:
-                print(textwrap.indent(output[-2000:], "    | "))
+
+        def run_one(m: dict) -> tuple[dict, int, str, float]:
+            copy = scratch / f"work-{m['name']}"
+            copy_tree(copy)
+            (copy / m["file"]).write_text(patched[m["name"]])
+            cache = scratch / f"cache-{m['name']}"  # fresh and empty: compiled from the mutant
+            status, output, seconds = run_tests(copy, cache, m["tests"])
+            shutil.rmtree(copy, ignore_errors=True)
+            return m, status, output, seconds
+
+        with ThreadPoolExecutor(max_workers=max(1, arguments.jobs)) as pool:
+            for m, status, output, seconds in pool.map(run_one, runnable):
+                if status in (1, 2) and re.search(r"^(FAILED|ERROR) ", output, re.MULTILINE):
+                    verdict, detail = "caught", first_failure(output)
+                elif status == 0:
+                    verdict, detail = "SURVIVED", "every selected test passed"
+                    failures += 1
+                elif status == -1:
+                    verdict, detail = "ERROR", f"timed out after {TIMEOUT_S} s"
+                    failures += 1
+                else:
+                    verdict, detail = "ERROR", f"pytest exit status {status}: {output[-300:]!r}"
+                    failures += 1
+                print(f"{verdict:<9} {m['name']:<34} {detail:<70} {seconds:6.1f} s", flush=True)
+                if arguments.verbose:
+                    print(textwrap.indent(output[-2000:], "    | "))
     finally:
         if arguments.keep:
             print(f"mutants: kept {scratch}")
