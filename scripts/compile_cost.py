@@ -11,6 +11,7 @@ with their 95% intervals, and the machine.
 """
 
 import argparse
+import copy
 import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the report runs torch (bench/peers.py)
@@ -29,7 +30,7 @@ def modules():
     config = transformers.BertConfig()  # BERT-base: vocab 30522, hidden 768, 512 positions
     torch.manual_seed(0)
     theirs = transformers.models.bert.modeling_bert.BertEmbeddings(config).eval()
-    ours = BertEmbeddings.from_hf(theirs).eval()
+    ours = BertEmbeddings.from_hf(copy.deepcopy(theirs)).eval()
     return {"transformers": theirs, "drop-in": ours}
 
 

@@ -8,6 +8,7 @@ read-back makes the host wait for the GPU), and the functions that take the
 host's time, by cumulative and own time.
 """
 
+import copy
 import cProfile
 import pstats
 import time
@@ -24,7 +25,7 @@ STEPS = 50
 def main():
     config = transformers.BertConfig(hidden_dropout_prob=0.0)
     reference = transformers.models.bert.modeling_bert.BertEmbeddings(config).cuda().eval()
-    drop_in = BertEmbeddings.from_hf(reference).cuda()
+    drop_in = BertEmbeddings.from_hf(copy.deepcopy(reference)).cuda()
     ids = torch.randint(0, config.vocab_size, (1, 128), device="cuda")
     types = torch.zeros_like(ids)
     weights = torch.randn(1, 128, config.hidden_size, device="cuda")

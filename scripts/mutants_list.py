@@ -459,7 +459,7 @@ MUTANTS = [
     # -- the drop-in as PyTorch operators (issue 30) ----------------------------------------
     {
         "name": "torch-op-fake-forgets-the-sums",
-        "file": "kernels/bert_embedding_kernels/torch_ops.py",
+        "file": "kernels/bert_embedding_kernels/nn/ops.py",
         "old": "    return out, word.new_empty(out.shape, dtype=_sums_dtype(word))\n",
         "new": "    return out, word.new_empty(0, dtype=_sums_dtype(word))\n",
         "tests": ["tests/test_torch_ops.py::test_opcheck_forward"],
@@ -467,7 +467,7 @@ MUTANTS = [
     },
     {
         "name": "torch-op-gradients-shifted",
-        "file": "kernels/bert_embedding_kernels/torch_ops.py",
+        "file": "kernels/bert_embedding_kernels/nn/ops.py",
         "old": "    needs = ctx.needs_input_grad[3:8]  # word, segment, position, weight, bias\n",
         "new": "    needs = ctx.needs_input_grad[2:7]  # word, segment, position, weight, bias\n",
         "tests": ["tests/test_nn.py::test_gradcheck_float64"],

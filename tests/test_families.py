@@ -126,7 +126,7 @@ def _close(a, b, dtype, what):
 @pytest.mark.parametrize("name", SUPPORTED)
 def test_outputs_equal_transformers(name, dtype):
     reference = tiny_model(name, dtype).embeddings
-    drop_in = BertEmbeddings.from_hf(reference)
+    drop_in = BertEmbeddings.from_hf(copy.deepcopy(reference))  # trained side by side
     with torch.no_grad():
         for label, kwargs in [*_calls(reference, name), ("inputs_embeds", _embeds_call(reference))]:
             _close(drop_in(**kwargs), reference(**kwargs), dtype, f"{name}, {label}")
@@ -136,7 +136,7 @@ def test_outputs_equal_transformers(name, dtype):
 @pytest.mark.parametrize("name", SUPPORTED)
 def test_gradients_over_two_sgd_steps_equal_transformers(name, dtype):
     reference = tiny_model(name, dtype).embeddings
-    drop_in = BertEmbeddings.from_hf(reference)
+    drop_in = BertEmbeddings.from_hf(copy.deepcopy(reference))  # trained side by side
     modules = {"transformers": reference, "drop-in": drop_in}
     optimizers = {k: torch.optim.SGD(m.parameters(), lr=0.5) for k, m in modules.items()}
     calls = _calls(reference, name)
@@ -194,7 +194,7 @@ def test_tables_from_a_saved_checkpoint_reproduce_the_model(name, tmp_path):
 def test_a_swapped_roberta_encoder_gives_the_same_last_hidden_state():
     model = tiny_model("roberta", torch.float64)
     swapped = copy.deepcopy(model)
-    swapped.embeddings = BertEmbeddings.from_hf(model.embeddings)
+    swapped.embeddings = BertEmbeddings.from_hf(swapped.embeddings)
     ids = _inputs(model.embeddings)
     mask = (ids != PAD).long()
     with torch.no_grad():

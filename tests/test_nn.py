@@ -64,7 +64,7 @@ def test_gradcheck_float64(shared_positions):
 
     def function(word, segment, position, weight, bias, padding_idx=None):
         # (ids, types, positions, tables..., eps, position_rule, its padding index,
-        # the word table's padding_idx, keep the sums for the backward): torch_ops.embed
+        # the word table's padding_idx, keep the sums for the backward): nn.ops.embed
         out, _ = torch.ops.bert_embedding_kernels.embed(
             ids,
             types,
@@ -108,7 +108,7 @@ def _batch():
 def test_minilm_outputs_match_transformers(minilm):
     input_ids, token_type_ids = _batch()
     swapped = copy.deepcopy(minilm)
-    swapped.embeddings = BertEmbeddings.from_hf(minilm.embeddings)
+    swapped.embeddings = BertEmbeddings.from_hf(swapped.embeddings)
     with torch.no_grad():
         expected = minilm.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
         got = swapped.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
@@ -125,7 +125,7 @@ def test_minilm_gradients_over_two_sgd_steps(minilm):
     input_ids, token_type_ids = _batch()
     reference = copy.deepcopy(minilm)
     swapped = copy.deepcopy(minilm)
-    swapped.embeddings = BertEmbeddings.from_hf(minilm.embeddings)
+    swapped.embeddings = BertEmbeddings.from_hf(swapped.embeddings)
     optimizers = [torch.optim.SGD(m.parameters(), lr=0.5) for m in (reference, swapped)]
     target = torch.randn(2, 24, 384, generator=torch.Generator().manual_seed(3))
     for _ in range(2):

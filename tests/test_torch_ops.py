@@ -1,4 +1,4 @@
-"""The drop-in's registered PyTorch operators (bert_embedding_kernels.torch_ops) under the
+"""The drop-in's registered PyTorch operators (bert_embedding_kernels.nn.ops) under the
 compilers: ``torch.library.opcheck`` of both operators, ``torch.autograd.gradcheck`` of the
 forward's registered gradient, ``torch.compile`` (``fullgraph=True`` included) of the drop-in
 in tiny BERT, RoBERTa and DistilBERT models (forward and one training step equal to eager)

@@ -153,6 +153,9 @@ class Inspected:
     dropout: object
     embed_proj: object | None  # DeBERTa-v2's Linear after the sum, or None
     padding_idx: int | None  # the position rule's padding index (after_padding)
+    # False where the id buffers are on the meta device (a model built before its weights
+    # are loaded): their values are checked by check_buffers once they exist.
+    buffers_checked: bool = True
 
     @property
     def fused_layer_norm(self) -> bool:
@@ -189,6 +192,21 @@ def inspect_module(module) -> Inspected:
     try:
         return _check_holdings(module, family)
     except _Refusal as refusal:
+        raise TypeError(f"{name} ({family.name}) is not supported here: {refusal}") from None
+
+
+def check_buffers(module, family: Family) -> None:
+    """The deferred check of a meta-device module's id buffers, once they hold values.
+
+    Raises
+    ------
+    TypeError
+        A buffer holds what transformers' forward would not compute with (named).
+    """
+    try:
+        _check_buffers(module)
+    except _Refusal as refusal:
+        name = type(module).__name__
         raise TypeError(f"{name} ({family.name}) is not supported here: {refusal}") from None
 
 
@@ -236,7 +254,11 @@ def _check_holdings(module, family: Family) -> Inspected:
     own = [n for n, _ in module.named_parameters(recurse=False)]
     if own:
         raise _Refusal(f"it holds parameters of its own: {own}")
-    _check_buffers(module)
+    buffers_checked = not _on_meta(module)
+    if buffers_checked:
+        _check_buffers(module)
+    else:
+        _check_buffer_names(module)
     position_type = getattr(module, "position_embedding_type", "absolute")
     if position_type != "absolute":
         raise _Refusal(f"position_embedding_type is {position_type!r}, not 'absolute'")
@@ -269,15 +291,35 @@ def _check_holdings(module, family: Family) -> Inspected:
         raise _Refusal("its tables have different dtypes")
     if len({t.embedding_dim for t in tables}) != 1:
         raise _Refusal("its tables have different widths")
-    return Inspected(family, word, segment, position, norm, module.dropout, embed_proj, padding_idx)
+    return Inspected(
+        family,
+        word,
+        segment,
+        position,
+        norm,
+        module.dropout,
+        embed_proj,
+        padding_idx,
+        buffers_checked,
+    )
 
 
-def _check_buffers(module) -> None:
-    """Only transformers' id buffers, holding what its forward assumes."""
+def _on_meta(module) -> bool:
+    """Built on the meta device: tensors with shapes and dtypes but no values yet."""
+    return any(b.device.type == "meta" for _, b in module.named_buffers(recurse=True))
+
+
+def _check_buffer_names(module) -> dict:
     buffers = dict(module.named_buffers(recurse=True))
     unknown = sorted(set(buffers) - {"position_ids", "token_type_ids"})
     if unknown:
         raise _Refusal(f"it holds buffers the drop-in does not use: {unknown}")
+    return buffers
+
+
+def _check_buffers(module) -> None:
+    """Only transformers' id buffers, holding what its forward assumes."""
+    buffers = _check_buffer_names(module)
     positions = buffers.get("position_ids")
     if positions is not None:
         row = positions.reshape(-1)

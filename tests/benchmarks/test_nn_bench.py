@@ -55,7 +55,7 @@ def _inputs():
 def _contenders(full: bool):
     reference = _hf_module()
     contenders = {
-        "bert_embedding_kernels.nn": BertEmbeddings.from_hf(reference),
+        "bert_embedding_kernels.nn": BertEmbeddings.from_hf(copy.deepcopy(reference)),
         "transformers-eager": reference,
     }
     if full:

@@ -25,7 +25,8 @@ kc = pytest.importorskip("bert_embedding_kernels.cuda")
 if kc.SIMULATOR:
     pytest.skip("numba's CUDA simulator cannot read torch's GPU memory", allow_module_level=True)
 
-from bert_embedding_kernels.nn import BertEmbeddings, _FusedEmbeddings  # noqa: E402
+from bert_embedding_kernels.nn import BertEmbeddings  # noqa: E402
+from bert_embedding_kernels.nn.cuda import FusedEmbeddings  # noqa: E402
 
 PARAMETERS = (
     "word_embeddings.weight",
@@ -60,7 +61,7 @@ def test_gradcheck_float64_on_cuda(shared_positions):
     order = [named[name].detach().clone().requires_grad_() for name in PARAMETERS]
 
     def function(word, segment, position, weight, bias):
-        return _FusedEmbeddings.apply(
+        return FusedEmbeddings.apply(
             ids, types, positions, None, {}, word, segment, position, weight, bias, 1e-12, None
         )
 
@@ -145,7 +146,7 @@ def test_small_bert_with_the_drop_in_over_two_sgd_steps():
     torch.manual_seed(0)
     reference = transformers.BertModel(config).to(CUDA).eval()
     swapped = copy.deepcopy(reference)
-    swapped.embeddings = BertEmbeddings.from_hf(reference.embeddings).to(CUDA)
+    swapped.embeddings = BertEmbeddings.from_hf(swapped.embeddings).to(CUDA)
     generator = torch.Generator().manual_seed(3)
     ids = torch.randint(0, 300, (3, 24), generator=generator).to(CUDA)
     ids[:, -4:] = 0  # padding
@@ -192,7 +193,7 @@ def test_every_family_on_cuda_equals_transformers_or_is_refused(name):
     from test_families import _calls, _close, tiny_model
 
     reference = tiny_model(name, torch.float64).embeddings
-    drop_in = BertEmbeddings.from_hf(reference)
+    drop_in = BertEmbeddings.from_hf(copy.deepcopy(reference))  # trained side by side
     calls = [
         (label, {k: v.to(CUDA) if torch.is_tensor(v) else v for k, v in kwargs.items()})
         for label, kwargs in _calls(reference, name)

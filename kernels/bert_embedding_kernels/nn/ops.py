@@ -19,16 +19,18 @@ are summed (and normalised) in float32 and rounded once; their backward starts
 from the float32 sum, and their gradients are rounded once to the tables' dtype.
 
 Imported by :mod:`bert_embedding_kernels.nn`; ``import bert_embedding_kernels`` never imports it
-(nor torch).
+(nor torch). The numpy views of the tensors never mark their storage as not resizable
+(:mod:`bert_embedding_kernels._arrays`), so FSDP2 can free and re-allocate the parameters.
 """
 
 import numpy as np
 import torch
 
-from .api import embed as _embed
-from .api import embed_backward as _embed_backward
-from .methods.layernorm_backward import layer_norm_backward
-from .tables import EmbeddingTables
+from .._arrays import as_numpy
+from ..api import embed as _embed
+from ..api import embed_backward as _embed_backward
+from ..methods.layernorm_backward import layer_norm_backward
+from ..tables import EmbeddingTables
 
 __all__ = ["embed", "embed_backward"]
 
@@ -40,7 +42,7 @@ def _float_numpy(tensor: torch.Tensor) -> np.ndarray:
     """A CPU tensor as numpy, 16-bit floats widened to float32 (exactly)."""
     if tensor.dtype in _HALF:
         tensor = tensor.float()
-    return tensor.detach().contiguous().numpy()
+    return as_numpy("tensor", tensor.detach().contiguous())
 
 
 def _sums_dtype(word: torch.Tensor) -> torch.dtype:
@@ -157,7 +159,7 @@ def embed_backward(
         grad_sums, norm_grads = _float_numpy(grad_out), []
     else:
         grad_sums, *norm_grads = layer_norm_backward(
-            sums.detach().numpy(), _float_numpy(grad_out), _float_numpy(weight), eps
+            as_numpy("sums", sums), _float_numpy(grad_out), _float_numpy(weight), eps
         )
     table_grads = _embed_backward(
         EmbeddingTables(word, segment, position, **_rules(position_rule, rule_padding_idx)),

@@ -8,7 +8,7 @@ other work and the host never waits, except for the range check of the ids
 in the forward pass (one 24-byte read-back, as ``torch.nn.Embedding`` has a
 device-side assert instead).
 
-Imported by :mod:`bert_embedding_kernels.nn` only when a CUDA tensor arrives, since importing
+Imported by :mod:`bert_embedding_kernels.nn.module` only when a CUDA tensor arrives, since importing
 ``bert_embedding_kernels.cuda`` initialises the CUDA driver.
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import cuda as gpu
+from .. import cuda as gpu
 
 _FLOAT_DTYPES = (torch.float32, torch.float64)
 _NUMPY_TO_TORCH = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
@@ -101,3 +101,43 @@ def backward(tables, batch, sums, grad_out, padding_idx, eps):
     ]
     gpu.fused_backward(tables, batch, grad_sums, padding_idx, out=table_grads, stream=stream)
     return [*table_grads, grad_weight, grad_bias]
+
+
+class FusedEmbeddings(torch.autograd.Function):
+    """LayerNorm(Wt[ids] + Ws[types] + Wp[positions]) on the device kernels, with autograd.
+
+    CPU tensors go through the registered operators of :mod:`bert_embedding_kernels.nn.ops`
+    instead (which ``torch.compile`` and ``torch.export`` trace). ``rules`` are the tables'
+    keyword arguments for the family's position rule. ``device_cache`` is a dict that keeps
+    the device views of the parameters from call to call (the module's own).
+    """
+
+    @staticmethod
+    def forward(
+        ctx,
+        ids,
+        types,
+        positions,
+        padding_idx,
+        rules,
+        word,
+        segment,
+        position,
+        weight,
+        bias,
+        eps,
+        device_cache=None,
+    ):
+        ctx.eps, ctx.padding_idx, ctx.rules = eps, padding_idx, rules
+        ctx.tables = device_tables(device_cache, word, segment, position, weight, bias, eps)
+        out, ctx.sums, ctx.batch = forward(ctx.tables, ids, types, positions)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        needs = ctx.needs_input_grad[5:10]  # word, segment, position, weight, bias
+        grads = backward(ctx.tables, ctx.batch, ctx.sums, grad_out, ctx.padding_idx, ctx.eps)
+        if ctx.rules.get("position_rule") == "after_padding":  # as the CPU's core does
+            grads[2][ctx.rules["padding_idx"]] = 0
+        weight_grads = [g if n else None for g, n in zip(grads, needs, strict=True)]
+        return None, None, None, None, None, *weight_grads, None, None
