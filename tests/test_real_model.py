@@ -234,6 +234,8 @@ def test_report_on_real_tables(tmp_path, source, capsys):
     capsys.readouterr()
 
 
-def test_report_tables_refuses_a_vocab_sweep():
-    with pytest.raises(SystemExit, match="--tables"):
+def test_report_tables_refuses_a_vocab_sweep(capsys):
+    with pytest.raises(SystemExit) as refused:
         cli.main(["report", "--tables", "minilm", "--vocab-sizes", "1000"])
+    assert refused.value.code == 2  # before the checkpoint is read
+    assert "argument --tables: fixes the vocabulary" in capsys.readouterr().err

@@ -1,5 +1,5 @@
 """The repository's own text: every path it names exists, no module of the package outgrows
-400 lines.
+400 lines, docs/TRACKING.md names the versions asv pins.
 
 Paths are named in the README, docs/, comments and docstrings of every Python file, the
 Makefile, pyproject.toml and .ci/. A path is a token that starts with one of the
@@ -8,6 +8,7 @@ rename or a move (issue 28 moved the package under ``kernels/bert_embedding_kern
 such a token must still point at something. Globs (``*.py``) must match at least one file.
 """
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -86,3 +87,18 @@ def test_no_module_of_the_package_is_over_400_lines():
         and (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES
     ]
     assert not long, long
+
+
+def test_tracking_names_every_version_asv_pins():
+    """docs/TRACKING.md lists asv's pinned versions and the results file name they make; a
+    pin added to asv.conf.json (ml_dtypes was) must show in both."""
+    config = (ROOT / "asv.conf.json").read_text()
+    config = "\n".join(line for line in config.splitlines() if not line.strip().startswith("//"))
+    pins = {name: versions[0] for name, versions in json.loads(config)["matrix"]["req"].items()}
+    text = (ROOT / "docs" / "TRACKING.md").read_text()
+    words = " ".join(text.split())
+    missing = [f"{n} {v}" for n, v in pins.items() if f"{n} {v}" not in words]
+    assert not missing, missing
+    # asv names an environment by its pins sorted by name (asv.environment.get_env_name)
+    environment = "-".join(f"{name}{version}" for name, version in sorted(pins.items()))
+    assert f"-virtualenv-py3.11-{environment}.json" in text, environment

@@ -64,6 +64,8 @@ QUICK_BASE = Shape(batch=4, seq=128, hidden=768, vocab=30522)
 # Seconds of timing per report point, all contenders together (report.Settings.defaults).
 SWEEP_BUDGET = 6.0
 QUICK_BUDGET = 2.5
+# `embench perf`: seconds of forward rounds at BERT-base (the backward gets half).
+PERF_BUDGET = 30.0
 QUICK_VOCAB_SIZES = (1000, 8000, 30522)
 QUICK_SEQ_LENS = (32, 128, 512)
 

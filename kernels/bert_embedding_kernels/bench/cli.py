@@ -1,21 +1,37 @@
 """``embench``: check and time the four implementations on this machine.
 
-The parser lives here; what each command does is in commands.py.
+The parser lives here, with every option's rule (options.py) checked while parsing: a
+bad value ends the command before any work, exit 2. What each command does is in
+commands.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 
 from .. import __version__
 from ..dtypes import FLOAT_DTYPES
 from ..registry import METHODS
 from . import cases
-from .cases import BERT_BASE, Shape
+from .cases import BERT_BASE, PERF_BUDGET, Shape
 from .commands import bench_table, check, choose, compare, perf, report, scaling
+from .options import (
+    markdown_path,
+    nonnegative_fraction,
+    output_directory,
+    peer_name,
+    positive_int,
+    positive_ints,
+    positive_ints_or_none,
+    positive_seconds,
+)
 
 DTYPE_NAMES = tuple(dtype.name for dtype in FLOAT_DTYPES)
+# What a shell reports for a tool that SIGPIPE ended (128 + 13): `embench ... | head`.
+BROKEN_PIPE_STATUS = 141
 
 
 class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
@@ -29,26 +45,19 @@ class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def _shape_arguments(parser: argparse.ArgumentParser, default: Shape) -> None:
-    parser.add_argument("--batch-size", type=int, default=default.batch, help="sequences")
-    parser.add_argument("--seq-len", type=int, default=default.seq, help="tokens per sequence")
+    parser.add_argument("--batch-size", type=positive_int, default=default.batch, help="sequences")
     parser.add_argument(
-        "--vocab-size", type=int, default=default.vocab, help="rows of the token table"
+        "--seq-len", type=positive_int, default=default.seq, help="tokens per sequence"
     )
-    parser.add_argument("--hidden-size", type=int, default=default.hidden, help="table width")
+    parser.add_argument(
+        "--vocab-size", type=positive_int, default=default.vocab, help="rows of the token table"
+    )
+    parser.add_argument(
+        "--hidden-size", type=positive_int, default=default.hidden, help="table width"
+    )
     parser.add_argument(
         "--dtype", choices=DTYPE_NAMES, default=default.dtype, help="the tables' dtype"
     )
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    values = tuple(int(v) for v in text.replace(",", " ").split())
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: give positive integers, e.g. 1000,8000")
-    return values
-
-
-def _ints_or_none(text: str) -> tuple[int, ...]:
-    return () if text.strip().lower() == "none" else _ints(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,15 +76,18 @@ def build_parser() -> argparse.ArgumentParser:
     _shape_arguments(check_parser, BERT_BASE)
     check_parser.add_argument("--methods", nargs="+", choices=METHODS)
     check_parser.add_argument(
-        "--budget", type=float, default=2.0, help="seconds of timing, all methods together"
+        "--budget",
+        type=positive_seconds,
+        default=2.0,
+        help="seconds of timing, all methods together",
     )
-    check_parser.set_defaults(run=check)
+    check_parser.set_defaults(run=check, command_parser=check_parser)
 
     table_parser = commands.add_parser(
         "bench-table", help="render a pytest-benchmark JSON file as a Markdown table"
     )
     table_parser.add_argument("json", help="file written by pytest --benchmark-json")
-    table_parser.set_defaults(run=bench_table)
+    table_parser.set_defaults(run=bench_table, command_parser=table_parser)
 
     perf_parser = commands.add_parser(
         "perf",
@@ -83,7 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
         **defaults,
     )
     perf_parser.add_argument(
-        "--budget", type=float, default=30.0, help="seconds of forward rounds (backward: half)"
+        "--budget",
+        type=positive_seconds,
+        help=f"seconds of forward rounds (backward: half); without it {PERF_BUDGET:g}; "
+        "CPU only (the GPU run times a fixed number of rounds)",
     )
     perf_parser.add_argument(
         "--device",
@@ -97,28 +112,32 @@ def build_parser() -> argparse.ArgumentParser:
     perf_parser.add_argument(
         "--write",
         metavar="PATH",
+        type=markdown_path,
         help="also write the Markdown to PATH (e.g. my-perf.md) and its figures as JSON beside it "
         "(my-perf.json; scripts/doc_figures.py renders the README's table from it)",
     )
-    perf_parser.set_defaults(run=perf)
+    perf_parser.set_defaults(run=perf, command_parser=perf_parser)
 
     scaling_parser = commands.add_parser(
         "scaling",
-        help="the CPU kernels at 1, 2, 4, ... threads (docs/PERFORMANCE-16-cores.md)",
+        help="the CPU kernels at 1, 2, 4, ... threads (docs/SCALING.md)",
         **defaults,
     )
     scaling_parser.add_argument(
         "--threads",
-        type=_ints,
+        type=positive_ints,
         help="thread counts, e.g. 1,2,4,8,16; without it 1, 2, 4, ... up to numba's count",
     )
     scaling_parser.add_argument(
-        "--budget", type=float, default=30.0, help="seconds of interleaved rounds"
+        "--budget", type=positive_seconds, default=30.0, help="seconds of interleaved rounds"
     )
     scaling_parser.add_argument(
-        "--write", metavar="PATH", help="also write the Markdown to PATH, and a plot beside it"
+        "--write",
+        metavar="PATH",
+        type=markdown_path,
+        help="also write the Markdown to PATH, and a plot beside it",
     )
-    scaling_parser.set_defaults(run=scaling)
+    scaling_parser.set_defaults(run=scaling, command_parser=scaling_parser)
 
     report_parser = commands.add_parser(
         "report", help="sweep vocab and seq len: check, time, fit, plot, recommend", **defaults
@@ -128,42 +147,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report_parser.add_argument(
         "--budget",
-        type=float,
+        type=positive_seconds,
         help=f"seconds of timing per point; without it {cases.SWEEP_BUDGET:g} "
         f"({cases.QUICK_BUDGET:g} with --quick)",
     )
-    report_parser.add_argument("--out", default="report", help="directory to write into")
     report_parser.add_argument(
-        "--vocab-sizes", type=_ints_or_none, help="e.g. 1000,8000,30522; 'none' to leave it out"
+        "--out", type=output_directory, default="report", help="directory to write into"
     )
-    report_parser.add_argument("--seq-lens", type=_ints, help="e.g. 32,128,512")
+    report_parser.add_argument(
+        "--vocab-sizes",
+        type=positive_ints_or_none,
+        help="e.g. 1000,8000,30522; 'none' to leave it out",
+    )
+    report_parser.add_argument("--seq-lens", type=positive_ints, help="e.g. 32,128,512")
     report_parser.add_argument(
         "--family-vocab-sizes",
-        type=_ints_or_none,
+        type=positive_ints_or_none,
         help="the family axis (BERT's, RoBERTa's and DistilBERT's layouts) at these "
         "vocabularies; without it 30522,50265,250002 (30522,50265 with --quick); 'none' to "
         "leave it out",
     )
     report_parser.add_argument(
         "--small-seq-lens",
-        type=_ints_or_none,
+        type=positive_ints_or_none,
         help="the batch-1 sweep, e.g. 8,32,128; 'none' to leave it out",
     )
     report_parser.add_argument(
         "--peers",
         nargs="*",
+        type=peer_name,
         metavar="PEER",
         help="outside implementations to time (default: every installed one); give none "
         "to time only ours",
     )
     report_parser.add_argument(
         "--batch-size",
-        type=int,
+        type=positive_int,
         help=f"sequences; without it {cases.SWEEP_BASE.batch} ({cases.QUICK_BASE.batch} with "
         "--quick); the batch-1 sweep keeps 1",
     )
     report_parser.add_argument(
-        "--hidden-size", type=int, help=f"table width; without it {cases.SWEEP_BASE.hidden}"
+        "--hidden-size",
+        type=positive_int,
+        help=f"table width; without it {cases.SWEEP_BASE.hidden}",
     )
     report_parser.add_argument(
         "--dtype", choices=DTYPE_NAMES, default="float32", help="the tables' dtype"
@@ -177,13 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
         "directory with tokenizer.json beside it; runs the seq-len sweep and compares "
         "real ids with uniform random ids",
     )
-    report_parser.set_defaults(run=report)
+    report_parser.set_defaults(run=report, command_parser=report_parser)
 
     choose_parser = commands.add_parser(
         "choose", help="the method to use for one shape, and one line of why", **defaults
     )
     _shape_arguments(choose_parser, BERT_BASE)
-    choose_parser.set_defaults(run=choose)
+    choose_parser.set_defaults(run=choose, command_parser=choose_parser)
 
     compare_parser = commands.add_parser(
         "compare",
@@ -193,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare_parser.add_argument("b", help="the results.json to judge")
     compare_parser.add_argument(
         "--fail-above",
-        type=float,
+        type=nonnegative_fraction,
         metavar="R",
         help="exit 1 if a contender got slower by more than R (0.2 = 20%%) over its points "
         "(geometric mean), with its 95%% CI excluding 1",
@@ -204,12 +230,45 @@ def build_parser() -> argparse.ArgumentParser:
         help="compare points whose shape, tables, peers or device differ (each marked) "
         "instead of refusing with exit 2",
     )
-    compare_parser.set_defaults(run=compare)
+    compare_parser.set_defaults(run=compare, command_parser=compare_parser)
     return parser
+
+
+def _conflict(arguments) -> str:
+    """Options that cannot go together, worded as argparse words a bad value, or ''."""
+    fixed = arguments.command == "report" and arguments.tables
+    if fixed and (arguments.vocab_sizes or arguments.hidden_size):
+        return (
+            "argument --tables: fixes the vocabulary and hidden size to the checkpoint's; "
+            "drop --vocab-sizes and --hidden-size"
+        )
+    if arguments.command == "perf" and arguments.device == "cuda" and arguments.budget:
+        return (
+            "argument --budget: times the CPU run only (--device cuda times a fixed number "
+            "of rounds, docs/GPU.md); drop it"
+        )
+    return ""
+
+
+def _reader_gone() -> int:
+    """stdout's reader went away (``embench bench-table b.json | head``): stop quietly, as
+    Unix tools do on EPIPE. Python would report the pipe again when it flushes stdout at
+    exit, so stdout goes to /dev/null from here on."""
+    with contextlib.suppress(OSError, ValueError):  # ValueError: no file descriptor (captured)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return BROKEN_PIPE_STATUS
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     arguments = build_parser().parse_args(argv)
+    conflict = _conflict(arguments)
+    if conflict:
+        arguments.command_parser.error(conflict)  # exit 2, before any work
     arguments.argv = argv
-    return arguments.run(arguments)
+    try:
+        status = arguments.run(arguments)
+        sys.stdout.flush()  # a closed pipe shows here, not at the interpreter's exit
+    except BrokenPipeError:
+        return _reader_gone()
+    return status

@@ -11,17 +11,15 @@ from pathlib import Path
 from .. import auto
 from ..dtypes import parse
 from ..registry import METHODS
-from . import contenders, machine, peers
-from .cases import Shape, make_inputs
+from . import contenders, machine
+from .cases import PERF_BUDGET, Shape, make_inputs
 from .progress import Progress
 from .render import format_time
 from .timing import MIN_ROUNDS, interleave
 
 
 def _shape(arguments) -> Shape:
-    for name in ("batch_size", "seq_len", "vocab_size", "hidden_size"):
-        if getattr(arguments, name) < 1:
-            raise SystemExit(f"embench: --{name.replace('_', '-')} must be >= 1")
+    """The shape the options name (each size checked >= 1 by the parser, options.py)."""
     return Shape(
         batch=arguments.batch_size,
         seq=arguments.seq_len,
@@ -30,24 +28,6 @@ def _shape(arguments) -> Shape:
         max_positions=max(512, arguments.seq_len),
         dtype=arguments.dtype,
     )
-
-
-def checked_peers(names: list[str]) -> tuple[str, ...]:
-    """``--peers``: each name a known peer (sum or LayerNorm) and installed, else exit 2."""
-    known = (*peers.PEERS, *peers.LAYER_NORM_PEERS)
-    installed = peers.available_peers() + peers.available_peers(layer_norm=True)
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise SystemExit(
-            f"embench: --peers: unknown peer {unknown[0]!r}; known: {', '.join(known)}"
-        )
-    missing = [n for n in names if n not in installed]
-    if missing:
-        raise SystemExit(
-            f"embench: --peers: {missing[0]!r} is not installed here; installed: "
-            f"{', '.join(installed) or 'none'} (pip install 'bert-embedding-kernels[peers]')"
-        )
-    return tuple(dict.fromkeys(names))
 
 
 def _methods(names: list[str] | None) -> list[str]:
@@ -94,7 +74,7 @@ def check(arguments) -> int:
         ratio = timings.ratio(contenders.COPY, name)  # copy time / ours: the fraction
         verdict = "roofline" if name == contenders.COPY else "ok, agrees with the reference"
         print(
-            f"{name:<20} {format_time(estimate.median):>10} {estimate.half_width:>+8.1%} "
+            f"{name:<20} {format_time(estimate.median):>10} {_plus_minus(estimate):>9} "
             f"{ratio.median:>11.2f} [{ratio.low:.2f}, {ratio.high:.2f}]  {verdict}"
         )
     print(
@@ -106,6 +86,11 @@ def check(arguments) -> int:
         print(f"embench check: {failures} method(s) DISAGREE with the reference", file=sys.stderr)
         return 1
     return 0
+
+
+def _plus_minus(estimate) -> str:
+    """A median's 95% interval as the report writes it: +-2.0% (half its width)."""
+    return f"+-{estimate.half_width:.1%}"
 
 
 def _over_budget(shape: Shape, budget: float):
@@ -137,10 +122,11 @@ def bench_table(arguments) -> int:
     from .benchtable import render_file
 
     try:
-        print(render_file(arguments.json))
+        table = render_file(arguments.json)
     except (OSError, ValueError, KeyError) as error:
         print(f"embench bench-table: cannot read {arguments.json}: {error}", file=sys.stderr)
         return 2
+    print(table)  # outside the try: a closed stdout is not a file that cannot be read
     return 0
 
 
@@ -155,7 +141,8 @@ def perf(arguments) -> int:
     from . import perf_markdown
 
     print("embench perf: checking and timing at BERT-base (about a minute)", file=sys.stderr)
-    measured = performance.measure(arguments.budget, include_compile=not arguments.no_compile)
+    budget = PERF_BUDGET if arguments.budget is None else arguments.budget
+    measured = performance.measure(budget, include_compile=not arguments.no_compile)
     command = "embench " + " ".join(arguments.argv)
     run = performance.summary(*measured, command)
     text = perf_markdown.render(run)
@@ -222,27 +209,22 @@ def report(arguments) -> int:
         overrides["family_vocab_sizes"] = arguments.family_vocab_sizes
     if arguments.small_seq_lens is not None:
         overrides["small_seq_lens"] = arguments.small_seq_lens
-    if arguments.peers is not None:  # no names: no peers at all
-        overrides["peers"] = checked_peers(arguments.peers)
+    if arguments.peers is not None:  # no names: no peers at all; each name checked by the parser
+        overrides["peers"] = tuple(dict.fromkeys(arguments.peers))
     if arguments.methods:
         overrides["methods"] = tuple(arguments.methods)
-    if arguments.tables:
-        if arguments.vocab_sizes or arguments.hidden_size:
-            raise SystemExit(
-                "embench report: --tables fixes the vocabulary and hidden size to the "
-                "checkpoint's; drop --vocab-sizes and --hidden-size"
-            )
+    if arguments.tables:  # without --vocab-sizes and --hidden-size (cli.py refuses them)
         overrides["tables"] = arguments.tables
     settings = report_module.Settings.defaults(arguments.quick, **overrides)
     base = settings.base
     base = dataclasses.replace(
         base,
-        batch=arguments.batch_size or base.batch,
-        hidden=arguments.hidden_size or base.hidden,
+        batch=base.batch if arguments.batch_size is None else arguments.batch_size,
+        hidden=base.hidden if arguments.hidden_size is None else arguments.hidden_size,
         dtype=arguments.dtype,
     )
     settings = dataclasses.replace(settings, base=base)
-    if arguments.budget:
+    if arguments.budget is not None:
         settings = dataclasses.replace(settings, budget=arguments.budget)
     results = report_module.run(settings)
     command = "embench " + " ".join(arguments.argv)

@@ -35,6 +35,8 @@ import numpy as np
 
 import bert_embedding_kernels.cuda as kc
 
+from .options import markdown_path, positive_int
+
 cuda = kc.cuda
 ROUNDS = 25
 INNER = 10
@@ -311,9 +313,11 @@ def run_case(label, batch_size, seq, vocab, hidden, positions, timer, args, budg
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--no-compile", action="store_true", help="leave torch.compile out")
-    parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument("--rounds", type=positive_int, default=ROUNDS)
     parser.add_argument("--smoke", action="store_true", help="tiny shapes, 2 rounds (simulator)")
-    parser.add_argument("--write", metavar="PATH", help="also write the Markdown to PATH")
+    parser.add_argument(
+        "--write", metavar="PATH", type=markdown_path, help="also write the Markdown to PATH"
+    )
     args = parser.parse_args(argv)
     began = time.perf_counter()
 

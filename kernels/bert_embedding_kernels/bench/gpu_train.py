@@ -32,6 +32,7 @@ import transformers
 
 from ..nn import BertEmbeddings
 from .gpu_perf import fmt, median_ci, zipf_ids
+from .options import markdown_path, positive_int
 
 ROUNDS = 15
 INNER = 10
@@ -70,7 +71,7 @@ def _check(reference, drop_in, ids, types, weights) -> list[str]:
 def run_case(label, batch, seq, use_compile, rounds) -> tuple[list[str], list[str]]:
     config = transformers.BertConfig(hidden_dropout_prob=0.0)  # BERT-base sizes
     reference = _reference(config)
-    drop_in = BertEmbeddings.from_hf(reference).to("cuda")
+    drop_in = BertEmbeddings.from_hf(copy.deepcopy(reference)).to("cuda")
     rng = np.random.default_rng(1)
     ids = torch.as_tensor(zipf_ids(config.vocab_size, (batch, seq)), device="cuda")
     types = torch.as_tensor(rng.integers(0, 2, (batch, seq)), device="cuda")
@@ -109,8 +110,10 @@ def run_case(label, batch, seq, use_compile, rounds) -> tuple[list[str], list[st
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--no-compile", action="store_true", help="leave torch.compile out")
-    parser.add_argument("--rounds", type=int, default=ROUNDS)
-    parser.add_argument("--write", metavar="PATH", help="also write the Markdown to PATH")
+    parser.add_argument("--rounds", type=positive_int, default=ROUNDS)
+    parser.add_argument(
+        "--write", metavar="PATH", type=markdown_path, help="also write the Markdown to PATH"
+    )
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("torch has no CUDA device here; this benchmark needs a GPU.")

@@ -1,7 +1,7 @@
-"""Presenting results.json (schema 2): the report's Markdown and its plots.
+"""Presenting results.json (schema 2): the report's Markdown (its plots: plots.py).
 
 Nothing here measures: every function takes the results as plain data and
-returns text or writes PNGs. Times are medians with their 95% intervals
+returns text. Times are medians with their 95% intervals
 (``1.23 ms +-2%``); a median whose interval is wider than +-10% is marked
 ``~`` (unstable: rerun on a quieter machine); a contender that disagreed with
 the reference is marked FAILED and was never timed.
@@ -9,14 +9,11 @@ the reference is marked FAILED and was never timed.
 
 from __future__ import annotations
 
-from pathlib import Path
 from types import SimpleNamespace
 
 from . import family_axis
 from .realdata import checkpoint_dir, corpus_lines, line_lengths
-from .verdict import SWEEP_LABELS, expected_slope, unstable
-
-PEER_STYLE = "--"  # dashed lines: outside implementations
+from .verdict import expected_slope, unstable
 
 
 def format_time(seconds: float | None) -> str:
@@ -42,7 +39,8 @@ def _cell(entry: dict | None) -> str:
     return f"{format_time(entry['median_s'])} +-{half:.0%}{mark}"
 
 
-def _names(points: list[dict]) -> list[str]:
+def contender_names(points: list[dict]) -> list[str]:
+    """Every contender named at any of ``points``, in the order they first appear."""
     names: list[str] = []
     for point in points:
         names += [n for n in point["contenders"] if n not in names]
@@ -51,7 +49,7 @@ def _names(points: list[dict]) -> list[str]:
 
 def _sweep_table(results: dict, sweep: str) -> list[str]:
     points = sorted((p for p in results["points"] if p["sweep"] == sweep), key=lambda p: p["size"])
-    names = _names(points)
+    names = contender_names(points)
     label = {"vocab": "vocab size", "seq": "seq len", "small": "seq len (batch 1)"}[sweep]
     lines = [
         f"| {label} | " + " | ".join(names) + " | fused, fraction of the copy |",
@@ -214,69 +212,6 @@ def _roofline_note() -> list[str]:
         "*fraction of the copy* is the copy's time over the kernel's (1.00 = at the memory "
         "limit, lower = slower), with the 95% interval of the paired per-round ratio.",
     ]
-
-
-def plot(results: dict, directory: Path) -> list[str]:
-    """One log-log plot per sweep with 95% intervals as error bars (none without matplotlib)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return []
-    written = []
-    for sweep, label in SWEEP_LABELS.items():
-        points = sorted(
-            (p for p in results["points"] if p["sweep"] == sweep), key=lambda p: p["size"]
-        )
-        if len(points) < 2:
-            continue
-        figure, axes = plt.subplots(figsize=(8, 5.5))
-        for name in _names(points):
-            measured = [
-                (p["size"], p["contenders"][name])
-                for p in points
-                if p["contenders"].get(name, {}).get("status") == "measured"
-            ]
-            if not measured:
-                continue
-            sizes = [size for size, _ in measured]
-            medians = [e["median_s"] for _, e in measured]
-            errors = [
-                [m - e["ci95_s"][0] for m, (_, e) in zip(medians, measured, strict=True)],
-                [e["ci95_s"][1] - m for m, (_, e) in zip(medians, measured, strict=True)],
-            ]
-            origin = measured[0][1]["origin"]
-            style = {"peer": PEER_STYLE, "roofline": ":"}.get(origin, "-")
-            color = "black" if origin == "roofline" else None
-            axes.errorbar(
-                sizes,
-                medians,
-                yerr=errors,
-                fmt=style,
-                marker="o",
-                markersize=3,
-                capsize=2,
-                label=name,
-                color=color,
-            )
-            for size, entry in measured:
-                if unstable(entry):
-                    axes.annotate("~", (size, entry["median_s"]), color="red")
-        axes.set_xscale("log")
-        axes.set_yscale("log")
-        axes.set_xlabel(label)
-        axes.set_ylabel("median time per call (s), 95% CI")
-        axes.set_title(f"{label}: ours solid, outside libraries dashed, copy dotted; ~ unstable")
-        axes.legend(fontsize=7, ncol=2)
-        axes.grid(True, which="both", alpha=0.3)
-        name = f"time_vs_{sweep}.png"
-        figure.tight_layout()
-        figure.savefig(directory / name, dpi=110)
-        plt.close(figure)
-        written.append(name)
-    return written
 
 
 def render_comparison(comparisons: list[dict], source: str) -> list[str]:

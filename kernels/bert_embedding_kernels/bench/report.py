@@ -10,7 +10,8 @@ sweep scaled by the work its cost model counts) is skipped and says so.
 
 :func:`write` stores ``results.json`` (docs/RESULTS.md documents the schema),
 ``calibration.json`` (the cost model behind ``method="auto"``, fitted here),
-``report.md`` and plots (:mod:`bert_embedding_kernels.bench.render`).
+``report.md`` (:mod:`bert_embedding_kernels.bench.render`) and plots
+(:mod:`bert_embedding_kernels.bench.plots`).
 """
 
 from __future__ import annotations
@@ -175,7 +176,8 @@ def run(settings: Settings) -> dict:
 
 def write(results: dict, directory: Path, command: str) -> list[str]:
     """Write results.json, calibration.json, report.md and the plots into ``directory``."""
-    from . import render  # matplotlib and Markdown: only when writing
+    from . import plots as plotting  # matplotlib and Markdown: only when writing
+    from . import render
 
     directory.mkdir(parents=True, exist_ok=True)
     results = {**results, "command": command}
@@ -185,6 +187,6 @@ def write(results: dict, directory: Path, command: str) -> list[str]:
     results["auto"] = verdict.auto_agreement(results, calibration)
     (directory / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (directory / "calibration.json").write_text(json.dumps(calibration, indent=2) + "\n")
-    plots = render.plot(results, directory)
+    plots = plotting.plot(results, directory)
     (directory / "report.md").write_text(render.render_markdown(results, plots))
     return ["report.md", "results.json", "calibration.json", *plots]
