@@ -473,6 +473,34 @@ MUTANTS = [
         "tests": ["tests/test_nn.py::test_gradcheck_float64"],
         "why": "the registered autograd asks which gradients are needed one argument off",
     },
+    # -- the drop-in inside training (issue 36) ----------------------------------------------
+    {
+        "name": "drop-in-copies-submodules",
+        "file": "kernels/bert_embedding_kernels/nn/module.py",
+        "old": "            self.add_module(name, child)\n",
+        "new": '            self.add_module(name, __import__("copy").deepcopy(child))\n',
+        "tests": ["tests/test_training.py::test_the_readme_swap_keeps_the_decoder_tied"],
+        "why": "the swap copies the word table: an MLM decoder tied to it is silently untied",
+    },
+    {
+        "name": "tensor-views-through-numpy",
+        "file": "kernels/bert_embedding_kernels/_arrays.py",
+        "old": "    return np.asarray(_TensorMemory(tensor, dtype))\n",
+        "new": "    return tensor.numpy()\n",
+        "tests": ["tests/test_distributed.py::test_the_kernels_leave_parameter_storage_resizable"],
+        "why": "Tensor.numpy() marks the parameters' storage unresizable: FSDP2 cannot free it",
+    },
+    {
+        "name": "meta-buffers-never-checked",
+        "file": "kernels/bert_embedding_kernels/nn/module.py",
+        "old": "        self._buffers_checked = found.buffers_checked\n",
+        "new": "        self._buffers_checked = True\n",
+        "tests": [
+            "tests/test_training.py::"
+            "test_from_hf_of_a_meta_module_checks_its_buffers_at_the_first_call"
+        ],
+        "why": "a module built on the meta device is never checked once its buffers hold values",
+    },
     # -- threading policy ------------------------------------------------------------------
     {
         "name": "threading-refuses-tbb",

@@ -63,15 +63,20 @@ SUPPORTED = {
 MODEL_TYPE = {"deberta-v3-like": "deberta-v2", "deberta-v2-projected": "deberta-v2"}
 
 
-def tiny_model(name: str, dtype=torch.float32):
+def tiny_config(name: str, **settings):
+    """A tiny config of the family ``name`` (a key of SUPPORTED), ``settings`` on top."""
     model_type = MODEL_TYPE.get(name, name)
-    settings = {**TINY, **SUPPORTED.get(name, {})}
+    settings = {**TINY, **SUPPORTED.get(name, {}), **settings}
     config = transformers.AutoConfig.for_model(model_type)
     for key, value in settings.items():
         if key in type(config).attribute_map or hasattr(config, key):
             setattr(config, key, value)
+    return config
+
+
+def tiny_model(name: str, dtype=torch.float32):
     torch.manual_seed(0)
-    model = transformers.AutoModel.from_config(config).to(dtype)
+    model = transformers.AutoModel.from_config(tiny_config(name)).to(dtype)
     return model.eval()  # dropout off: outputs and gradients are deterministic
 
 

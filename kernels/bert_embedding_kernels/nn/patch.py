@@ -3,7 +3,7 @@
 As Liger-Kernel does for its kernels, by ``model_type``:
 
 >>> from bert_embedding_kernels.nn import patch                          # doctest: +SKIP
->>> patch(model)                  # a built model (any head; sentence-transformers too)  # doctest: +SKIP
+>>> patch(model)      # a built model, any head (sentence-transformers too)  # doctest: +SKIP
 >>> with patch("roberta"):        # models built meanwhile get the drop-in    # doctest: +SKIP
 ...     model = AutoModelForMaskedLM.from_pretrained("roberta-base")
 
