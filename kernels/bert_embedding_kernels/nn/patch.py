@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from ..families import FAMILIES, Family, _qualified, family_of_model_type
-from .module import BertEmbeddings
+from .module import BertEmbeddings as DropIn
 
 _BY_NAME = {f.name.lower(): f for f in FAMILIES}
 
@@ -52,10 +52,12 @@ def _patched_init(self, *args, **kwargs):
 # One drop-in class per family, named as transformers' class (accelerate's
 # ``_no_split_modules`` and transformers' own messages match classes by name) and defined
 # here at import, so instances pickle by reference to it.
+# (The module's names are those classes; the drop-in itself is DropIn here.)
+PATCHED = {}
 for _family in FAMILIES:
-    globals()[_family.cls] = type(
+    PATCHED[_family.name] = globals()[_family.cls] = type(
         _family.cls,
-        (BertEmbeddings,),
+        (DropIn,),
         {
             "__init__": _patched_init,
             "__module__": __name__,
@@ -146,7 +148,7 @@ def _patch_family(family: Family, done: Patch) -> None:
         return  # patched already (by an earlier patch, which undoes it)
     original = getattr(module, family.cls)
     _ORIGINALS[family.name] = original
-    setattr(module, family.cls, globals()[family.cls])
+    setattr(module, family.cls, PATCHED[family.name])
 
     def undo():
         setattr(module, family.cls, original)
@@ -163,7 +165,7 @@ def _patch_model(model: nn.Module, done: Patch) -> None:
         for child_name, child in list(parent.named_children()):
             if _qualified(child) not in classes:
                 continue
-            drop_in = BertEmbeddings.from_hf(child)
+            drop_in = DropIn.from_hf(child)
             setattr(parent, child_name, drop_in)
             done.swapped.append(f"{name}.{child_name}" if name else child_name)
             done._undo.append(_restorer(parent, child_name, child, drop_in))
@@ -180,12 +182,12 @@ def _families_inside(model: nn.Module) -> list[Family]:
         raise TypeError(
             f"{type(model).__name__} holds no transformers model (no submodule has a config "
             "with a model_type); pass a transformers model, or swap an embeddings module "
-            "with BertEmbeddings.from_hf(module)"
+            "with bert_embedding_kernels.nn.BertEmbeddings.from_hf(module)"
         )
     return [family_of_model_type(t, f"patch({type(model).__name__})") for t in model_types]
 
 
-def _restorer(parent: nn.Module, name: str, original: nn.Module, drop_in: BertEmbeddings):
+def _restorer(parent: nn.Module, name: str, original: nn.Module, drop_in: DropIn):
     def undo():
         for child_name, child in drop_in.named_children():
             setattr(original, child_name, child)
