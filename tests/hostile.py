@@ -23,6 +23,23 @@ TABLES = bek.EmbeddingTables.random(
 IDS = np.array([[1, 2, 3], [4, 5, 6]])
 ACCEPTED_ERRORS = (TypeError, ValueError, IndexError)
 GOOD_TABLES = {"token": TABLES.token, "segment": TABLES.segment, "position": TABLES.position}
+# out_dtype / grad_dtype values that name no float dtype (numpy's parser raises TypeError,
+# ValueError or SyntaxError for them, by input), or no float any method returns.
+NOT_FLOAT_DTYPES = [
+    "int8",
+    np.int8,
+    np.int64,
+    np.uint16,
+    bool,
+    object,
+    np.complex128,
+    "U3",
+    "datetime64[s]",
+    ">f8",  # float64 in the other byte order: not what any method returns
+    "nonsense",
+    ",",  # numpy's parser raises SyntaxError here, ValueError for others
+    1.5,
+]
 
 
 def check_contract(method, argument, **arguments):

@@ -10,6 +10,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from hostile import NOT_FLOAT_DTYPES
 from poison import embed_backward as poisoned_backward
 from poison import gradient_allocations, poison_allocations
 from rules import assert_gradients_match as assert_matches_reference
@@ -17,6 +18,7 @@ from rules import budgeted_methods, random_case
 
 import bert_embedding_kernels as bek
 from bert_embedding_kernels import BACKWARD_METHODS, embed_backward
+from bert_embedding_kernels.dtypes import FLOAT_DTYPES
 
 BUDGETED = budgeted_methods(BACKWARD_METHODS)
 
@@ -81,6 +83,65 @@ def test_bad_backward_arguments(method, arguments, error, message):
     call = {"tables": TABLES, "grad_output": GRAD, "input_ids": IDS, "method": method}
     with pytest.raises(error, match=message):
         embed_backward(**{**call, **arguments})
+
+
+def _accumulators():
+    return [np.zeros(t.shape, np.float32) for t in (TABLES.token, TABLES.segment, TABLES.position)]
+
+
+# What the backward reads, laid inside the token accumulator (zeros there: valid ids).
+INSIDE_THE_ACCUMULATOR = {
+    "input_ids": lambda token: {"input_ids": token.view(np.int32)[:2, :3]},
+    "token_type_ids": lambda token: {"token_type_ids": token.view(np.int32)[:2, 1:4]},
+    "position_ids": lambda token: {"position_ids": token.view(np.int32)[0, :3]},
+    "grad_output": lambda token: {"grad_output": token.reshape(-1)[:24].reshape(2, 3, 4)},
+    "tables.token": lambda token: {"tables": bek.EmbeddingTables(token, None, None)},
+    "tables.norm_weight": lambda token: {
+        "tables": bek.EmbeddingTables(
+            TABLES.token,
+            TABLES.segment,
+            TABLES.position,
+            norm_weight=token[0],
+            norm_bias=np.zeros(4, np.float32),
+        )
+    },
+}
+
+
+@pytest.mark.parametrize("method", BACKWARD_METHODS)
+@pytest.mark.parametrize("argument", INSIDE_THE_ACCUMULATOR)
+def test_accumulate_into_sharing_memory_with_an_input_is_refused(method, argument):
+    # Issue 37: accumulate_into over input_ids was accepted, and the fused backward
+    # crashed (exit code 139): adding into the token rows overwrote the ids it indexed
+    # them by. embed refuses the same overlap of its out.
+    into = _accumulators()
+    call = {"tables": TABLES, "grad_output": GRAD, "input_ids": IDS, "method": method}
+    call |= INSIDE_THE_ACCUMULATOR[argument](into[0])
+    with pytest.raises(
+        ValueError, match=rf"^accumulate_into\.token overlaps {argument}; pass an array that"
+    ):
+        embed_backward(**call, accumulate_into=into)
+    assert not any(a.any() for a in into)  # refused before any method ran
+
+
+def test_accumulate_into_sharing_memory_with_a_copied_grad_output_is_refused():
+    # A Fortran-ordered grad_output is copied before the sums read it; it is still an input.
+    into = _accumulators()
+    fortran = into[0].reshape(-1)[:24].reshape(4, 3, 2).T  # (2, 3, 4), Fortran order
+    with pytest.raises(ValueError, match=r"^accumulate_into\.token overlaps grad_output"):
+        embed_backward(TABLES, fortran, IDS, accumulate_into=into)
+
+
+@pytest.mark.parametrize("method", BACKWARD_METHODS)
+@pytest.mark.parametrize("table_dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("value", NOT_FLOAT_DTYPES, ids=repr)
+def test_a_grad_dtype_that_is_no_float_is_refused_for_every_table_dtype(method, table_dtype, value):
+    # Issue 37: with float64 tables grad_dtype="int8" returned float64 gradients: a dtype
+    # that failed to parse became None, and numpy compares float64 == None as True.
+    tables = bek.EmbeddingTables.random(10, 4, max_positions=8, dtype=table_dtype)
+    grad = np.zeros((2, 3, 4), tables.dtype)
+    with pytest.raises(TypeError, match=rf"^grad_dtype is .*; with {tables.dtype} tables it"):
+        embed_backward(tables, grad, IDS, method=method, grad_dtype=value)
 
 
 def test_ids_are_checked_before_grad_output():

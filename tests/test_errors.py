@@ -2,8 +2,10 @@
 
 import numpy as np
 import pytest
+from hostile import NOT_FLOAT_DTYPES
 
 import bert_embedding_kernels as bek
+from bert_embedding_kernels.dtypes import FLOAT_DTYPES
 
 TABLES = bek.EmbeddingTables.random(10, 4, max_positions=8, type_vocab_size=2)
 IDS = np.array([[1, 2, 3], [4, 5, 6]])
@@ -136,6 +138,17 @@ def test_out_overlapping_ids_is_refused():
     int_view = ids.view(np.int32)[:, :, 0]
     with pytest.raises(ValueError, match="out overlaps input_ids"):
         bek.embed(TABLES, int_view, out=ids)
+
+
+@pytest.mark.parametrize("method", bek.METHODS)
+@pytest.mark.parametrize("table_dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("value", NOT_FLOAT_DTYPES, ids=repr)
+def test_an_out_dtype_that_is_no_float_is_refused_for_every_table_dtype(method, table_dtype, value):
+    # Issue 37: with float64 tables out_dtype="int8" returned float64: a dtype that failed
+    # to parse became None, and numpy compares float64 == None as True.
+    tables = bek.EmbeddingTables.random(10, 4, max_positions=8, dtype=table_dtype)
+    with pytest.raises(TypeError, match=rf"^out_dtype is .*; with {tables.dtype} tables it"):
+        bek.embed(tables, IDS, method=method, out_dtype=value)
 
 
 def test_tables_argument_must_be_embedding_tables():

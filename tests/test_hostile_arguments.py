@@ -12,7 +12,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 import pytest
-from hostile import GOOD_TABLES, HIDDEN, IDS, TABLES, VOCAB, check_contract
+from hostile import GOOD_TABLES, HIDDEN, IDS, MAX_POSITIONS, TABLES, VOCAB, check_contract
 from rules import budgeted_methods
 
 import bert_embedding_kernels as bek
@@ -129,6 +129,29 @@ def test_out_overlapping_other_ids(method, argument):
         bek.embed(TABLES, IDS, **{argument: ids}, method=method, out=out)
 
 
+@pytest.mark.parametrize("method", bek.METHODS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("argument", ["norm_weight", "norm_bias", "attention_mask"])
+def test_out_overlapping_the_layer_norm_parameters_or_the_mask(method, dtype, argument):
+    # Issue 37: accepted, and silently wrong: the sum was written into out before LayerNorm
+    # read its parameters there (a row [0, 0, 1.73, 0] for [-0.577, -0.577, 1.73, -0.577]),
+    # or before the mask (DeBERTa-v2's masks_output) multiplied it.
+    out = np.ones((2, 3, HIDDEN), dtype)
+    norm = {"norm_weight": np.ones(HIDDEN, dtype), "norm_bias": np.zeros(HIDDEN, dtype)}
+    mask = np.ones((2, 3), dtype)
+    if argument == "attention_mask":
+        mask = out.reshape(-1)[:6].reshape(2, 3)  # ones: a valid mask inside out
+    else:
+        norm[argument] = out[1, 2]  # out's last row, written before it is read
+    tables = bek.EmbeddingTables(
+        *(np.asarray(t, dtype) for t in GOOD_TABLES.values()), **norm, masks_output=True
+    )
+    name = argument if argument == "attention_mask" else f"tables.{argument}"
+    with pytest.raises(ValueError, match=rf"^out overlaps {name}; pass an array that shares"):
+        bek.embed(tables, IDS, method=method, layer_norm=True, out=out, attention_mask=mask)
+    assert np.all(out == 1)  # refused before any method ran
+
+
 BAD_OUTS = {
     "Fortran order": (lambda: np.zeros((2, 3, HIDDEN), np.float32, order="F"), ValueError),
     "byte-swapped float32": (lambda: np.zeros((2, 3, HIDDEN), ">f4"), TypeError),
@@ -174,6 +197,53 @@ def test_negative_past_length(method, value):
 def test_past_length_that_is_not_an_int(method, value):
     with pytest.raises(TypeError, match="past_length"):
         bek.embed(TABLES, IDS, past_length=value, method=method)
+
+
+ROBERTA = bek.EmbeddingTables(
+    TABLES.token, None, TABLES.position, position_rule="after_padding", padding_idx=1
+)
+HUGE_PAST_LENGTHS = [
+    MAX_POSITIONS,
+    2**62,
+    2**63 - 1,
+    2**63,
+    2**64 - 1,
+    2**64,
+    2**70,
+    np.int64(2**63 - 1),
+    np.uint64(2**63),
+    np.uint64(2**64 - 1),
+]
+
+
+@pytest.mark.parametrize("method", bek.METHODS)
+@pytest.mark.parametrize("value", HUGE_PAST_LENGTHS, ids=repr)
+def test_past_length_of_any_size_with_robertas_rule(method, value):
+    # Issue 37: at or above 2**63 the rule's positions wrapped to negative numbers, or the
+    # kernel's argument failed to convert (numba's OverflowError or TypingError, by what the
+    # process had compiled): nothing named. Now BERT's IndexError, naming past_length,
+    # with the true position: padding_idx 1 + past_length + 1 for the first real token.
+    ids = np.array([[1, 1, 5], [7, 1, 2]])  # the first non-padding token is [0, 2]
+    message = (
+        rf"^position_ids\[0, 2\] \(batch 0, position 2; default, past_length={value}, "
+        rf"position_rule='after_padding' from padding_idx=1\) is {1 + int(value) + 1}, "
+        rf"out of range: valid ids satisfy 0 <= id < {MAX_POSITIONS} \(max_positions\)\.$"
+    )
+    with pytest.raises(IndexError, match=message):
+        bek.embed(ROBERTA, ids, past_length=value, method=method)
+    grad = np.zeros((2, 3, HIDDEN), np.float32)
+    with pytest.raises(IndexError, match=message):
+        bek.embed_backward(ROBERTA, grad, ids, past_length=value, method=method)
+
+
+@pytest.mark.parametrize("method", bek.METHODS)
+@pytest.mark.parametrize("value", HUGE_PAST_LENGTHS, ids=repr)
+def test_padding_only_under_robertas_rule_takes_any_past_length(method, value):
+    # Padding tokens sit at position padding_idx whatever past_length is: nothing overflows.
+    ids = np.ones((2, 3), np.int64)
+    expected = TABLES.token[1] + TABLES.position[1]  # no segment table: its row of zeros
+    y = bek.embed(ROBERTA, ids, past_length=value, method=method)
+    np.testing.assert_allclose(y, np.broadcast_to(expected, y.shape), rtol=1e-6)
 
 
 @pytest.mark.parametrize("value", [None, 1, b"fused", "Fused", ""], ids=repr)

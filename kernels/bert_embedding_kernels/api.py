@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from . import auto, devices
-from .dtypes import accumulator
+from .dtypes import accumulator, float_dtype
 from .gradients import EmbeddingGradients
 from .methods.layernorm import layer_norm as numpy_layer_norm
 from .methods.onehot import DEFAULT_MEMORY_BUDGET
@@ -61,7 +61,9 @@ def embed(
     past_length : int, default 0
         Tokens already processed (for incremental decoding); shifts default positions.
     out : ndarray, shape (batch, seq, hidden), optional
-        C-contiguous, writable array of the output dtype to write into.
+        C-contiguous, writable array of the output dtype to write into, sharing
+        no memory with anything the call reads (the tables, their LayerNorm
+        parameters, the ids, a mask the tables multiply by): ValueError otherwise.
     memory_budget : int, default 256 MiB
         Bytes of extra memory the ``onehot`` and ``concat`` methods may use; they
         process tokens in chunks to stay within it. Ignored by the other methods.
@@ -214,6 +216,8 @@ def embed_backward(
         fresh-page cost. ``fused`` adds into them in its single pass (each
         element still in token order, after the value already there); the other
         methods add a fresh result. The ``padding_idx`` row is left as it was.
+        None of them may share memory with another, nor with anything the call
+        reads (the tables' arrays, the ids, ``grad_output``): ValueError.
     order : {"cpu", "tree"}, default "cpu"
         How each gradient element's terms are added. "cpu": in token order (the
         methods above). "tree": in a fixed binary tree, the same bits for any GPU
@@ -230,12 +234,13 @@ def embed_backward(
     ------
     TypeError
         As :func:`bert_embedding_kernels.embed`; also ``grad_output`` of another dtype than the
-        tables', a ``padding_idx`` or ``memory_budget`` that is not an int.
+        tables', a ``padding_idx`` or ``memory_budget`` that is not an int, a
+        ``grad_dtype`` that is not a float dtype these tables' gradients come in.
     ValueError
         As :func:`bert_embedding_kernels.embed`; also ``grad_output`` whose shape is not
         ``(batch, seq, hidden)`` (both shapes are named), a ``padding_idx``
         outside ``[0, vocab_size)``, an unknown ``method``, a ``memory_budget``
-        too small for one token.
+        too small for one token, ``accumulate_into`` arrays that overlap an input.
     IndexError
         As :func:`bert_embedding_kernels.embed`: an id outside its table.
 
@@ -318,9 +323,11 @@ def _on_device(tables, method, dtype, memory_budget, backward: bool = False):
         )
     # Device gradients come in the tables' grad_dtype: float32 for 16-bit tables, as the CPU's.
     returned = getattr(tables, "grad_dtype", tables.dtype) if backward else tables.dtype
-    if dtype is not None and np.dtype(dtype) != returned:
-        name = "grad_dtype" if backward else "out_dtype"
-        raise TypeError(f"{name} is {dtype!r}; device tables return {returned} here.")
+    if dtype is not None:
+        chosen = float_dtype(dtype)  # None for no float dtype at all: never equal to returned
+        if chosen is None or chosen != returned:
+            name = "grad_dtype" if backward else "out_dtype"
+            raise TypeError(f"{name} is {dtype!r}; device tables return {returned} here.")
     memory_budget = check_memory_budget(memory_budget)  # validated, though no GPU method uses it
     device = devices.backend(tables.device)  # loaded already: it made the tables
     return device.embed_backward if backward else device.embed

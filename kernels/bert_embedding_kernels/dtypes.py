@@ -42,12 +42,23 @@ def output_dtypes(dtype) -> tuple[np.dtype, ...]:
     return (dtype, FLOAT32) if is_half(dtype) else (dtype,)
 
 
-def parse(value, name: str = "dtype") -> np.dtype:
-    """``value`` as one of :data:`FLOAT_DTYPES`; "bfloat16" is understood by name."""
+def float_dtype(value) -> np.dtype | None:
+    """``value`` as one of :data:`FLOAT_DTYPES`, or None where it names none of them;
+    "bfloat16" is understood by name.
+
+    Test the result with ``is None`` before comparing it: numpy compares a dtype equal
+    to None when it is float64 (``np.dtype(None)``), so ``None in (float64,)`` is True.
+    """
     try:
         dtype = BFLOAT16 if str(value) == "bfloat16" else np.dtype(value)
-    except TypeError:
-        dtype = None
-    if dtype not in FLOAT_DTYPES:
+    except (TypeError, ValueError, SyntaxError):  # numpy's parser raises each, by input
+        return None
+    return dtype if dtype in FLOAT_DTYPES else None
+
+
+def parse(value, name: str = "dtype") -> np.dtype:
+    """``value`` as one of :data:`FLOAT_DTYPES`, else a TypeError naming ``name``."""
+    dtype = float_dtype(value)
+    if dtype is None:
         raise TypeError(f"{name} is {value!r}; it must be one of {NAMES}.")
     return dtype

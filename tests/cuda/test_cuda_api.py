@@ -71,6 +71,16 @@ def test_methods_without_a_cuda_kernel_name_method_and_device(device, method):
         bek.embed(device, IDS, method=method)
 
 
+@pytest.mark.parametrize("value", ["int8", np.int64, object, ",", "nonsense"], ids=repr)
+def test_a_dtype_that_is_no_float_is_refused_on_the_device(device, value):
+    # The CPU's issue 37 hole, checked where device tables take the same arguments.
+    with pytest.raises(TypeError, match=r"^out_dtype is .*; device tables return float32"):
+        bek.embed(device, IDS, out_dtype=value)
+    grad = np.zeros((2, 3, 9), np.float32)
+    with pytest.raises(TypeError, match=r"^grad_dtype is .*; device tables return float32"):
+        bek.embed_backward(device, grad, IDS, grad_dtype=value)
+
+
 def test_out_of_range_ids_raise_the_cpu_message(host, device):
     bad = IDS.copy()
     bad[1, 2] = 40

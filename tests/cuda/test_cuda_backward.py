@@ -179,6 +179,55 @@ def test_accumulate_into_of_the_wrong_kind_is_refused():
         )  # fmt: skip
 
 
+def _inside(token):
+    """What the backward reads, laid inside ``token`` (a (50, 33) float32 device array of
+    zeros: valid ids), by the argument it is passed as."""
+    words = token.reshape(-1).view(np.int32)
+    weight = kc.DeviceTables(*tables()[:3], norm_weight=token[0], norm_bias=token[1])
+    return {
+        "input_ids": {"input_ids": words[:8].reshape(2, 4)},
+        "token_type_ids": {"token_type_ids": words[40:48].reshape(2, 4)},
+        "position_ids": {"position_ids": words[100:104]},
+        "grad_output": {"grad_output": token.reshape(-1)[: 8 * 33].reshape(2, 4, 33)},
+        "tables.token": {"tables": kc.DeviceTables(token, *tables()[1:3])},
+        "tables.norm_weight": {"tables": weight},
+    }
+
+
+@pytest.mark.parametrize("target", ["accumulate_into", "out"])
+@pytest.mark.parametrize(
+    "argument",
+    [
+        "input_ids",
+        "token_type_ids",
+        "position_ids",
+        "grad_output",
+        "tables.token",
+        "tables.norm_weight",
+    ],
+)
+def test_targets_sharing_memory_with_an_input_are_refused(target, argument):
+    # The CPU's rule (issue 37: a CPU accumulator over input_ids crashed the backward):
+    # no gradient array may share memory with anything the call reads.
+    device, shapes = setup()
+    token = cuda.to_device(np.zeros(shapes[0], np.float32))
+    call = {"tables": device, "grad_output": grad((2, 4), 33), "input_ids": np.zeros((2, 4), int)}
+    call |= _inside(token)[argument]
+    targets = [token, *(cuda.to_device(np.zeros(shape, np.float32)) for shape in shapes[1:])]
+    with pytest.raises(ValueError, match=rf"^{target}\.token overlaps {argument}; pass an"):
+        kc.embed_backward(**call, **{target: targets})
+
+
+def test_targets_sharing_memory_with_a_strided_grad_output_are_refused():
+    # Compacted into a copy before the sums read it: the caller's array is still read.
+    device, shapes = setup()
+    token = cuda.to_device(np.zeros(shapes[0], np.float32))
+    strided = token[:16].reshape(2, 8, 33)[:, ::2]  # (2, 4, 33), not C-contiguous
+    targets = [token, *(cuda.to_device(np.zeros(shape, np.float32)) for shape in shapes[1:])]
+    with pytest.raises(ValueError, match=r"^accumulate_into\.token overlaps grad_output"):
+        kc.embed_backward(device, strided, np.zeros((2, 4), int), accumulate_into=targets)
+
+
 def test_out_is_overwritten_with_the_gradients_padding_row_zero():
     device, shapes = setup()
     rng = np.random.default_rng(8)

@@ -142,6 +142,17 @@ def test_out_of_the_wrong_kind_is_refused_with_the_cpu_messages():
         kc.embed(device, input_ids, out=overlapping)
 
 
+@pytest.mark.parametrize("name", ["norm_weight", "norm_bias"])
+def test_out_over_the_layer_norm_parameters_is_refused(name):
+    # The CPU's issue 37 hole (out over norm_weight: wrong rows, silently) on the device.
+    token, segment, position, weight, bias = tables()
+    out = cuda.to_device(np.zeros((2, 4, 33), np.float32))
+    norm = {"norm_weight": weight, "norm_bias": bias, name: out[1, 3]}
+    device = kc.DeviceTables(token, segment, position, **norm)
+    with pytest.raises(ValueError, match=rf"^out overlaps tables\.{name}; pass an array"):
+        kc.embed(device, ids(50, (2, 4), 16), out=out, layer_norm=True)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_layer_norm_matches_the_reference(dtype):
     device, (token, segment, position, weight, bias) = device_tables(dtype)

@@ -7,9 +7,8 @@ per element): see ``forward._sum_kernel`` and ``norm._norm_kernel``.
 
 from __future__ import annotations
 
-from ._runtime import HAS_SHUFFLE, HAS_STREAMING_STORE, WARP, cuda, memory_span
-from .tables import DeviceTables
-from .validate import DeviceBatch, check_out
+from ._runtime import HAS_SHUFFLE, HAS_STREAMING_STORE, WARP, cuda
+from .validate import check_out, inputs  # noqa: F401 (inputs: the forward modules take it here)
 
 
 @cuda.jit(device=True)
@@ -90,14 +89,6 @@ def warp_sum_function(reduction: str):
     if reduction not in ("shared", "shuffle"):
         raise ValueError(f"reduction is {reduction!r}; it must be 'auto', 'shared' or 'shuffle'.")
     return warp_sum_shuffle if reduction == "shuffle" else warp_sum_shared
-
-
-def inputs(tables: DeviceTables, batch: DeviceBatch) -> list:
-    """``(name, memory span)`` of every array a kernel reads, for ``check_out``."""
-    named = tables.named_spans()
-    return named + [
-        (name, memory_span(array)) for name, array in zip(DeviceBatch._fields, batch, strict=True)
-    ]
 
 
 def output(name, given, tables, batch, stream, named_inputs):

@@ -37,7 +37,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..validate.backward import check_padding_idx
-from ._runtime import SIMULATOR, cuda
+from ._runtime import SIMULATOR, as_device, cuda
 from .half import half_grad
 from .tables import DeviceTables
 from .tree import check_order, launch, tree_sums_kernel
@@ -291,6 +291,10 @@ def fused_backward(
     """
     order = check_order(order, tree_launch)
     hidden, dtype = tables.hidden_size, tables.grad_dtype
+    # Wrapped once (a torch tensor's wrapping costs host time): kept to check the targets.
+    given_grad = as_device(grad_output, "grad_output")
+    if given_grad is not None:
+        grad_output = given_grad
     if tables.half_kind is None:
         grad = device_grad(grad_output, (*batch.shape, hidden), dtype, stream)
     else:  # float16, bfloat16: gradients accumulate in float32, as on the CPU
@@ -298,10 +302,15 @@ def fused_backward(
     padding = check_padding_idx(padding_idx, tables.vocab_size)  # the CPU's check and message
     if out is not None and accumulate_into is not None:
         raise ValueError("give out or accumulate_into, not both.")
+    # grad_output as the caller gave it (a device array, read by the copy where one was
+    # made) and as the sums read it: no target may share memory with either.
+    read = (grad,) if given_grad is None or given_grad is grad else (grad, given_grad)
     if accumulate_into is not None:
-        targets = DeviceGradients(*check_targets("accumulate_into", accumulate_into, tables, grad))
+        targets = DeviceGradients(
+            *check_targets("accumulate_into", accumulate_into, tables, batch, read)
+        )
     elif out is not None:
-        targets = DeviceGradients(*check_targets("out", out, tables, grad))
+        targets = DeviceGradients(*check_targets("out", out, tables, batch, read))
     else:
         grads = cuda.device_array((rows_of(tables), hidden), dtype, stream=stream)
         vocab, first_position = tables.vocab_size, tables.vocab_size + tables.type_vocab_size

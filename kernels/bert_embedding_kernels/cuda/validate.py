@@ -290,8 +290,19 @@ def device_grad(grad_output, shape: tuple, dtype: np.dtype, stream):
     return grad.reshape(tokens, shape[2])
 
 
-def check_targets(label: str, given, tables: DeviceTables, grad) -> tuple:
-    """The caller's three gradient arrays (``out`` or ``accumulate_into``), checked as out."""
+def inputs(tables: DeviceTables, batch: DeviceBatch) -> list:
+    """``(name, memory span)`` of every array a kernel reads, for ``check_out``: the tables'
+    arrays (LayerNorm's too) and the ids."""
+    named = tables.named_spans()
+    return named + [
+        (name, memory_span(array)) for name, array in zip(DeviceBatch._fields, batch, strict=True)
+    ]
+
+
+def check_targets(label: str, given, tables: DeviceTables, batch: DeviceBatch, grads) -> tuple:
+    """The caller's three gradient arrays (``out`` or ``accumulate_into``), checked as out:
+    apart from each other, the tables, the ids and ``grads`` (``grad_output`` as given,
+    and the copy the sums read where it was copied), as the CPU's ``accumulate_into``."""
     parts = tuple(given) if isinstance(given, (tuple, list)) else None
     if parts is None or len(parts) != 3:
         raise TypeError(
@@ -299,7 +310,7 @@ def check_targets(label: str, given, tables: DeviceTables, grad) -> tuple:
             "(or a tuple) of three CUDA arrays: token, segment and position gradients."
         )
     checked = []
-    named = [("grad_output", memory_span(grad))]
+    named = inputs(tables, batch) + [("grad_output", memory_span(grad)) for grad in grads]
     arrays = (tables.token, tables.segment, tables.position)
     for name, array, table in zip(("token", "segment", "position"), parts, arrays, strict=True):
         checked.append(

@@ -15,7 +15,7 @@ import numpy as np
 
 from .._arrays import as_numpy
 from .._jit import serial_kernel
-from ..dtypes import output_dtypes, parse
+from ..dtypes import float_dtype, output_dtypes
 from ..tables import EmbeddingTables
 
 # Id dtypes the compiled kernel takes as they are; any other integer dtype is
@@ -81,17 +81,26 @@ def check_out_dtype(tables: EmbeddingTables, out_dtype) -> np.dtype:
     check_tables(tables)
     if out_dtype is None:
         return tables.dtype
+    return chosen_dtype(
+        "out_dtype",
+        out_dtype,
+        tables,
+        " (16-bit tables may return float32, the sum before rounding)",
+    )
+
+
+def chosen_dtype(name: str, value, tables: EmbeddingTables, note: str = "") -> np.dtype:
+    """``value`` (not None) as one of the dtypes tables of this dtype may return, else a
+    TypeError naming ``name``: ``out_dtype`` and ``grad_dtype`` allow the same ones."""
     allowed = output_dtypes(tables.dtype)
-    try:
-        dtype = parse(out_dtype, "out_dtype")
-    except TypeError:
-        dtype = None
-    if dtype not in allowed:
+    dtype = float_dtype(value)  # None for no float dtype at all ("int8", object, "nonsense")
+    # None first: `None in (float64,)` is True (numpy's dtype == None is float64's), and an
+    # int8 out_dtype once returned float64 so.
+    if dtype is None or dtype not in allowed:
         names = " or ".join(d.name for d in allowed)
+        shown = getattr(value, "__name__", value)
         raise TypeError(
-            f"out_dtype is {getattr(out_dtype, '__name__', out_dtype)!r}; with {tables.dtype} "
-            f"tables it must be {names} "
-            "(16-bit tables may return float32, the sum before rounding)."
+            f"{name} is {shown!r}; with {tables.dtype} tables it must be {names}{note}."
         )
     return dtype
 
@@ -189,12 +198,17 @@ def _check_range(name: str, ids: np.ndarray, size: int, size_name: str) -> None:
         return
     bad = (ids < 0) | (ids >= size)
     where = np.unravel_index(int(np.argmax(bad)), ids.shape)
-    value = ids[where]
+    raise out_of_range_error(name, where, ids[where], size, size_name)
+
+
+def out_of_range_error(name: str, where, value, size: int, size_name: str, origin: str = ""):
+    """The IndexError for the id ``value`` at ``name[where]``; ``origin`` says where
+    ids the caller did not give came from."""
     if len(where) == 2:
-        location = f"{name}[{where[0]}, {where[1]}] (batch {where[0]}, position {where[1]})"
+        location = f"{name}[{where[0]}, {where[1]}] (batch {where[0]}, position {where[1]}{origin})"
     else:
-        location = f"{name}[{where[0]}] (position {where[0]})"
-    raise IndexError(
+        location = f"{name}[{where[0]}] (position {where[0]}{origin})"
+    return IndexError(
         f"{location} is {value}, out of range: valid ids satisfy 0 <= id < {size} ({size_name})."
     )
 
@@ -277,6 +291,7 @@ def prepare(
     default_dtype = input_ids.dtype if input_ids.dtype in KERNEL_ID_DTYPES else np.dtype(np.int64)
     given = [("input_ids", input_ids)]  # caller's arrays: range-checked, kept apart from out
     range_checked = set()  # of those, the ones already checked on the way
+    numbered = False  # positions numbered by RoBERTa's rule, from the ids
 
     if token_type_ids is None:
         token_type_ids = _default_token_type_ids(seq, default_dtype)  # zeros: always valid
@@ -304,9 +319,7 @@ def prepare(
     elif position_ids is None and tables.position_rule == "after_padding":
         position_ids = positions_after_padding(input_ids, tables, past_length)
         range_checked.add("input_ids")
-        if tables.padding_idx + past_length + seq >= tables.max_positions:
-            # the rule's largest position may be past the table: range-checked below
-            given.append(("position_ids", position_ids))
+        numbered = True  # range-checked after the ids the caller gave, as given ones are
     elif position_ids is None:
         if past_length + seq > tables.max_positions:
             raise IndexError(
@@ -327,17 +340,14 @@ def prepare(
     for name, ids in given:
         if name not in range_checked:
             _check_range(name, ids, *sizes[name])
+    if numbered:
+        check_positions_after_padding(position_ids, tables, past_length)
     if position_ids.ndim == 1:
         position_ids = position_ids[None, :]
 
     if out is not None:
-        inputs = [
-            ("tables.token", tables.token),
-            ("tables.segment", tables.segment),
-            ("tables.position", tables.position),
-            *given,
-        ]
         expected = tables.dtype if out_dtype is None else out_dtype
+        inputs = [*table_inputs(tables), *given]
         out = check_out(out, (batch, seq, tables.hidden_size), expected, inputs)
     return Batch(input_ids, token_type_ids, position_ids, out)
 
@@ -351,8 +361,8 @@ from .backward import (  # noqa: E402
     check_grad_output,
     check_padding_idx,
 )
-from .outputs import check_attention_mask, check_out  # noqa: E402
-from .positions import positions_after_padding  # noqa: E402
+from .outputs import check_attention_mask, check_out, refuse_overlap, table_inputs  # noqa: E402
+from .positions import check_positions_after_padding, positions_after_padding  # noqa: E402
 
 __all__ = [
     "KERNEL_ID_DTYPES",
@@ -368,7 +378,10 @@ __all__ = [
     "check_out_dtype",
     "check_padding_idx",
     "check_tables",
+    "chosen_dtype",
     "flat_ids",
     "kernel_ids",
     "prepare",
+    "refuse_overlap",
+    "table_inputs",
 ]

@@ -10,9 +10,11 @@ from __future__ import annotations
 import numpy as np
 
 from .._arrays import as_numpy
-from ..dtypes import accumulator, output_dtypes, parse
+from ..dtypes import accumulator, output_dtypes
 from ..gradients import EmbeddingGradients
 from ..tables import EmbeddingTables
+from . import chosen_dtype
+from .outputs import refuse_overlap
 
 
 def check_grad_output(grad_output, shape: tuple[int, int, int], dtype: np.dtype) -> np.ndarray:
@@ -41,17 +43,7 @@ def check_grad_dtype(tables: EmbeddingTables, grad_dtype) -> np.dtype:
     """The gradients' dtype: float32 for 16-bit tables by default, else the tables'."""
     if grad_dtype is None:
         return accumulator(tables.dtype)
-    allowed = output_dtypes(tables.dtype)
-    try:
-        dtype = parse(grad_dtype, "grad_dtype")
-    except TypeError:
-        dtype = None
-    if dtype not in allowed:
-        names = " or ".join(d.name for d in allowed)
-        raise TypeError(
-            f"grad_dtype is {grad_dtype!r}; with {tables.dtype} tables it must be {names}."
-        )
-    return dtype
+    return chosen_dtype("grad_dtype", grad_dtype, tables)
 
 
 def check_padding_idx(padding_idx, vocab_size: int) -> int | None:
@@ -71,7 +63,9 @@ def check_padding_idx(padding_idx, vocab_size: int) -> int | None:
 
 
 def check_accumulate_into(tables: EmbeddingTables, into, dtype: np.dtype, inputs) -> tuple:
-    """Three writable, C-contiguous arrays shaped like the tables, of the accumulation dtype."""
+    """Three writable, C-contiguous arrays shaped like the tables, of the accumulation dtype,
+    sharing memory with none of ``inputs`` (``(name, array)`` pairs: what the call reads)
+    nor with each other."""
     parts = tuple(into) if isinstance(into, (tuple, list)) else None
     if parts is None or len(parts) != 3:
         raise TypeError(
@@ -97,8 +91,6 @@ def check_accumulate_into(tables: EmbeddingTables, into, dtype: np.dtype, inputs
             raise ValueError(f"{label} must be writable and C-contiguous.")
         fields = EmbeddingGradients._fields[: len(checked)]  # the ones checked so far
         named = [(f"accumulate_into.{f}", a) for f, a in zip(fields, checked, strict=True)]
-        for other_name, other in [*named, *inputs]:
-            if isinstance(other, np.ndarray) and np.may_share_memory(array, other):
-                raise ValueError(f"{label} overlaps {other_name}; pass separate arrays.")
+        refuse_overlap(label, array, [*named, *inputs])
         checked.append(array)
     return EmbeddingGradients(*checked)

@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .._arrays import as_numpy
 from ..tables import EmbeddingTables
 from . import (
     Batch,
@@ -27,6 +28,8 @@ from . import (
     check_out_dtype,
     check_padding_idx,
     prepare,
+    refuse_overlap,
+    table_inputs,
 )
 
 
@@ -86,6 +89,8 @@ def check_forward(
     layer_norm = tables.norm_by_default if layer_norm is None else layer_norm
     check_norm_options(tables, layer_norm, return_sum)
     mask = check_attention_mask(attention_mask, batch.shape) if tables.masks_output else None
+    if mask is not None and batch.out is not None:  # read after out is written: kept apart
+        refuse_overlap("out", batch.out, [("attention_mask", mask)])
     if method != "auto":
         check_method_dtype(method, method_dtypes[method], tables)
     return ForwardCall(method, batch, out_dtype, layer_norm, return_sum, mask)
@@ -109,11 +114,18 @@ def check_backward(
     method = check_method(method, tuple(method_dtypes), auto=False)
     memory_budget = check_memory_budget(memory_budget)
     batch = prepare(tables, *arguments)
-    grad = check_grad_output(grad_output, (*batch.shape, tables.hidden_size), tables.dtype)
+    given_grad = as_numpy("grad_output", grad_output)
+    grad = check_grad_output(given_grad, (*batch.shape, tables.hidden_size), tables.dtype)
     padding_idx = check_padding_idx(padding_idx, tables.vocab_size)
     grad_dtype = check_grad_dtype(tables, grad_dtype)
     check_method_dtype(method, method_dtypes[method], tables)
     into = None
     if accumulate_into is not None:
-        into = check_accumulate_into(tables, accumulate_into, grad.dtype, [("grad_output", grad)])
+        # Everything the call reads, as forward's out is kept apart from it: an accumulator
+        # over input_ids once crashed the fused backward (exit 139) as it overwrote the ids.
+        ids = [(name, getattr(batch, name)) for name in Batch._fields[:3]]
+        read = [*table_inputs(tables), *ids, ("grad_output", given_grad)]
+        if grad is not given_grad:  # a contiguous or widened copy: the one the method reads
+            read.append(("grad_output", grad))
+        into = check_accumulate_into(tables, accumulate_into, grad.dtype, read)
     return BackwardCall(method, batch, grad, padding_idx, grad_dtype, memory_budget, into)

@@ -10,7 +10,7 @@ import numpy as np
 
 from .._jit import serial_kernel
 from ..tables import EmbeddingTables
-from . import KERNEL_ID_DTYPES, _check_range, kernel_ids
+from . import KERNEL_ID_DTYPES, _check_range, _first_out_of_range, kernel_ids, out_of_range_error
 
 
 @serial_kernel
@@ -42,8 +42,14 @@ def positions_after_padding(input_ids: np.ndarray, tables: EmbeddingTables, past
     get ``pad``. A new (batch, seq) int64 array. The pass over the ids is the one the
     range check of ``input_ids`` makes for BERT's layout too, so the rule reads the batch
     no more often than BERT's positions do (ids of other dtypes than int32/int64 are
-    range-checked first, then converted). :func:`prepare` range-checks the positions
-    only where the rule's largest, ``pad + past + seq``, may be past the table.
+    range-checked first, then converted); :func:`check_positions_after_padding`
+    range-checks the positions.
+
+    A ``past_length`` at or past ``max_positions`` puts every non-padding token past
+    the table; those tokens are numbered from ``max_positions`` instead, which keeps
+    the same tokens out of range and every number within int64 (``pad + past +
+    count`` wrapped above 2**63 - 1, and a past_length of 2**64 failed to convert to
+    the kernel's argument: numba's OverflowError or TypingError, naming nothing).
 
     Raises
     ------
@@ -54,12 +60,41 @@ def positions_after_padding(input_ids: np.ndarray, tables: EmbeddingTables, past
     if input_ids.dtype not in KERNEL_ID_DTYPES:
         _check_range("input_ids", input_ids, tables.vocab_size, "vocab_size")
     ids = kernel_ids(input_ids)
+    start = _numbered_from(tables, past_length)
     if (
         ids.size
-        and _number_after_padding(
-            ids, tables.vocab_size, tables.padding_idx, past_length, positions
-        )
-        >= 0
+        and _number_after_padding(ids, tables.vocab_size, tables.padding_idx, start, positions) >= 0
     ):
         _check_range("input_ids", input_ids, tables.vocab_size, "vocab_size")  # raises
     return positions
+
+
+def _numbered_from(tables: EmbeddingTables, past_length: int) -> int:
+    """The ``past_length`` the kernel numbers from: at most ``max_positions`` (docstring above)."""
+    return min(past_length, tables.max_positions)
+
+
+def check_positions_after_padding(
+    positions: np.ndarray, tables: EmbeddingTables, past_length: int
+) -> None:
+    """Raise BERT's IndexError for the first of RoBERTa's positions past the position table,
+    naming ``past_length`` and ``padding_idx`` (the caller gave no position_ids) and the
+    position's true value (the kernel's may be numbered from less, :func:`_numbered_from`).
+
+    A no-op where the rule's largest position, ``pad + past + seq``, is in the table.
+    """
+    seq = positions.shape[1]
+    if tables.padding_idx + past_length + seq < tables.max_positions:
+        return
+    flat = _first_out_of_range(positions, tables.max_positions)
+    if flat < 0:
+        return
+    where = divmod(int(flat), seq)
+    value = int(positions[where]) + past_length - _numbered_from(tables, past_length)
+    origin = (
+        f"; default, past_length={past_length}, position_rule='after_padding' from "
+        f"padding_idx={tables.padding_idx}"
+    )
+    raise out_of_range_error(
+        "position_ids", where, value, tables.max_positions, "max_positions", origin
+    )
