@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from bert_embedding_kernels.bench import cli, perf, perf_markdown
+from bert_embedding_kernels.bench import cli, perf, perf_markdown, verdict
 
 
 @pytest.fixture(scope="module")
@@ -46,23 +46,21 @@ def _row(markdown: str, name: str) -> list[str]:
     return [cell.strip() for cell in rows[0].strip("|").split("|")]
 
 
-def test_every_figure_of_ours_is_measured_with_an_interval(written):
+def test_every_figure_of_ours_is_measured_with_an_interval(written, written_json):
     ours = [f for f in (*perf.FORWARD_FIGURES, *perf.BACKWARD_FIGURES) if "torch" not in f.name]
     ours = [f for f in ours if "onnxruntime" not in f.name and "numpy" not in f.name]
     assert ours
+    rows = {row["figure"]: row for row in written_json["figures"]}
     for figure in ours:
-        _, measured, verdict, _ = _row(written, figure.name)
-        match = re.fullmatch(r"(\d+\.\d+) \[\d+\.\d\d, \d+\.\d\d\]( ~)?", measured)
-        assert match, measured
+        _, measured, judged, _ = _row(written, figure.name)
+        assert re.fullmatch(r"(\d+\.\d+) \[\d+\.\d\d, \d+\.\d\d\]( ~)?", measured), measured
         if figure.target:
-            # judged on the unrounded value, printed with the digits that decided it
+            # judged on the interval by the one rule (bench/verdict.py), never on the median
             op, bound = figure.target.split()
-            value = float(match.group(1))
-            met = value >= float(bound) if op == ">=" else value <= float(bound)
-            word = "met" if met else "MISSED"
-            assert verdict.startswith(f"{figure.target}: {word} ({match.group(1)} "), verdict
+            word = verdict.target(*rows[figure.name]["ci95"], op, float(bound))
+            assert judged.startswith(f"{figure.target}: {word} ("), judged
         else:
-            assert verdict == ""
+            assert judged == ""
 
 
 def test_peers_are_measured_when_installed(written):

@@ -266,6 +266,9 @@ def test_check_prints_every_method_with_an_interval(capsys):
         if line.split(" ")[0] in bek.METHODS and "SKIPPED" not in line
     ]
     assert rows and all(re.search(r" \+-\d+\.\d%", row) for row in rows), rows
+    # the verdict by the one rule (bench/verdict.py): a winner, and a ratio of at least 1
+    fastest = [line for line in out.splitlines() if line.startswith("fastest (our methods")]
+    assert len(fastest) == 1 and re.search(r"(\d+\.\d\d)x slower|tie \(", fastest[0])
 
 
 def test_choose_prints_a_method_and_why(capsys, monkeypatch):

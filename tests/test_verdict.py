@@ -1,8 +1,11 @@
-"""The verdict's fastest agrees with the ratio it quotes (no "runner-up 0.94x slower")."""
+"""One rule for every verdict (issue 37): an interval decides, never a median alone; the named
+winner's quoted ratio is at least 1. All on synthetic data: nothing here is timed."""
 
 from types import SimpleNamespace
 
-from bert_embedding_kernels.bench import verdict
+import pytest
+
+from bert_embedding_kernels.bench import compare, perf_markdown, verdict
 
 
 class _Ratio(SimpleNamespace):
@@ -42,7 +45,7 @@ def test_the_paired_rounds_decide_the_fastest():
     entry = point["verdict"]["sum"]
     assert entry["fastest"] == "b" and entry["runner_up"] == "a"
     assert entry["median"] > 1 and not entry["tie"]
-    assert "slower" in verdict._phrase(entry) and "1.06x slower" in verdict._phrase(entry)
+    assert "slower" in verdict.phrase(entry) and "1.06x slower" in verdict.phrase(entry)
 
 
 def test_a_clear_order_is_kept():
@@ -50,3 +53,64 @@ def test_a_clear_order_is_kept():
     timings = _Timings({("b", "a"): (2.0, 1.9, 2.1)})
     verdict.point_ratios(point, timings)
     assert point["verdict"]["sum"]["fastest"] == "a"
+
+
+@pytest.mark.parametrize(
+    "low, high, op, bound, expected",
+    [
+        (0.36, 1.69, ">=", 0.90, "undecided"),  # perf --budget 5 had judged this MISSED
+        (0.55, 1.84, "<=", 1.15, "undecided"),  # ... and this met, on the medians alone
+        (0.91, 0.95, ">=", 0.90, "met"),
+        (0.80, 0.89, ">=", 0.90, "MISSED"),
+        (1.00, 1.10, "<=", 1.15, "met"),
+        (1.16, 1.30, "<=", 1.15, "MISSED"),
+        (0.90, 0.95, ">=", 0.90, "undecided"),  # touching the line cannot tell
+    ],
+)
+def test_a_target_is_judged_on_its_interval(low, high, op, bound, expected):
+    assert verdict.target(low, high, op, bound) == expected
+    row = {"figure": "f", "target": f"{op} {bound}", "value": (low + high) / 2,
+           "ci95": [low, high], "unstable": False}  # fmt: skip
+    assert perf_markdown.verdict_cell(row).startswith(f"{op} {bound}: {expected} (")
+
+
+def test_the_printed_interval_agrees_with_the_verdict():
+    row = {"figure": "f", "target": ">= 0.90", "value": 0.95, "ci95": [0.9004, 0.99]}
+    cell = perf_markdown.verdict_cell(row)
+    assert cell == ">= 0.90: met ([0.9004, 0.9900] above 0.90)", cell
+
+
+def test_a_change_is_judged_on_its_interval():
+    assert [verdict.change(*i) for i in ((1.1, 1.3), (0.7, 0.9), (0.9, 1.2))] == [
+        "slower",
+        "faster",
+        "same",
+    ]
+
+
+def test_compare_fails_only_a_slowdown_whose_interval_is_above_1():
+    row = {"contender": "fused", "change": 1.5}
+    straddling = [row | {"ci95": [0.8, 2.8]}] * 3  # the median far above, the interval not
+    assert compare.failures(straddling, 0.2) == []
+    clear = [row | {"ci95": [1.3, 1.7]}] * 3
+    assert [f["contender"] for f in compare.failures(clear, 0.2)] == ["fused"]
+
+
+def test_a_tie_names_the_winner_the_quoted_ratio_favours():
+    """The report had written 'fused (allocating) and numpy-indexing tie (ratio 0.95 ...)':
+    a tie's named winner is the one the paired ratio favours, quoted at least 1."""
+    point = {"contenders": {"a": _contender(1.00), "b": _contender(1.01)}}
+    timings = _Timings({("b", "a"): (0.95, 0.85, 1.04)})  # medians: a; paired: b, a tie
+    verdict.point_ratios(point, timings)
+    entry = point["verdict"]["sum"]
+    assert entry["tie"] and entry["fastest"] == "b" and entry["median"] >= 1
+    text = verdict.phrase(entry)
+    assert text.startswith("**b** and a tie (a / b 1.05,"), text
+    assert "0.95" not in text
+
+
+@pytest.mark.parametrize("paired", [(0.5, 0.4, 0.6), (0.99, 0.9, 1.1), (1.0, 0.9, 1.1), (3, 2, 4)])
+def test_the_named_winner_s_ratio_is_never_below_1(paired):
+    winner, runner, ratio = verdict.ranked(_Timings({("b", "a"): paired}).ratio, "a", "b")
+    assert {winner, runner} == {"a", "b"} and ratio.median >= 1
+    assert verdict.tie(ratio) == (ratio.low <= 1 <= ratio.high)

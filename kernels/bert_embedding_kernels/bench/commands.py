@@ -12,6 +12,7 @@ from .. import auto
 from ..dtypes import parse
 from ..registry import METHODS
 from . import contenders, machine
+from . import verdict as verdicts
 from .cases import PERF_BUDGET, Shape, make_inputs
 from .progress import Progress
 from .render import format_time
@@ -82,10 +83,28 @@ def check(arguments) -> int:
         "roofline. 95% CI: of the median, distribution-free; fraction of copy: the copy's time "
         "over the contender's (1.00 = at the memory limit), a paired per-round ratio."
     )
+    point = report_point(shape, built, timings)
+    for group, entry in point["verdict"].items():
+        print(f"fastest ({GROUP_WORDS[group]}): {verdicts.phrase(entry, bold='')}")
     if failures:
         print(f"embench check: {failures} method(s) DISAGREE with the reference", file=sys.stderr)
         return 1
     return 0
+
+
+# What each verdict group compares, in check's words (bench/verdict.py's GROUPS).
+GROUP_WORDS = {
+    "methods": "our methods into out=",
+    "sum": "allocating the output",
+    "layernorm": "LayerNorm(sum), allocating",
+}
+
+
+def report_point(shape: Shape, built: dict, timings):
+    """The point as the report would record it: its ratios and verdicts by the one rule."""
+    from .report import point_of
+
+    return point_of("check", shape.seq, shape, built, timings)
 
 
 def _plus_minus(estimate) -> str:

@@ -11,7 +11,8 @@ moved every ratio of that point alike. Its 95% interval combines the two runs'
 intervals of ``time / copy`` (each from paired rounds) on the log scale, as
 independent estimates. The
 verdict is ``slower`` or ``faster`` only where that interval excludes 1, else
-``same``; ``--fail-above R`` fails when a contender got slower by more than
+``same`` (:func:`bert_embedding_kernels.bench.verdict.change`, the rule every command
+judges by); ``--fail-above R`` fails when a contender got slower by more than
 ``R`` with its interval excluding 1 (asv's ``compare`` and pytest-benchmark's
 ``--benchmark-compare-fail`` are the models).
 """
@@ -23,6 +24,7 @@ import math
 import statistics
 from pathlib import Path
 
+from . import verdict as verdicts
 from .contenders import COPY
 from .timing import Z95
 
@@ -117,7 +119,7 @@ def compare(a: dict, b: dict, allow_different: bool = False) -> list[dict]:
             change = rb["median"] / ra["median"] / common
             sigma = math.hypot(_log_sigma(ra), _log_sigma(rb))
             low, high = change * math.exp(-Z95 * sigma), change * math.exp(Z95 * sigma)
-            verdict = "slower" if low > 1 else "faster" if high < 1 else "same"
+            verdict = verdicts.change(low, high)  # the one rule: the interval decides
             rows.append({"sweep": key[0], "size": key[1], "dtype": key[2],
                          "contender": name.removesuffix(f"/{COPY}"), "change": change,
                          "ci95": [low, high], "verdict": verdict,
@@ -141,7 +143,9 @@ def failures(rows: list[dict], fail_above: float) -> list[dict]:
     for name, own in by_contender.items():
         mean = math.exp(statistics.fmean(math.log(r["change"]) for r in own))
         low = math.exp(statistics.fmean(math.log(r["ci95"][0]) for r in own))
-        if mean > 1 + fail_above and low > 1:
+        high = math.exp(statistics.fmean(math.log(r["ci95"][1]) for r in own))
+        # slower by the one rule (the interval above 1), and by more than R at its median
+        if verdicts.change(low, high) == "slower" and mean > 1 + fail_above:
             failing.append({"contender": name, "change": mean, "ci95_low": low, "points": len(own)})
     return failing
 

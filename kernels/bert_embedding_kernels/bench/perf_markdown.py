@@ -7,23 +7,35 @@ rendered here from that data, so the Markdown and the README cannot disagree.
 
 from __future__ import annotations
 
+from . import verdict
 from .cases import BERT_BASE
 from .perf import SMALL_CALL_FIGURE
 
 
 def _digits(value: float) -> str:
-    """Enough digits that the printed value agrees with the verdict on the unrounded one."""
+    """Enough digits to tell a figure at a glance (3 below 10, else 1)."""
     return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
 
 
-def _met(target: str, value: float) -> str:
-    """The verdict on the unrounded ``value``, printed with the digits that decided it."""
+def _bounds(low: float, high: float, bound: float, where: str) -> str:
+    """``[low, high]`` printed with the fewest digits (2 or more) at which the printed
+    interval still lies where the unrounded one does against ``bound``."""
+    for digits in range(2, 7):
+        shown_low, shown_high = round(low, digits), round(high, digits)
+        if verdict.side(shown_low, shown_high, bound) == where:
+            break
+    return f"[{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def _met(target: str, low: float, high: float) -> str:
+    """The verdict on the interval (verdict.target: met, MISSED or undecided), with the
+    interval and where it lies against the bound."""
     if not target:
         return ""
     op, bound = target.split()
-    met = value >= float(bound) if op == ">=" else value <= float(bound)
-    shown = f"{_digits(value)} {op if met else {'>=': '<', '<=': '>'}[op]} {bound}"
-    return f"{target}: {'met' if met else 'MISSED'} ({shown})"
+    word = verdict.target(low, high, op, float(bound))
+    where = verdict.side(low, high, float(bound))
+    return f"{target}: {word} ({_bounds(low, high, float(bound), where)} {where} {bound})"
 
 
 def measured_cell(row: dict) -> str:
@@ -37,7 +49,7 @@ def measured_cell(row: dict) -> str:
 
 
 def verdict_cell(row: dict) -> str:
-    return "" if row["value"] is None else _met(row["target"], row["value"])
+    return "" if row["value"] is None else _met(row["target"], *row["ci95"])
 
 
 def render(run: dict) -> str:

@@ -117,6 +117,13 @@ def measure_point(sweep, size, shape, settings, previous, inputs=make_inputs) ->
         skip=_skipper(shape, settings, previous),
     )
     timings = interleave(contenders.timed(built), budget=settings.budget)
+    return point_of(sweep, size, shape, built, timings, previous)
+
+
+def point_of(sweep, size, shape: Shape, built: dict, timings, previous=None) -> dict:
+    """One point as results.json holds it, from the checked contenders and their timings,
+    with its ratios and verdicts (:func:`bert_embedding_kernels.bench.verdict.point_ratios`);
+    ``previous`` (name -> (shape, median)) is updated for the next point's skip rule."""
     point = {"sweep": sweep, "size": size, "shape": asdict(shape), "contenders": {}}
     for name, contender in built.items():
         entry = {
@@ -134,7 +141,8 @@ def measure_point(sweep, size, shape, settings, previous, inputs=make_inputs) ->
                 "rounds": estimate.count,
                 "calls_per_sample": timings.calls_per_sample[name],
             }
-            previous[name] = (shape, estimate.median)
+            if previous is not None:
+                previous[name] = (shape, estimate.median)
         else:
             entry["reason"] = contender.reason
         point["contenders"][name] = entry

@@ -9,13 +9,21 @@ Contenders are compared only with others called the same way:
 - ``layernorm``: the same for BERT's whole layer, LayerNorm(sum).
 
 A ratio is the median of per-round ratios with its 95% interval
-(:meth:`bert_embedding_kernels.bench.timing.Timings.ratio`); where the interval includes 1 the
-verdict is a tie.
+(:meth:`bert_embedding_kernels.bench.timing.Timings.ratio`).
+
+One rule judges every verdict of every command (report, perf, check, mine and compare):
+an interval, never a median alone, decides. :func:`side` says whether a 95% interval lies
+wholly above a line, wholly below it, or straddles it (an interval touching the line
+straddles it); :func:`target` turns that into met / MISSED / undecided for a target such
+as ``>= 0.90``, :func:`change` into slower / faster / same for a change against 1, and the
+report's and check's rankings call two contenders whose ratio straddles 1 a tie. The named
+winner is always the one the quoted paired ratio favours, so its ratio is at least 1.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -35,6 +43,50 @@ AUTO_TOLERANCE = 0.10
 SWEEP_LABELS = {"vocab": "vocabulary", "seq": "sequence length", "small": "batch 1, seq"}
 
 
+ABOVE, BELOW, STRADDLES = "above", "below", "straddles"
+MET, MISSED, UNDECIDED = "met", "MISSED", "undecided"
+
+
+def side(low: float, high: float, line: float) -> str:
+    """Where the interval ``[low, high]`` lies against ``line``: ``above``, ``below`` or
+    ``straddles`` (an interval that includes or touches the line cannot tell)."""
+    if low > line:
+        return ABOVE
+    if high < line:
+        return BELOW
+    return STRADDLES
+
+
+def target(low: float, high: float, op: str, bound: float) -> str:
+    """A target ``op bound`` (``>=`` or ``<=``) against an interval: met, MISSED or undecided."""
+    where = side(low, high, bound)
+    if where == STRADDLES:
+        return UNDECIDED
+    return MET if (where == ABOVE) == (op == ">=") else MISSED
+
+
+def change(low: float, high: float) -> str:
+    """A change (B over A, 1 = none) from its interval: slower, faster or same."""
+    return {ABOVE: "slower", BELOW: "faster", STRADDLES: "same"}[side(low, high, 1.0)]
+
+
+def ranked(ratio_of: Callable, first: str, second: str) -> tuple[str, str, object]:
+    """``(winner, runner_up, runner_up / winner)``: the winner is the one the paired ratio
+    favours (the ratio quoted), so the quoted ratio is never below 1; ``first`` was ranked
+    first by its median."""
+    ratio = ratio_of(second, first)
+    if ratio.median < 1:
+        # The medians ranked them one way, the paired rounds (the sharper measure, and the
+        # one quoted) the other: the paired rounds decide, whether or not they tie.
+        return second, first, ratio_of(first, second)
+    return first, second, ratio
+
+
+def tie(ratio) -> bool:
+    """Two contenders whose paired ratio's interval straddles 1."""
+    return side(ratio.low, ratio.high, 1.0) == STRADDLES
+
+
 def _estimate(e) -> dict:
     return {"median": e.median, "ci95": [e.low, e.high], "unstable": e.unstable}
 
@@ -45,38 +97,34 @@ def point_ratios(point: dict, timings: Timings) -> dict:
     ratios = {f"{n}/{COPY}": _estimate(timings.ratio(n, COPY)) for n in measured if n != COPY}
     point["verdict"] = {}
     for group, member in GROUPS.items():
-        ranked = sorted((c["median_s"], n) for n, c in measured.items() if member(c))
-        if not ranked:
+        order = sorted((c["median_s"], n) for n, c in measured.items() if member(c))
+        if not order:
             continue
-        best = ranked[0][1]
+        best = order[0][1]
         entry = {"fastest": best, "runner_up": None}
-        if len(ranked) > 1:
-            runner = ranked[1][1]
-            ratio = timings.ratio(runner, best)
-            if ratio.high < 1:
-                # The medians ranked them one way, the paired rounds (the sharper measure,
-                # and the one quoted) clearly the other: the paired rounds decide.
-                best, runner = runner, best
-                ratio = timings.ratio(runner, best)
+        if len(order) > 1:
+            best, runner, ratio = ranked(timings.ratio, best, order[1][1])
             entry = {"fastest": best, "runner_up": runner}
-            entry |= {**_estimate(ratio), "tie": ratio.includes(1.0)}
+            entry |= {**_estimate(ratio), "tie": tie(ratio)}
             ratios[f"{runner}/{best}"] = _estimate(ratio)
         point["verdict"][group] = entry
     return ratios
 
 
-def _phrase(entry: dict) -> str:
+def phrase(entry: dict, bold: str = "**") -> str:
+    """A group's verdict in words: the winner (between ``bold`` marks), and the runner-up
+    with the ratio of the two, at least 1, or a tie."""
     if entry["runner_up"] is None:
-        return f"**{entry['fastest']}** (nothing else measured)"
+        return f"{bold}{entry['fastest']}{bold} (nothing else measured)"
     low, high = entry["ci95"]
     if entry["tie"]:
         return (
-            f"**{entry['fastest']}** and {entry['runner_up']} tie "
-            f"(ratio {entry['median']:.2f}, 95% CI [{low:.2f}, {high:.2f}] includes 1)"
+            f"{bold}{entry['fastest']}{bold} and {entry['runner_up']} tie ({entry['runner_up']} / "
+            f"{entry['fastest']} {entry['median']:.2f}, 95% CI [{low:.2f}, {high:.2f}] includes 1)"
         )
     return (
-        f"**{entry['fastest']}**; runner-up {entry['runner_up']} is {entry['median']:.2f}x slower "
-        f"(95% CI [{low:.2f}, {high:.2f}])"
+        f"{bold}{entry['fastest']}{bold}; runner-up {entry['runner_up']} is "
+        f"{entry['median']:.2f}x slower (95% CI [{low:.2f}, {high:.2f}])"
     )
 
 
@@ -105,7 +153,7 @@ def recommendations(results: dict) -> list[dict]:
                     regimes.append([point["size"], point["size"], entry, [entry]])
             for first, last, entry, entries in regimes:
                 span = f"{first}" if first == last else f"{first} to {last}"
-                text = f"{label} {span} ({group}): {_phrase(entry)}"
+                text = f"{label} {span} ({group}): {phrase(entry)}"
                 if len(entries) > 1 and entries[0]["runner_up"]:
                     medians = [e["median"] for e in entries if e["runner_up"]]
                     text += f"; across the range {min(medians):.2f}x to {max(medians):.2f}x"
