@@ -11,129 +11,16 @@ from pathlib import Path
 from .. import auto
 from ..dtypes import parse
 from ..registry import METHODS
-from . import contenders, machine
-from . import verdict as verdicts
-from .cases import PERF_BUDGET, Shape, make_inputs
-from .progress import Progress
+from .cases import PERF_BUDGET
 from .render import format_time
-from .timing import MIN_ROUNDS, interleave
-
-
-def _shape(arguments) -> Shape:
-    """The shape the options name (each size checked >= 1 by the parser, options.py)."""
-    return Shape(
-        batch=arguments.batch_size,
-        seq=arguments.seq_len,
-        hidden=arguments.hidden_size,
-        vocab=arguments.vocab_size,
-        max_positions=max(512, arguments.seq_len),
-        dtype=arguments.dtype,
-    )
-
-
-def _methods(names: list[str] | None) -> list[str]:
-    return list(names) if names else list(METHODS)
-
-
-def _size(nbytes: int) -> str:
-    return f"{nbytes / 2**20:.1f} MiB" if nbytes >= 2**20 else f"{nbytes / 2**10:.0f} KiB"
 
 
 def check(arguments) -> int:
-    """Print every method's agreement with the reference and its median time with its CI."""
-    shape = _shape(arguments)
-    tables, input_ids, token_type_ids = make_inputs(shape)
-    methods = _methods(arguments.methods)
-    over_budget = _over_budget(shape, arguments.budget)
-    # the methods and fused allocating: each checked against the reference, then timed
-    with Progress(len(methods) + ("fused" in methods), "embench check: checking") as bar:
+    """Every method's agreement with the reference and its median time with its CI, within
+    ``--budget`` (bench/at_shape.py, which ``embench mine`` shares)."""
+    from . import at_shape
 
-        def skip(name: str) -> str:
-            bar.update(name)
-            return over_budget(name)
-
-        built = contenders.build(tables, (input_ids, token_type_ids), methods=methods, skip=skip)
-    timings = interleave(contenders.timed(built), budget=arguments.budget)
-    print(
-        f"embench check: {shape.name} (batch {shape.batch} x seq {shape.seq}, hidden "
-        f"{shape.hidden}, vocab {shape.vocab}, {shape.dtype}); {timings.rounds} interleaved "
-        f"rounds in {timings.seconds:.1f} s"
-    )
-    print(" | ".join(f"{key}: {value}" for key, value in machine.describe().items()))
-    header = (
-        f"{'contender':<20} {'median':>10} {'95% CI':>9} {'fraction of copy [95% CI]':>26}  verdict"
-    )
-    print(header)
-    print("-" * len(header))
-    failures = 0
-    for name, contender in built.items():
-        if contender.status != "measured":
-            failures += contender.status == "failed"
-            print(f"{name:<20} {contender.status.upper()}: {contender.reason}")
-            continue
-        estimate = timings.estimate(name)
-        ratio = timings.ratio(contenders.COPY, name)  # copy time / ours: the fraction
-        verdict = "roofline" if name == contenders.COPY else "ok, agrees with the reference"
-        print(
-            f"{name:<20} {format_time(estimate.median):>10} {_plus_minus(estimate):>9} "
-            f"{ratio.median:>11.2f} [{ratio.low:.2f}, {ratio.high:.2f}]  {verdict}"
-        )
-    print(
-        f"copy: a parallel copy of the output's {_size(shape.output_nbytes)}, the memory "
-        "roofline. 95% CI: of the median, distribution-free; fraction of copy: the copy's time "
-        "over the contender's (1.00 = at the memory limit), a paired per-round ratio."
-    )
-    point = report_point(shape, built, timings)
-    for group, entry in point["verdict"].items():
-        print(f"fastest ({GROUP_WORDS[group]}): {verdicts.phrase(entry, bold='')}")
-    if failures:
-        print(f"embench check: {failures} method(s) DISAGREE with the reference", file=sys.stderr)
-        return 1
-    return 0
-
-
-# What each verdict group compares, in check's words (bench/verdict.py's GROUPS).
-GROUP_WORDS = {
-    "methods": "our methods into out=",
-    "sum": "allocating the output",
-    "layernorm": "LayerNorm(sum), allocating",
-}
-
-
-def report_point(shape: Shape, built: dict, timings):
-    """The point as the report would record it: its ratios and verdicts by the one rule."""
-    from .report import point_of
-
-    return point_of("check", shape.seq, shape, built, timings)
-
-
-def _plus_minus(estimate) -> str:
-    """A median's 95% interval as the report writes it: +-2.0% (half its width)."""
-    return f"+-{estimate.half_width:.1%}"
-
-
-def _over_budget(shape: Shape, budget: float):
-    """A reason to skip a method whose predicted call (``method="auto"``'s cost model) leaves
-    no room for the interleaved rounds within ``budget``, else ''."""
-    limit = budget / MIN_ROUNDS
-
-    def reason(name: str) -> str:
-        if name not in METHODS:
-            return ""
-        itemsize = parse(shape.dtype).itemsize
-        predicted = auto.predict(
-            name, shape.tokens, shape.hidden, itemsize, shape.vocab, shape.type_vocab,
-            shape.max_positions,
-        )  # fmt: skip
-        if predicted <= limit:
-            return ""
-        return (
-            f"predicted {format_time(predicted)} per call, over the {format_time(limit)} that "
-            f"--budget {budget:g} leaves for each of {MIN_ROUNDS} rounds; raise --budget "
-            "to time it"
-        )
-
-    return reason
+    return at_shape.run(arguments, "check")
 
 
 def bench_table(arguments) -> int:
@@ -159,8 +46,14 @@ def perf(arguments) -> int:
     from . import perf as performance
     from . import perf_markdown
 
-    print("embench perf: checking and timing at BERT-base (about a minute)", file=sys.stderr)
     budget = PERF_BUDGET if arguments.budget is None else arguments.budget
+    print(
+        f"embench perf: at BERT-base, checking every contender, then {budget:g} s of forward "
+        f"rounds, {budget / 2:g} s of backward rounds and {performance.SMALL_CALL_BUDGET:g} s "
+        f"of small calls (--budget; about {1.5 * budget + performance.SMALL_CALL_BUDGET:.0f} s "
+        "of timing, plus the checks, torch.compile's compile and a fresh process's first call)",
+        file=sys.stderr,
+    )
     measured = performance.measure(budget, include_compile=not arguments.no_compile)
     command = "embench " + " ".join(arguments.argv)
     run = performance.summary(*measured, command)
@@ -271,9 +164,10 @@ def report(arguments) -> int:
 
 def choose(arguments) -> int:
     """Print the method the calibrated cost model picks for one shape, and why."""
-    from .. import auto
 
-    shape = _shape(arguments)
+    from .at_shape import shape_of
+
+    shape = shape_of(arguments)
     shape_args = (
         shape.tokens,
         shape.hidden,

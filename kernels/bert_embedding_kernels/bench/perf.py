@@ -216,12 +216,15 @@ def backward_calls() -> dict:
     return calls
 
 
+SMALL_CALL_BUDGET = 3.0  # seconds
+
+
 def small_call() -> Estimate:
     """One public-API call at batch 1 x seq 128 x hidden 768 into ``out=``, validation included."""
     tables, ids, _ = make_inputs(SMALL_CALL)
     out = apart_from(tables.token, (1, SMALL_CALL.seq, SMALL_CALL.hidden), tables.dtype)
     calls = {"small": lambda: embed(tables, ids, out=out)}
-    return interleave(calls, budget=3.0, target=0.01).estimate("small")
+    return interleave(calls, budget=SMALL_CALL_BUDGET, target=0.01).estimate("small")
 
 
 _FIRST_CALL = textwrap.dedent("""

@@ -13,8 +13,9 @@ class Progress:
     final line, so logs stay readable.
     """
 
-    def __init__(self, total: int, label: str, stream=None, width: int = 30):
-        self.total = max(total, 1)
+    def __init__(self, total: float, label: str, stream=None, width: int = 30, unit: str = ""):
+        self.total = total if total > 0 else 1
+        self.unit = unit  # "s": done and total are seconds (bar.show(elapsed))
         self.label = label
         self.stream = stream or sys.stderr
         self.width = width
@@ -27,11 +28,21 @@ class Progress:
         if self.interactive:
             self._draw(note, end="\r")
 
+    def show(self, done: float, note: str = "") -> None:
+        """Set how much is done (seconds, with ``unit="s"``) and redraw."""
+        self.done = done
+        if self.interactive:
+            self._draw(note, end="\r")
+
     def _draw(self, note: str, end: str) -> None:
-        filled = self.width * self.done // self.total
+        filled = min(self.width, int(self.width * self.done / self.total))
         bar = "#" * filled + "." * (self.width - filled)
         elapsed = time.perf_counter() - self.start
-        line = f"{self.label} [{bar}] {self.done}/{self.total} {elapsed:5.1f}s {note}"
+        if self.unit:
+            count = f"{self.done:.1f}/{self.total:g} {self.unit}"
+        else:
+            count = f"{self.done}/{self.total}"
+        line = f"{self.label} [{bar}] {count} {elapsed:5.1f}s {note}"
         self.stream.write(line[:120].ljust(120) + end)
         self.stream.flush()
 

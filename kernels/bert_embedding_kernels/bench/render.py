@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from . import family_axis
+from . import family_axis, noise
 from .realdata import checkpoint_dir, corpus_lines, line_lengths
 from .verdict import expected_slope, unstable
 
@@ -111,6 +111,8 @@ def render_markdown(results: dict, plots: list[str]) -> str:
         if widths
         else "- nothing was measured",
     ]
+    if results.get("noise", {}).get("load"):
+        lines.append(f"- {noise.describe(results['noise'])}")
     if settings.get("tables"):
         lines += describe_source(settings)
     lines += ["", "## Recommendation", ""]

@@ -17,14 +17,17 @@ sweep scaled by the work its cost model counts) is skipped and says so.
 from __future__ import annotations
 
 import json
+import os
+import sys
+import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ..registry import METHODS
-from . import calibrate, cases, contenders, family_axis, machine, peers, verdict
+from . import calibrate, cases, contenders, family_axis, machine, noise, peers, verdict
 from .cases import Shape, make_inputs
 from .progress import Progress
-from .timing import interleave
+from .timing import interleave, planned_calls
 
 SCHEMA = 2
 
@@ -158,6 +161,8 @@ def run(settings: Settings) -> dict:
 
         settings, inputs = realdata.report_settings(settings)
     shapes = sweep_shapes(settings)
+    announce(settings, len(shapes))
+    started, load = time.perf_counter(), [os.getloadavg()[0]]
     points, families = [], []
     with Progress(len(shapes) + len(settings.family_vocab_sizes), "embench report") as bar:
         previous_by_sweep: dict[str, dict] = {}
@@ -168,18 +173,38 @@ def run(settings: Settings) -> dict:
         for vocab in settings.family_vocab_sizes:
             families += family_axis.measure(settings.base, (vocab,), settings.budget)
             bar.update(f"family vocab {vocab}")
+    load.append(os.getloadavg()[0])
+    seconds = time.perf_counter() - started
+    print(f"embench report: measured in {seconds / 60:.1f} min", file=sys.stderr, flush=True)
     results = {
         "schema": SCHEMA,
         "machine": machine.describe(),  # after the kernels ran: the threading layer is known
         "settings": settings.as_json(),
         "points": points,
         "families": families,
+        "seconds": seconds,
     }
+    results["noise"] = noise.of_results(results) | {"load": load, "cores": os.cpu_count()}
     if settings.tables:
         from . import realdata
 
         results["id_comparison"] = realdata.report_comparisons(settings)
     return results
+
+
+def announce(settings: Settings, points: int) -> None:
+    """Say before any work what the report will measure and how long its timing takes."""
+    timed = points + len(settings.family_vocab_sizes)
+    slowest = planned_calls(settings.skip_above)
+    print(
+        f"embench report: {points} points and {len(settings.family_vocab_sizes)} family "
+        f"vocabularies, {settings.budget:g} s of timing each: {timed * settings.budget / 60:.1f} "
+        "min of timing, plus each point's checks (one call of every contender); a contender "
+        f"predicted above {settings.skip_above:g} s a call is skipped, one below it may "
+        f"overrun its point by its fewest rounds ({slowest} calls)",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def write(results: dict, directory: Path, command: str) -> list[str]:

@@ -104,7 +104,20 @@ class Timings:
         return median_interval([a / b for a, b in pairs])
 
 
-def _calibrate(call: Callable[[], object], sample_seconds: float, tries: int = 5) -> int:
+# Single calls the calibration times (each after an untimed one); a call that alone lasts
+# SLOW_SAMPLES samples' time ends it after one, and is timed once per sample.
+TRIES = 5
+SLOW_SAMPLES = 3
+
+
+def _count(typical: float, sample_seconds: float) -> int:
+    """Calls per sample for a call of ``typical`` seconds."""
+    if typical >= SLOW_SAMPLES * sample_seconds:
+        return 1
+    return min(1 << 20, max(1, math.ceil(sample_seconds / max(typical, 1e-9))))
+
+
+def _calibrate(call: Callable[[], object], sample_seconds: float, tries: int = TRIES) -> int:
     """How many calls one sample needs to last at least ``sample_seconds``.
 
     From the median of ``tries`` single calls, each after an untimed one as in a
@@ -117,15 +130,32 @@ def _calibrate(call: Callable[[], object], sample_seconds: float, tries: int = 5
         start = time.perf_counter()
         call()
         single.append(time.perf_counter() - start)
-        if single[-1] >= 3 * sample_seconds:
+        if single[-1] >= SLOW_SAMPLES * sample_seconds:
             return 1
-    typical = sorted(single)[len(single) // 2]
-    return min(1 << 20, max(1, math.ceil(sample_seconds / max(typical, 1e-9))))
+    return _count(sorted(single)[len(single) // 2], sample_seconds)
 
 
 # Rounds every interleaved measurement takes, however long a call is (a median and its
 # distribution-free interval need a few samples).
 MIN_ROUNDS = 7
+
+
+def planned_calls(per_call: float, sample_seconds: float = 1e-3, rounds: int = MIN_ROUNDS) -> int:
+    """The calls :func:`interleave` makes of a contender taking ``per_call`` seconds a call,
+    over ``rounds`` rounds: its warm-up, the calibration's (an untimed and a timed call per
+    try, one try for a slow call), and per round an untimed call and a sample.
+
+    A call of a second gets 1 + 2 + 7 x 2 = 17 calls in the fewest rounds, not 7: what a
+    budget must allow for (issue 37: a skip rule that allowed for 7 overran 60 s by 6 min).
+    """
+    calibration = 2 if per_call >= SLOW_SAMPLES * sample_seconds else 2 * TRIES
+    return 1 + calibration + rounds * (1 + _count(per_call, sample_seconds))
+
+
+def planned_seconds(per_call: float, sample_seconds: float = 1e-3) -> float:
+    """The least time :func:`interleave` spends on a contender: :func:`planned_calls` at
+    ``MIN_ROUNDS`` rounds, each call lasting ``per_call``."""
+    return planned_calls(per_call, sample_seconds) * per_call
 
 
 def interleave(
@@ -147,8 +177,9 @@ def interleave(
         Already checked for correctness by the caller; each is called once more
         here as its warm-up.
     budget : float
-        Seconds for the whole measurement; rounds stop when it is spent (at
-        least ``min_rounds`` are always taken, so a slow contender may overrun).
+        Seconds for the whole measurement: after ``min_rounds``, no round starts that the
+        last one's duration says would end past it (the fewest rounds are always taken, so
+        a slow contender may overrun: :func:`planned_seconds` predicts by how much).
     target : float
         Stop once every contender's 95% interval is within +-target of its median.
     setup : dict of name -> zero-argument callable, optional
@@ -168,6 +199,7 @@ def interleave(
     }
     names = list(calls)
     for round_number in range(max_rounds):
+        round_started = time.perf_counter()
         shift = round_number % len(names)
         for name in names[shift:] + names[:shift]:
             call, count = calls[name], timings.calls_per_sample[name]
@@ -184,7 +216,8 @@ def interleave(
         if round_number + 1 < min_rounds:
             continue
         precise = all(timings.estimate(n).half_width <= target for n in names)
-        if precise or time.perf_counter() - started > budget:
+        now = time.perf_counter()
+        if precise or now + (now - round_started) - started > budget:
             break
     timings.seconds = time.perf_counter() - started
     return timings
