@@ -22,9 +22,10 @@ class CompileFused:
         # Runs the real kernel once at a shape that takes the parallel path: that
         # records the exact signature and pays numba's one-time start-up costs.
         forward_call("fused", SWEEP_BASE.with_vocab(1000))
-        # The module holds the kernel (methods.fused since the registry, fused before),
+        # The module holds the kernel (methods.fused.forward since issue 38, methods.fused
+        # since the registry, fused before),
         # named _sum_rows_parallel since 7ba90b0 and _sum_rows before.
-        module = package_module("methods.fused", "fused")
+        module = package_module("methods.fused.forward", "methods.fused", "fused")
         kernel = getattr(module, "_sum_rows_parallel", None) or module._sum_rows
         (self.signature,) = kernel.signatures
         self.fresh = numba.jit(**kernel.targetoptions)(kernel.py_func)

@@ -17,7 +17,7 @@ from bert_embedding_kernels import EmbeddingGradients
 from bert_embedding_kernels._jit import parallel_kernel, serial_kernel
 from bert_embedding_kernels.bench.cases import BERT_BASE
 from bert_embedding_kernels.gradients import aligned_zeros as _aligned_zeros
-from bert_embedding_kernels.methods.fused_backward import (
+from bert_embedding_kernels.methods.fused.backward import (
     _scatter_add_columns_parallel,
     column_block,
 )

@@ -21,7 +21,7 @@ MUTANTS = [
     },
     {
         "name": "concat-segment-offset",
-        "file": "kernels/bert_embedding_kernels/methods/onehot.py",
+        "file": "kernels/bert_embedding_kernels/methods/concat.py",
         "old": "offsets = (0, tables.vocab_size, tables.vocab_size + tables.type_vocab_size)",
         "new": "offsets = (0, tables.vocab_size, tables.vocab_size + 2)",
         "tests": ["tests/test_equivalence.py"],
@@ -37,7 +37,7 @@ MUTANTS = [
     },
     {
         "name": "fused-sum-first-block-only",
-        "file": "kernels/bert_embedding_kernels/methods/fused.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused/forward.py",
         "within": "def block_rows(",
         "old": "return s, first, min(first + BATCH_BLOCK, batch)",
         "new": "return s, first, min(BATCH_BLOCK, batch)",
@@ -47,7 +47,7 @@ MUTANTS = [
     },
     {
         "name": "fused-sum-last-column",
-        "file": "kernels/bert_embedding_kernels/methods/fused.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused/forward.py",
         "within": "def sum_row(",
         "old": "for h in range(out_row.size):",
         "new": "for h in range(out_row.size - 1):",
@@ -56,7 +56,7 @@ MUTANTS = [
     },
     {
         "name": "fused-sum-fourth-row",
-        "file": "kernels/bert_embedding_kernels/methods/fused.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused/forward.py",
         "within": "def sum_four_rows(",
         "old": "sum3_store(o3, t3, g3, p3, h)",
         "new": "sum3_store(o3, t2, g3, p3, h)",
@@ -65,7 +65,7 @@ MUTANTS = [
     },
     {
         "name": "fused-sum-fourth-row-tail",
-        "file": "kernels/bert_embedding_kernels/methods/fused.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused/forward.py",
         "within": "    while h < hidden:  # the columns after the last whole vector",
         "old": "o3[h] = t3[h] + g3[h] + p3[h]",
         "new": "o3[h] = t2[h] + g3[h] + p3[h]",
@@ -75,7 +75,7 @@ MUTANTS = [
     },
     {
         "name": "fused-stream-fourth-row",
-        "file": "kernels/bert_embedding_kernels/methods/fused.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused/forward.py",
         "within": "def sum_four_rows(",
         "old": "sum3_stream(o3, t3, g3, p3, h)",
         "new": "sum3_stream(o3, t2, g3, p3, h)",
@@ -85,7 +85,7 @@ MUTANTS = [
     },
     {
         "name": "fused-stream-head-skipped",
-        "file": "kernels/bert_embedding_kernels/methods/fused.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused/forward.py",
         "within": "def sum_four_rows(",
         "old": "        while h < stream_from:  # up to the first aligned column\n",
         "new": "        h = stream_from\n        while h < stream_from:\n",
@@ -95,7 +95,7 @@ MUTANTS = [
     },
     {
         "name": "fused-half-vector-fourth-row",
-        "file": "kernels/bert_embedding_kernels/methods/fused_half.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused/half.py",
         "within": "def sum_four_rows_half(",
         "old": "sum3_half(o3, t3, g3, p3, h, kind)",
         "new": "sum3_half(o3, t2, g3, p3, h, kind)",
@@ -104,7 +104,7 @@ MUTANTS = [
     },
     {
         "name": "half-vector-ties-round-up",
-        "file": "kernels/bert_embedding_kernels/_vectors.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused/vectors.py",
         "old": "builder.add(splat(0x7FFF), even)",
         "new": "builder.add(splat(0x7FFF), splat(1))",
         "tests": ["tests/test_half.py"],
@@ -112,7 +112,7 @@ MUTANTS = [
     },
     {
         "name": "fused-half-fourth-row",
-        "file": "kernels/bert_embedding_kernels/methods/fused_half.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused/half.py",
         "within": "def sum_four_rows_half(",
         "old": "store(o3, h, widen(t3[h], kind)",
         "new": "store(o3, h, widen(t2[h], kind)",
@@ -122,7 +122,7 @@ MUTANTS = [
     # -- forward with LayerNorm ------------------------------------------------------------
     {
         "name": "fused-half-norm-fourth-row",
-        "file": "kernels/bert_embedding_kernels/methods/fused_half.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused/half.py",
         "within": "def _sum_norm_rows_half(",
         "old": "(rows[0], rows[1], rows[2], rows[3])",
         "new": "(rows[0], rows[1], rows[2], rows[2])",
@@ -132,7 +132,7 @@ MUTANTS = [
     },
     {
         "name": "half-round-row-tail",
-        "file": "kernels/bert_embedding_kernels/methods/fused_half.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused/half.py",
         "within": "def round_row(",
         "old": "store(out_row, h, row[h], kind)",
         "new": "store(out_row, h, row[h - 1], kind)",
@@ -142,7 +142,7 @@ MUTANTS = [
     },
     {
         "name": "fused-norm-fourth-row-unnormalised",
-        "file": "kernels/bert_embedding_kernels/methods/fused.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused/forward.py",
         "within": "def _sum_norm_rows(",
         "old": "for r in range(4):",
         "new": "for r in range(3):",
@@ -151,7 +151,7 @@ MUTANTS = [
     },
     {
         "name": "fused-norm-sum-not-kept",
-        "file": "kernels/bert_embedding_kernels/methods/fused.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused/forward.py",
         "old": "    if keep_sum:\n",
         "new": "    if not keep_sum:\n",
         "tests": ["tests/test_layer_norm.py"],
@@ -159,7 +159,7 @@ MUTANTS = [
     },
     {
         "name": "fused-norm-unbiased-variance",
-        "file": "kernels/bert_embedding_kernels/methods/fused.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused/forward.py",
         "old": "max(squares / row.size - mean_deviation * mean_deviation, 0.0)",
         "new": "max(squares / max(row.size - 1, 1) - mean_deviation * mean_deviation, 0.0)",
         "tests": ["tests/test_layer_norm.py"],
@@ -167,7 +167,7 @@ MUTANTS = [
     },
     {
         "name": "fused-norm-unshifted-statistics",
-        "file": "kernels/bert_embedding_kernels/methods/fused.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused/forward.py",
         "old": "shift = np.float64(row[0])",
         "new": "shift = 0.0",
         "tests": ["tests/test_layer_norm.py"],
@@ -175,7 +175,7 @@ MUTANTS = [
     },
     {
         "name": "fused-norm-mean-rounded",
-        "file": "kernels/bert_embedding_kernels/methods/fused.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused/forward.py",
         "old": "low = row.dtype.type(mean - high)",
         "new": "low = row.dtype.type(0.0)",
         "tests": ["tests/test_layer_norm.py"],
@@ -183,7 +183,7 @@ MUTANTS = [
     },
     {
         "name": "numpy-layer-norm-no-eps",
-        "file": "kernels/bert_embedding_kernels/methods/layernorm.py",
+        "file": "kernels/bert_embedding_kernels/layernorm.py",
         "old": "1.0 / np.sqrt(variance + tables.norm_eps)",
         "new": "1.0 / np.sqrt(variance)",
         "tests": ["tests/test_layer_norm.py"],
@@ -192,7 +192,7 @@ MUTANTS = [
     # -- backward --------------------------------------------------------------------------
     {
         "name": "fused-bwd-partial-block-dropped",
-        "file": "kernels/bert_embedding_kernels/methods/fused_backward.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused/backward.py",
         "old": "blocks = (hidden + block - 1) // block",
         "new": "blocks = hidden // block",
         "tests": ["tests/test_code_paths_backward.py"],
@@ -200,7 +200,7 @@ MUTANTS = [
     },
     {
         "name": "fused-bwd-serial-half-block",
-        "file": "kernels/bert_embedding_kernels/methods/fused_backward.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused/backward.py",
         "old": "kernel, block = _scatter_add_columns_serial, tables.hidden_size",
         "new": "kernel, block = _scatter_add_columns_serial, tables.hidden_size // 2",
         "tests": ["tests/test_code_paths_backward.py"],
@@ -208,7 +208,7 @@ MUTANTS = [
     },
     {
         "name": "fused-bwd-padding-ignored",
-        "file": "kernels/bert_embedding_kernels/methods/fused_backward.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused/backward.py",
         "old": "        -1 if padding_idx is None else padding_idx,\n        block,\n",
         "new": "        -1,\n        block,\n",
         "tests": ["tests/test_code_paths_backward.py"],
@@ -216,7 +216,7 @@ MUTANTS = [
     },
     {
         "name": "fused-bwd-shared-positions",
-        "file": "kernels/bert_embedding_kernels/methods/fused_backward.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused/backward.py",
         "old": "position_ids[0 if position_ids.shape[0] == 1 else b, s],",
         "new": "position_ids[0, s],",
         "tests": ["tests/test_code_paths_backward.py"],
@@ -224,7 +224,7 @@ MUTANTS = [
     },
     {
         "name": "fused-bwd-four-tokens-mixed-segments",
-        "file": "kernels/bert_embedding_kernels/methods/fused_backward.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused/backward.py",
         "old": "one_segment = j0 == j1 and j0 == j2 and j0 == j3",
         "new": "one_segment = True",
         "tests": ["tests/test_backward.py", "tests/test_code_paths_backward.py"],
@@ -232,7 +232,7 @@ MUTANTS = [
     },
     {
         "name": "fused-bwd-four-tokens-padding",
-        "file": "kernels/bert_embedding_kernels/methods/fused_backward.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused/backward.py",
         "old": "i0 != padding_idx and i1 != padding_idx",
         "new": "True or i0 != padding_idx and i1 != padding_idx",
         "tests": ["tests/test_backward.py", "tests/test_code_paths_backward.py"],
@@ -240,7 +240,7 @@ MUTANTS = [
     },
     {
         "name": "fused-bwd-four-tokens-segment-order",
-        "file": "kernels/bert_embedding_kernels/methods/fused_backward.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused/backward.py",
         "old": "segment_row[h] = (((segment_row[h] + v0) + v1) + v2) + v3",
         "new": "segment_row[h] = segment_row[h] + (((v0 + v1) + v2) + v3)",
         "tests": ["tests/test_backward.py", "tests/test_code_paths_backward.py"],
@@ -257,7 +257,7 @@ MUTANTS = [
     },
     {
         "name": "concat-bwd-segment-offset",
-        "file": "kernels/bert_embedding_kernels/methods/onehot.py",
+        "file": "kernels/bert_embedding_kernels/methods/concat.py",
         "old": "offsets = (0, sizes[0], sizes[0] + sizes[1])",
         "new": "offsets = (0, sizes[0], sizes[0] + 2)",
         "tests": ["tests/test_backward.py"],
@@ -323,7 +323,7 @@ MUTANTS = [
     },
     {
         "name": "thread-cap-not-restored",
-        "file": "kernels/bert_embedding_kernels/methods/fused.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused/forward.py",
         "old": "    finally:\n        numba.set_num_threads(available)\n",
         "new": "    finally:\n        pass\n",
         "tests": ["tests/test_thread_cap.py"],
@@ -332,7 +332,7 @@ MUTANTS = [
     },
     {
         "name": "one-thread-launches-in-parallel",
-        "file": "kernels/bert_embedding_kernels/methods/fused.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused/forward.py",
         "old": "if nbytes < SERIAL_MAX_BYTES or most == 1:",
         "new": "if nbytes < SERIAL_MAX_BYTES:",
         "tests": ["tests/test_thread_cap.py"],
@@ -341,7 +341,7 @@ MUTANTS = [
     },
     {
         "name": "thread-cap-ignored",
-        "file": "kernels/bert_embedding_kernels/methods/fused.py",
+        "file": "kernels/bert_embedding_kernels/methods/fused/forward.py",
         "old": "    if wanted >= most:\n",
         "new": "    if True:\n",
         "tests": ["tests/test_thread_cap.py"],
@@ -442,9 +442,9 @@ MUTANTS = [
     },
     {
         "name": "roberta-range-check-skipped-at-the-edge",
-        "file": "kernels/bert_embedding_kernels/validate/__init__.py",
-        "old": "        if tables.padding_idx + past_length + seq >= tables.max_positions:\n",
-        "new": "        if tables.padding_idx + past_length + seq > tables.max_positions:\n",
+        "file": "kernels/bert_embedding_kernels/validate/positions.py",
+        "old": "    if tables.padding_idx + past_length + seq < tables.max_positions:\n",
+        "new": "    if tables.padding_idx + past_length + seq <= tables.max_positions:\n",
         "tests": ["tests/test_families.py::test_positions_past_the_table_are_an_index_error"],
         "why": "a RoBERTa position one past the table is not range-checked (an out-of-bounds read)",
     },

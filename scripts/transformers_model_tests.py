@@ -15,6 +15,7 @@ the drop-in does not pass with it. Nothing of transformers is copied into this r
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -78,7 +79,7 @@ def pytest_run(run: Path, name: str, plugin: bool) -> dict[str, str]:
     if plugin:
         command += ["-p", "bek_patch"]
     paths = [str(run), *filter(None, [os.environ.get("PYTHONPATH")])]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "BEK_PATCHED": str(int(plugin))}
     subprocess.run(command, cwd=run, env=env, check=False)
     outcomes = {}
     for case in ET.parse(report).iter("testcase"):
@@ -108,6 +109,17 @@ def summary(plain: dict, patched: dict, version: str, seconds: dict) -> tuple[st
         f"`tests/test_modeling_common.py`; BERT, RoBERTa and DistilBERT with every head; "
         f"our model testers in scripts/transformers_tests/).",
         "",
+        "The source distribution ships `tests/*.py` (ModelTesterMixin and what it imports) but "
+        "not the model-specific files (`tests/models/bert/test_modeling_bert.py`...) nor "
+        "`tests/exporters` and `tests/generation`: the model testers (sizes and inputs) are "
+        "ours, and the export and generation mixins are empty stand-ins, so their tests do not "
+        "run here (the export of the drop-in is tested in tests/test_torch_ops.py; the "
+        "broadcastable `token_type_ids` / `position_ids` those tests pass, and RoBERTa's "
+        "`create_position_ids_*` tests, in tests/test_training.py). Failures and skips without "
+        "the drop-in are this CPU-only environment's (flash attention, accelerators, hub "
+        "access) and the same with it. `DropInTest` checks that the patched run builds the "
+        "drop-in and the plain run does not.",
+        "",
         f"- without the drop-in: {len(plain)} tests, {count(plain)} ({seconds['plain']:.0f} s)",
         f"- with the drop-in patched into every model: {len(patched)} tests, {count(patched)} "
         f"({seconds['patched']:.0f} s)",
@@ -126,6 +138,9 @@ def main(argv=None) -> int:
     parser.add_argument("--work", type=Path, default=ROOT / ".transformers-tests")
     parser.add_argument("--write", type=Path, help="write the summary (Markdown) here")
     arguments = parser.parse_args(argv)
+    if importlib.util.find_spec("parameterized") is None:
+        parser.error("transformers' tests import parameterized: pip install parameterized "
+                     "(it is in this package's dev extra)")  # fmt: skip
     arguments.work.mkdir(exist_ok=True)
     version = transformers.__version__
     run = arguments.work / "run"

@@ -21,7 +21,7 @@ import bert_embedding_kernels as bek
 from bert_embedding_kernels import BACKWARD_METHODS, EmbeddingGradients, embed_backward
 from bert_embedding_kernels.bench.cases import zipf_ids
 from bert_embedding_kernels.bench.reference import naive_embed_backward
-from bert_embedding_kernels.methods.fused_backward import column_block
+from bert_embedding_kernels.methods.fused.backward import column_block
 
 try:
     import torch
@@ -38,7 +38,7 @@ def test_fused_does_not_depend_on_the_column_block():
     tables = bek.EmbeddingTables.random(500, 100, max_positions=64)
     grad, ids, types = random_case(rng, tables, (8, 64), zipf=True)
     expected = embed_backward(tables, grad, ids, types, method="gather")
-    from bert_embedding_kernels.methods.fused_backward import _scatter_add_columns_parallel
+    from bert_embedding_kernels.methods.fused.backward import _scatter_add_columns_parallel
 
     for block in (1, 16, 48, 99, 100):
         grads = EmbeddingGradients(*(np.zeros_like(g) for g in expected))

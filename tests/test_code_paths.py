@@ -2,7 +2,8 @@
 
 The fused kernels split the work into blocks of one position across up to
 ``BATCH_BLOCK`` (64) sequences, and run serially below ``SERIAL_MAX_BYTES`` of
-output and in parallel above (kernels/bert_embedding_kernels/methods/fused.py). A mutation audit
+output and in parallel above (kernels/bert_embedding_kernels/methods/fused/forward.py). A
+mutation audit
 found that no test crossed a block boundary: a kernel that never wrote the
 sequences from 64 on passed every test. The cases below cross every boundary
 (batch 1, 63, 64, 65, 130) on both kernels, with a sequence of one token and a
@@ -26,7 +27,7 @@ from poison import embed, nan_array
 from rules import SumReference, tables_with_norm
 
 import bert_embedding_kernels as bek
-from bert_embedding_kernels.methods import fused
+from bert_embedding_kernels.methods.fused import forward as fused
 
 
 @dataclass(frozen=True)
@@ -168,8 +169,8 @@ def test_cases_cross_every_batch_block_boundary():
 
 # -- streaming stores ------------------------------------------------------------------------
 # Outputs of fused.STREAM_MIN_BYTES (32 MiB) or more are written with streaming stores from
-# the first 64-byte boundary of each row (kernels/bert_embedding_kernels/_vectors.py); the
-# threshold is lowered to
+# the first 64-byte boundary of each row (kernels/bert_embedding_kernels/methods/fused/
+# vectors.py); the threshold is lowered to
 # 0 here so that small outputs take that path, both kernels, from every kind of offset.
 VECTOR_BYTES = 64
 

@@ -1,6 +1,6 @@
 """Backward shapes that reach every code path, each method against the naive float64 loop.
 
-The fused backward (kernels/bert_embedding_kernels/methods/fused_backward.py) runs one serial pass
+The fused backward (kernels/bert_embedding_kernels/methods/fused/backward.py) runs one serial pass
 below ``SERIAL_MAX_BYTES`` of output gradient, and above it a parallel pass in
 which each thread owns a block of whole cache lines of columns (``column_block``),
 after a pass that faults in the touched rows. The cases below reach both, with a
@@ -25,7 +25,7 @@ from poison import embed_backward
 from rules import assert_gradients_match
 
 import bert_embedding_kernels as bek
-from bert_embedding_kernels.methods import fused_backward
+from bert_embedding_kernels.methods.fused import backward as fused_backward
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ import pytest
 from numba import njit
 
 import bert_embedding_kernels as bek
-from bert_embedding_kernels import halfbits
 from bert_embedding_kernels.bench.reference import naive_layer_norm
-from bert_embedding_kernels.methods import fused
+from bert_embedding_kernels.methods.fused import forward as fused
+from bert_embedding_kernels.methods.fused import halfbits
 from bert_embedding_kernels.registry import REGISTRY
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
@@ -158,7 +158,7 @@ def test_nan_inf_and_subnormals_pass_through(dtype):
 @pytest.mark.parametrize("dtype", HALF)
 def test_whole_vectors_match_the_naive_loop_on_every_pattern(dtype, parallel, monkeypatch):
     # The fused kernel adds four rows at once in whole 16-lane vectors
-    # (kernels/bert_embedding_kernels/_vectors.py)
+    # (kernels/bert_embedding_kernels/methods/fused/vectors.py)
     # and the columns after them one by one. Every 16-bit pattern (NaN, infinities,
     # subnormals, the largest finite values) is a token-table element here, added to
     # segment and position rows of random values and of the largest finite values, so

@@ -18,7 +18,7 @@ import textwrap
 
 _CHILD = textwrap.dedent("""
     import numba, numpy as np, bert_embedding_kernels as bek
-    from bert_embedding_kernels.methods import fused
+    from bert_embedding_kernels.methods.fused import forward as fused
 
     assert numba.get_num_threads() == 4
     requested = []
@@ -85,7 +85,7 @@ def test_calls_wake_one_thread_per_share_of_output():
 
 _ONE_THREAD_CHILD = textwrap.dedent("""
     import numpy as np, bert_embedding_kernels as bek
-    from bert_embedding_kernels.methods import fused
+    from bert_embedding_kernels.methods.fused import forward as fused
 
     def refused(*args):
         raise AssertionError("the parallel build ran on one thread")

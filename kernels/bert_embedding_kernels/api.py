@@ -13,7 +13,7 @@ import numpy as np
 from . import auto, devices
 from .dtypes import accumulator, float_dtype
 from .gradients import EmbeddingGradients
-from .methods.layernorm import layer_norm as numpy_layer_norm
+from .layernorm import layer_norm as numpy_layer_norm
 from .methods.onehot import DEFAULT_MEMORY_BUDGET
 from .pool import OUTPUTS
 from .registry import BACKWARD_METHODS, METHODS, REGISTRY, implementation

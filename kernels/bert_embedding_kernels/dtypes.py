@@ -3,7 +3,8 @@
 float32 and float64 are computed in their own precision. The 16-bit formats,
 float16 and ``ml_dtypes.bfloat16`` (the numpy bfloat16 of JAX, TensorFlow and
 the ONNX tools), are storage formats: every method widens them to float32,
-accumulates there and rounds once to the output dtype (:mod:`bert_embedding_kernels.halfbits`).
+accumulates there and rounds once to the output dtype
+(:mod:`bert_embedding_kernels.methods.fused.halfbits`).
 """
 
 from __future__ import annotations

@@ -14,7 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .dtypes import FLOAT_DTYPES, is_half
-from .methods import fused, fused_backward, fused_half, gather, onehot
+from .methods import concat, gather, onehot
+from .methods.fused import backward as fused_backward
+from .methods.fused import forward as fused
+from .methods.fused import half as fused_half
 
 # Where an implementation's result may differ from the naive reference:
 BITWISE = "bitwise"  # adds (token + segment) + position in the tables' dtype: identical bits
@@ -87,8 +90,8 @@ REGISTRY: dict[str, Implementation] = {
         Implementation(
             name="concat",
             summary="one concatenated one-hot code times the stacked table",
-            forward=onehot.concat_sum,
-            backward=onehot.concat_backward,
+            forward=concat.concat_sum,
+            backward=concat.concat_backward,
             budgeted=True,
             agreement=BOUNDED,
             vocab_growth=1.0,

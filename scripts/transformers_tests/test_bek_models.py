@@ -6,6 +6,7 @@ run there twice: as it is, and with ``-p bek_patch`` (the drop-in patched into e
 the tests build).
 """
 
+import os
 import unittest
 
 import transformers
@@ -105,3 +106,15 @@ def _case(model_type: str):
 BertTest = _case("bert")
 RobertaTest = _case("roberta")
 DistilbertTest = _case("distilbert")
+
+
+class DropInTest(unittest.TestCase):
+    """The run with ``-p bek_patch`` (BEK_PATCHED=1) builds the drop-in; the other does not."""
+
+    def test_the_models_have_the_drop_in_exactly_when_patched(self):
+        from bert_embedding_kernels.nn import BertEmbeddings
+
+        for model_type, head in (("bert", "BertForMaskedLM"), ("distilbert", "DistilBertModel")):
+            model = getattr(transformers, head)(ModelSizes(self, model_type).get_config())
+            patched = any(isinstance(m, BertEmbeddings) for m in model.modules())
+            self.assertEqual(patched, os.environ.get("BEK_PATCHED") == "1", head)

@@ -10,7 +10,7 @@ import pytest
 from numba import njit
 
 import bert_embedding_kernels as bek
-from bert_embedding_kernels import halfbits as cpu_bits
+from bert_embedding_kernels.methods.fused import halfbits as cpu_bits
 
 kc = pytest.importorskip("bert_embedding_kernels.cuda")
 # The simulator computes NaNs and infinities with numpy scalars, which warn.

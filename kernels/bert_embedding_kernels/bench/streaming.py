@@ -5,7 +5,7 @@ ownership), so writing N bytes moves 2N over the memory bus. A store marked
 ``!nontemporal`` (``vmovntps`` on x86) writes the line without reading it, and
 bypasses the caches that the output, written once and read later by someone
 else, would only pollute. numba has no way to say so: :func:`stream32` emits one
-32-byte vector store with that metadata (:mod:`bert_embedding_kernels._vectors` has the
+32-byte vector store with that metadata (:mod:`bert_embedding_kernels.methods.fused.vectors` has the
 fused kernel's streaming stores and the fence that makes them visible).
 
 The destination of every :func:`stream32` must be 32-byte aligned (the callers

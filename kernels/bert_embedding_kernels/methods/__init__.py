@@ -1,7 +1,9 @@
-"""The method families, one module each, forward and backward side by side.
+"""One entry per registered method (:mod:`bert_embedding_kernels.registry` names them).
 
-``onehot`` (the one-hot and the concatenated one-hot products), ``gather``
-(numpy fancy indexing), ``fused`` (the numba forward kernels, sum and
-sum+LayerNorm) with ``fused_backward``, and ``layernorm`` (numpy LayerNorm for
-the methods that do not fuse it). :mod:`bert_embedding_kernels.registry` names them.
+``onehot`` (one-hot products), ``concat`` (the concatenated one-hot code times the
+stacked table), ``gather`` (numpy fancy indexing) and ``fused`` (the numba kernels: a
+package whose modules mirror :mod:`bert_embedding_kernels.cuda`'s names: ``forward``,
+``half``, ``backward``, ``norm_backward``, ``halfbits``, ``vectors``). The numpy
+LayerNorm that the unfused methods apply after their sum is
+:mod:`bert_embedding_kernels.layernorm`.
 """

@@ -1,9 +1,8 @@
-"""The two one-hot formulations: the identity the project is built on, run literally.
+"""The one-hot method: the identity the project is built on, run literally.
 
-``onehot``  computes ``onehot(t) @ Wt + onehot(s) @ Ws + onehot(p) @ Wp``;
-``concat``  computes ``[onehot(t), onehot(s), onehot(p)] @ vstack(Wt, Ws, Wp)``.
-Backward, each is the transposed product: ``onehot(ids).T @ grad`` per table,
-or ``[onehot(t), onehot(s), onehot(p)].T @ grad`` split into the three tables.
+``onehot`` computes ``onehot(t) @ Wt + onehot(s) @ Ws + onehot(p) @ Wp``; backward,
+the transposed product ``onehot(ids).T @ grad`` per table. The chunking within a
+memory budget here is shared with :mod:`.concat` (the concatenated one-hot code).
 
 Both cost O(tokens x rows x hidden) multiply-adds, so they are slow at real
 vocabulary sizes: they exist to make the identity executable and measurable.
@@ -127,38 +126,6 @@ def onehot_sum(tables: EmbeddingTables, batch: Batch, out: np.ndarray, memory_bu
     return out
 
 
-def concat_sum(tables: EmbeddingTables, batch: Batch, out: np.ndarray, memory_budget: int):
-    """One concatenated one-hot code per token (three ones) times the stacked table."""
-    # Stacked anew on every call: a cached copy went stale when the caller updated
-    # the tables in place (training); the copy costs little next to the product.
-    stacked = np.vstack(_widened(tables))
-    wide, width = stacked.dtype, stacked.shape[0]
-    offsets = (0, tables.vocab_size, tables.vocab_size + tables.type_vocab_size)
-    rounding = out.dtype != wide  # 16-bit output: sum a chunk in float32, round once
-    hidden = tables.hidden_size if rounding else 0
-    # The stacked table (and any widened tables it came from) counts against the budget.
-    copied = stacked.nbytes * (2 if wide != tables.dtype else 1)
-    chunk = chunk_tokens(width, hidden, wide.itemsize, memory_budget, copied)
-    buffer_rows = min(chunk, batch.num_tokens)
-    flat_out = out.reshape(batch.num_tokens, tables.hidden_size)
-    codes_buffer = np.zeros(buffer_rows * width, dtype=wide)
-    sum_buffer = np.empty((buffer_rows, tables.hidden_size), wide) if rounding else None
-    for start, stop, ids_per_table in _chunks(batch, chunk):
-        rows = np.arange(stop - start)
-        codes = codes_buffer[: (stop - start) * width].reshape(stop - start, width)
-        columns = [
-            offset + ids.astype(np.int64)
-            for offset, ids in zip(offsets, ids_per_table, strict=True)
-        ]
-        for column in columns:
-            codes[rows, column] = 1
-        np.matmul(codes, stacked, out=_chunk_target(out, flat_out, start, stop, sum_buffer))
-        for column in columns:
-            codes[rows, column] = 0
-        _round_into(flat_out, start, stop, sum_buffer)
-    return out
-
-
 # --------------------------------------------------------------------------- backward
 
 # Backward budget accounting. For every token of the call: its three flat int64
@@ -251,23 +218,6 @@ def onehot_backward(tables, batch, grad, padding_idx, memory_budget):
     for table_grad, ids in zip(grads, flat_ids(batch), strict=True):
         ids = ids.astype(np.int64, copy=False)
         _onehot_transpose_matmul([ids], table_grad.shape[0], flat, table_grad, memory_budget)
-    if padding_idx is not None:
-        grads.token[padding_idx] = 0
-    return grads
-
-
-def concat_backward(tables, batch, grad, padding_idx, memory_budget):
-    """``[onehot(t), onehot(s), onehot(p)].T @ g``, then split into the three tables."""
-    flat = grad.reshape(batch.num_tokens, tables.hidden_size)
-    sizes = (tables.vocab_size, tables.type_vocab_size, tables.max_positions)
-    offsets = (0, sizes[0], sizes[0] + sizes[1])
-    stacked = np.empty((sum(sizes), tables.hidden_size), grad.dtype)
-    columns = [
-        offset + ids.astype(np.int64) for offset, ids in zip(offsets, flat_ids(batch), strict=True)
-    ]
-    _onehot_transpose_matmul(columns, stacked.shape[0], flat, stacked, memory_budget)
-    # Row slices of a C-ordered array: three C-contiguous views of one buffer.
-    grads = EmbeddingGradients(*np.split(stacked, offsets[1:]))
     if padding_idx is not None:
         grads.token[padding_idx] = 0
     return grads

@@ -29,7 +29,7 @@ import torch
 from .._arrays import as_numpy
 from ..api import embed as _embed
 from ..api import embed_backward as _embed_backward
-from ..methods.layernorm_backward import layer_norm_backward
+from ..methods.fused.norm_backward import layer_norm_backward
 from ..tables import EmbeddingTables
 
 __all__ = ["embed", "embed_backward"]

@@ -19,16 +19,16 @@ import numba
 import numpy as np
 from numba import prange
 
-from .._jit import parallel_kernel, reduction_helper, row_helper, serial_kernel
-from .._vectors import (
+from ..._jit import parallel_kernel, reduction_helper, row_helper, serial_kernel
+from ...tables import EmbeddingTables
+from ...validate import Batch, kernel_ids
+from .vectors import (
     VECTOR_BYTES,
     store_fence,
     sum3_store,
     sum3_stream,
     vector_lanes,
 )
-from ..tables import EmbeddingTables
-from ..validate import Batch, kernel_ids
 
 # Sequences per parallel block: large enough to reuse a position row many
 # times, small enough that a huge batch of short sequences still splits into
@@ -50,7 +50,7 @@ SERIAL_MAX_BYTES = 256 * 1024
 BYTES_PER_THREAD = 192 * 1024
 NORM_BYTES_PER_THREAD = 96 * 1024
 # Outputs this large are written with streaming stores
-# (kernels/bert_embedding_kernels/_vectors.py): 1.3x faster
+# (vectors.py): 1.3x faster
 # at BERT-base's 48 MiB, and already 1.16x at 12 MiB in isolation (docs/FORWARD.md). But
 # a smaller output written plainly stays in the last-level cache for its reader (the
 # next layer), which streaming would send to memory; 32 MiB is a large L3 (this

@@ -20,8 +20,8 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .._jit import parallel_kernel
-from .fused import _mean_and_inverse_std
+from ..._jit import parallel_kernel
+from .forward import _mean_and_inverse_std
 
 # Row chunks for the weight and bias partial sums: enough for many threads, few
 # enough that summing the partial rows afterwards costs nothing.

@@ -14,12 +14,10 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .._jit import parallel_kernel, row_helper, serial_kernel
-from .._vectors import HALF_LANES, round_half, sum3_half
-from ..halfbits import KIND, bits, store, widen
-from ..tables import EmbeddingTables
-from ..validate import Batch, kernel_ids
-from .fused import (
+from ..._jit import parallel_kernel, row_helper, serial_kernel
+from ...tables import EmbeddingTables
+from ...validate import Batch, kernel_ids
+from .forward import (
     BATCH_BLOCK,
     BYTES_PER_THREAD,
     NORM_BYTES_PER_THREAD,
@@ -28,6 +26,8 @@ from .fused import (
     launch,
     rows_of,
 )
+from .halfbits import KIND, bits, store, widen
+from .vectors import HALF_LANES, round_half, sum3_half
 
 
 @row_helper
@@ -41,7 +41,7 @@ def sum_four_rows_half(outs, tables, ids, b, s, kind):
     o0, o1, o2, o3 = outs
     hidden = o0.size
     h = 0
-    while h + HALF_LANES <= hidden:  # whole vectors (kernels/bert_embedding_kernels/_vectors.py)
+    while h + HALF_LANES <= hidden:  # whole vectors (vectors.py)
         sum3_half(o0, t0, g0, p0, h, kind)
         sum3_half(o1, t1, g1, p1, h, kind)
         sum3_half(o2, t2, g2, p2, h, kind)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..tables import EmbeddingTables
+from .tables import EmbeddingTables
 
 
 def layer_norm(tables: EmbeddingTables, sums: np.ndarray, out: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, overload
 
-from .dtypes import BFLOAT16, FLOAT16
+from ...dtypes import BFLOAT16, FLOAT16
 
 # Which 16-bit format a kernel's uint16 arrays hold (a kernel argument).
 BF16 = 0
