@@ -17,7 +17,7 @@ import pytest
 
 from bert_embedding_kernels.bench import cli, peers, report
 
-COMMANDS = ("check", "bench_table", "perf", "scaling", "report", "choose", "compare")
+COMMANDS = ("check", "mine", "bench_table", "perf", "scaling", "report", "choose", "compare")
 SIZE = "must be an integer >= 1"
 SECONDS = "must be a number of seconds > 0"
 SIZES = "must be comma-separated integers >= 1"
@@ -52,18 +52,18 @@ BAD = [
     # (command line, option named, the rule's words)
     *(
         ([command, option, value], option, SIZE)
-        for command in ("check", "choose", "report")
+        for command in ("check", "mine", "choose", "report")
         for option in ("--batch-size", "--hidden-size")
         for value in ("0", "-3", "2.5", "many")
     ),
     *(
         ([command, option, "0"], option, SIZE)
-        for command in ("check", "choose")
+        for command in ("check", "mine", "choose")
         for option in ("--seq-len", "--vocab-size")
     ),
     *(
         ([command, "--budget", value], "--budget", SECONDS)
-        for command in ("check", "perf", "scaling", "report")
+        for command in ("check", "mine", "perf", "scaling", "report")
         for value in ("0", "-1", "nan", "inf", "soon")
     ),
     (["report", "--vocab-sizes", "0,5"], "--vocab-sizes", SIZES),
@@ -74,6 +74,9 @@ BAD = [
     (["report", "--small-seq-lens", "8,0"], "--small-seq-lens", SIZES),
     (["report", "--peers", "foo"], "--peers", "unknown peer 'foo'; known: numpy-indexing"),
     (["report", "--dtype", "int8"], "--dtype", "invalid choice: 'int8'"),
+    (["mine", "--peers", "foo"], "--peers", "unknown peer 'foo'; known: numpy-indexing"),
+    (["mine", "--tables", "minilm", "--vocab-size", "1000"], "--tables", "drop --vocab-size"),
+    (["mine", "--tables", "minilm", "--hidden-size", "8"], "--tables", "drop --hidden-size"),
     (["report", "--methods", "magic"], "--methods", "invalid choice: 'magic'"),
     (["check", "--methods", "magic"], "--methods", "invalid choice: 'magic'"),
     (["check", "--dtype", "float8"], "--dtype", "invalid choice: 'float8'"),

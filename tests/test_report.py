@@ -307,7 +307,7 @@ def test_check_skips_what_its_budget_cannot_time(monkeypatch, capsys):
     arguments = ["check", "--batch-size", "2", "--seq-len", "8", "--vocab-size", "50"]
     assert cli.main([*arguments, "--hidden-size", "16", "--budget", "0.5"]) == 0
     printed = capsys.readouterr().out
-    assert "onehot               SKIPPED: predicted 60.00 s per call" in printed
+    assert f"{'onehot':<28} SKIPPED: predicted 60.00 s per call" in printed
     assert "raise --budget" in printed and "fused " in printed
 
 

@@ -61,17 +61,21 @@ def _say(command: str, text: str) -> None:
 
 def _announce(command, shape, methods, peer_names, budget, predict) -> None:
     """What the command will do and how long it will take, before it starts."""
-    ours = [m for m in methods if predict(m) is not None and not budget.skip(m)]
+    ours = [m for m in methods if not budget.skip(m)]
     budget.planned.clear()  # a dry run of the skip rule: the real one runs with the checks
-    checking = 2 * sum(predict(m) for m in ours)
-    peers = f" and {len(peer_names)} peer(s) (built first; torch.compile compiles)" * bool(
-        peer_names
+    checking = 2 * sum(predict(m) or 0.0 for m in ours)
+    skipped = f" ({len(methods) - len(ours)} skipped: too slow for --budget)" * (
+        len(ours) < len(methods)
     )
+    peers = f" and {len(peer_names)} peer(s)" * bool(peer_names)
+    extra = "the naive reference's time"
+    if peer_names:
+        extra += " and the peers' set-up (torch.compile compiles)"
     _say(
         command,
-        f"{shape.name}: checking {len(methods)} of our methods{peers} against the reference "
-        f"(ours predicted {checking:.1f} s, two calls each), then at most {budget.budget:g} s "
-        f"of timing (--budget); about {checking + budget.budget:.0f} s in all",
+        f"{shape.name}: checking {len(ours)} of our methods{skipped}{peers} against the naive "
+        f"reference (our calls predicted {checking:.1f} s), then at most {budget.budget:g} s "
+        f"of timing (--budget): about {checking + budget.budget:.0f} s in all, plus {extra}",
     )
 
 
@@ -123,7 +127,7 @@ def print_table(shape: Shape, built: dict, timings) -> int:
     for name, contender in built.items():
         if contender.status != "measured":
             failures += contender.status == "failed"
-            print(f"{name:<20} {contender.status.upper()}: {contender.reason}")
+            print(f"{name:<28} {contender.status.upper()}: {contender.reason}")
             continue
         estimate = timings.estimate(name)
         ratio = timings.ratio(contenders.COPY, name)  # copy time / theirs: the fraction
@@ -146,7 +150,8 @@ def print_verdicts(point: dict) -> list[str]:
     picks = []
     for group, entry in point["verdict"].items():
         print(f"fastest ({GROUP_WORDS[group]}): {verdicts.phrase(entry, bold='')}")
-        picks.append(f"{entry['fastest']} ({GROUP_WORDS[group]})")
+        either = f" or {entry['runner_up']}, tied" if entry.get("tie") else ""
+        picks.append(f"{entry['fastest']}{either} ({GROUP_WORDS[group]})")
     return picks
 
 

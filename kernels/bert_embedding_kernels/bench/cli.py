@@ -17,7 +17,7 @@ from ..dtypes import FLOAT_DTYPES
 from ..registry import METHODS
 from . import cases
 from .cases import BERT_BASE, PERF_BUDGET, Shape
-from .commands import bench_table, check, choose, compare, perf, report, scaling
+from .commands import MINE_BUDGET, bench_table, check, choose, compare, mine, perf, report, scaling
 from .options import (
     markdown_path,
     nonnegative_fraction,
@@ -60,6 +60,17 @@ def _shape_arguments(parser: argparse.ArgumentParser, default: Shape) -> None:
     )
 
 
+def _peers_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--peers",
+        nargs="*",
+        type=peer_name,
+        metavar="PEER",
+        help="outside implementations to time (default: every installed one); give none "
+        "to time only ours",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="embench",
@@ -82,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds of timing, all methods together",
     )
     check_parser.set_defaults(run=check, command_parser=check_parser)
+
+    _mine_parser(commands, defaults)
 
     table_parser = commands.add_parser(
         "bench-table", help="render a pytest-benchmark JSON file as a Markdown table"
@@ -172,14 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_ints_or_none,
         help="the batch-1 sweep, e.g. 8,32,128; 'none' to leave it out",
     )
-    report_parser.add_argument(
-        "--peers",
-        nargs="*",
-        type=peer_name,
-        metavar="PEER",
-        help="outside implementations to time (default: every installed one); give none "
-        "to time only ours",
-    )
+    _peers_argument(report_parser)
     report_parser.add_argument(
         "--batch-size",
         type=positive_int,
@@ -234,9 +240,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _mine_parser(commands, defaults: dict) -> None:
+    """``embench mine``: our methods and every installed peer at the user's shape."""
+    mine_parser = commands.add_parser(
+        "mine",
+        help="your shape (or checkpoint): our methods and every installed peer (torch eager, "
+        "torch.compile, onnxruntime; sum and LayerNorm), checked and timed: which to use",
+        **defaults,
+    )
+    _shape_arguments(mine_parser, BERT_BASE)
+    mine_parser.set_defaults(dtype=None)  # float32, or a checkpoint's own dtype
+    mine_parser.add_argument("--methods", nargs="+", choices=METHODS)
+    _peers_argument(mine_parser)
+    mine_parser.add_argument(
+        "--no-layer-norm",
+        action="store_true",
+        help="leave out the LayerNorm contenders (fused+LN and the LayerNorm peers)",
+    )
+    mine_parser.add_argument(
+        "--tables",
+        metavar="minilm|PATH",
+        help="a checkpoint's tables and real token ids instead of random ones: 'minilm' or a "
+        "model.safetensors file or directory with tokenizer.json beside it (its vocabulary, "
+        "width and dtype; --dtype converts)",
+    )
+    mine_parser.add_argument(
+        "--budget",
+        type=positive_seconds,
+        default=MINE_BUDGET,
+        help="seconds of timing, all contenders together (the checks come on top)",
+    )
+    mine_parser.set_defaults(run=mine, command_parser=mine_parser)
+
+
 def _conflict(arguments) -> str:
     """Options that cannot go together, worded as argparse words a bad value, or ''."""
-    fixed = arguments.command == "report" and arguments.tables
+    fixed = arguments.command in ("report", "mine") and arguments.tables
+    if fixed and arguments.command == "mine":
+        given = [f"--{o}" for o in ("vocab-size", "hidden-size") if f"--{o}" in arguments.argv]
+        if given:
+            return (
+                f"argument --tables: fixes the vocabulary and hidden size to the checkpoint's; "
+                f"drop {' and '.join(given)}"
+            )
+        fixed = False
     if fixed and (arguments.vocab_sizes or arguments.hidden_size):
         return (
             "argument --tables: fixes the vocabulary and hidden size to the checkpoint's; "
@@ -262,10 +309,10 @@ def _reader_gone() -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     arguments = build_parser().parse_args(argv)
+    arguments.argv = argv
     conflict = _conflict(arguments)
     if conflict:
         arguments.command_parser.error(conflict)  # exit 2, before any work
-    arguments.argv = argv
     try:
         status = arguments.run(arguments)
         sys.stdout.flush()  # a closed pipe shows here, not at the interpreter's exit

@@ -11,7 +11,7 @@ from pathlib import Path
 from .. import auto
 from ..dtypes import parse
 from ..registry import METHODS
-from .cases import PERF_BUDGET
+from .cases import PERF_BUDGET, Shape
 from .render import format_time
 
 
@@ -21,6 +21,42 @@ def check(arguments) -> int:
     from . import at_shape
 
     return at_shape.run(arguments, "check")
+
+
+# embench mine's default --budget: seconds of timing for a dozen contenders at one shape.
+MINE_BUDGET = 10.0
+
+
+def mine(arguments) -> int:
+    """Our methods and every installed peer at the user's shape or checkpoint: checked,
+    timed within ``--budget``, and which to use (bench/at_shape.py, shared with check)."""
+    from . import at_shape, peers
+
+    inputs = None
+    if arguments.tables:  # the checkpoint's sizes and real ids: a bad path is one line
+        from . import realdata
+
+        try:
+            inputs = realdata.real_inputs(
+                arguments.tables, arguments.batch_size, arguments.seq_len, arguments.dtype
+            )
+        except (OSError, KeyError, ValueError, TypeError, ImportError) as error:
+            print(f"embench mine: --tables {arguments.tables}: {error}", file=sys.stderr)
+            return 2
+        tables = inputs[0]
+        arguments.shape = Shape(
+            batch=arguments.batch_size, seq=arguments.seq_len, hidden=tables.hidden_size,
+            vocab=tables.vocab_size, max_positions=tables.max_positions,
+            type_vocab=tables.type_vocab_size, dtype=tables.dtype.name,
+        )  # fmt: skip
+    arguments.dtype = arguments.dtype or "float32"
+    if arguments.peers is None:
+        named = peers.available_peers() + peers.available_peers(layer_norm=True)
+    else:  # no names: ours only; each name checked by the parser
+        named = list(dict.fromkeys(arguments.peers))
+    return at_shape.run(
+        arguments, "mine", peer_names=named, layer_norm=not arguments.no_layer_norm, inputs=inputs
+    )
 
 
 def bench_table(arguments) -> int:
