@@ -282,7 +282,7 @@ MUTANTS = [
     # -- validation ------------------------------------------------------------------------
     {
         "name": "validate-range-off-by-one",
-        "file": "kernels/bert_embedding_kernels/validate/__init__.py",
+        "file": "kernels/bert_embedding_kernels/validate/ids.py",
         "old": "if value < 0 or value >= size:",
         "new": "if value < 0 or value > size:",
         "tests": ["tests/test_errors.py"],
@@ -290,7 +290,7 @@ MUTANTS = [
     },
     {
         "name": "validate-token-types-shape",
-        "file": "kernels/bert_embedding_kernels/validate/__init__.py",
+        "file": "kernels/bert_embedding_kernels/validate/prepare.py",
         "old": "if token_type_ids.shape != input_ids.shape:",
         "new": "if token_type_ids.shape[-1:] != input_ids.shape[-1:]:",
         "tests": ["tests/test_errors.py"],
@@ -298,7 +298,7 @@ MUTANTS = [
     },
     {
         "name": "validate-positions-shape",
-        "file": "kernels/bert_embedding_kernels/validate/__init__.py",
+        "file": "kernels/bert_embedding_kernels/validate/ids.py",
         "old": "if position_ids.shape not in allowed:",
         "new": "if position_ids.shape[-1:] != (seq,):",
         "tests": ["tests/test_errors.py"],

@@ -23,7 +23,7 @@ from bert_embedding_kernels.bench.cases import Shape, make_inputs
 from bert_embedding_kernels.bench.scaling import default_threads
 from bert_embedding_kernels.bench.timing import interleave
 from bert_embedding_kernels.methods.fused import forward as fused
-from bert_embedding_kernels.validate import prepare
+from bert_embedding_kernels.validate.prepare import prepare
 
 SIZES = ((1, 32), (1, 64), (1, 128), (1, 256), (1, 512), (4, 128), (8, 128), (4, 512))
 

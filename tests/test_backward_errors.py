@@ -1,8 +1,8 @@
 """embed_backward refuses what embed refuses, and its one-hot paths keep to the memory budget.
 
 Inputs both refuse get the same exception and message (both call
-``bert_embedding_kernels.validate.prepare``). The budgeted methods work in tiles of the one-hot
-code; at budgets that force many tiles their gradients must still match the
+``bert_embedding_kernels.validate.prepare.prepare``). The budgeted methods work in tiles
+of the one-hot code; at budgets that force many tiles their gradients must still match the
 naive float64 loop (tests/rules.py), not merely the same method run untiled.
 """
 
@@ -28,7 +28,7 @@ IDS = np.array([[1, 2, 3], [4, 5, 6]])
 GRAD = np.zeros((2, 3, 4), np.float32)
 
 # Inputs that embed refuses: embed_backward must refuse them with the same
-# exception and the same message, because both call bek.validate.prepare.
+# exception and the same message, because both call bert_embedding_kernels.validate.prepare.prepare.
 BAD_IDS = [
     {"input_ids": IDS.astype(float)},
     {"input_ids": IDS > 2},

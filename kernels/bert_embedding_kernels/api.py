@@ -18,8 +18,8 @@ from .methods.onehot import DEFAULT_MEMORY_BUDGET
 from .pool import OUTPUTS
 from .registry import BACKWARD_METHODS, METHODS, REGISTRY, implementation
 from .tables import EmbeddingTables
-from .validate import check_memory_budget, check_method  # the device road (_on_device)
 from .validate.calls import check_backward, check_forward
+from .validate.options import check_memory_budget, check_method  # the device road
 
 # Which table dtypes each method takes, for the one validation a call goes through.
 FORWARD_DTYPES = {name: implementation(name).dtypes for name in METHODS}
@@ -104,7 +104,7 @@ def embed(
     Raises
     ------
     TypeError, ValueError, IndexError
-        The same for every method; see :func:`bert_embedding_kernels.validate.prepare`.
+        The same for every method; see :func:`bert_embedding_kernels.validate.prepare.prepare`.
     """
     if getattr(tables, "device", None) == "cuda":
         if layer_norm is None:  # the host tables' default, carried to the device

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..validate import _check_past_length  # the CPU's check and message
+from ..validate.ids import check_past_length  # the CPU's check and message
 from ._runtime import SIMULATOR, as_device, cuda, intersect, is_read_only, memory_span
 from .tables import DeviceTables
 
@@ -26,7 +26,7 @@ _CHECK_THREADS = 32 if SIMULATOR else 256
 
 class DeviceBatch(NamedTuple):
     """Device ids in the normal form the kernels take (as
-    :class:`bert_embedding_kernels.validate.Batch`).
+    :class:`bert_embedding_kernels.validate.batch.Batch`).
 
     ``token_type_ids`` and ``position_ids`` are 2-D with a first axis of 1
     (shared by every sequence of the batch) or ``batch``.
@@ -162,15 +162,15 @@ def prepare(
     check : bool, default True
         Run the device range check (one kernel and a 24-byte read-back, which
         waits for the stream). Pass False only for ids already checked, e.g.
-        host ids that went through :func:`bert_embedding_kernels.validate.prepare`.
+        host ids that went through :func:`bert_embedding_kernels.validate.prepare.prepare`.
     stream : numba stream or 0
 
     Raises
     ------
     TypeError, ValueError, IndexError
-        As :func:`bert_embedding_kernels.validate.prepare`, with the same messages.
+        As :func:`bert_embedding_kernels.validate.prepare.prepare`, with the same messages.
     """
-    past_length = _check_past_length(past_length)
+    past_length = check_past_length(past_length)
     input_ids = _device_ids("input_ids", input_ids, stream)
     if input_ids.ndim != 2:
         raise ValueError(

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..gradients import EmbeddingGradients
 from ..tables import EmbeddingTables
-from ..validate import Batch, flat_ids
+from ..validate.batch import Batch, flat_ids
 from .onehot import (
     _chunk_target,
     _chunks,

@@ -7,7 +7,7 @@ import numpy as np
 from ..dtypes import is_half
 from ..gradients import EmbeddingGradients, zeros_like_tables
 from ..tables import EmbeddingTables
-from ..validate import Batch, flat_ids
+from ..validate.batch import Batch, flat_ids
 
 
 def gather_sum(tables: EmbeddingTables, batch: Batch, out: np.ndarray) -> np.ndarray:

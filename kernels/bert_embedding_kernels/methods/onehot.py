@@ -22,7 +22,8 @@ import numpy as np
 from ..dtypes import accumulator
 from ..gradients import EmbeddingGradients
 from ..tables import EmbeddingTables
-from ..validate import Batch, check_memory_budget, flat_ids
+from ..validate.batch import Batch, flat_ids
+from ..validate.options import check_memory_budget
 
 DEFAULT_MEMORY_BUDGET = 256 * 2**20  # bytes of extra memory a one-hot call may use
 

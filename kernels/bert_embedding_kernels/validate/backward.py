@@ -13,7 +13,7 @@ from .._arrays import as_numpy
 from ..dtypes import accumulator, output_dtypes
 from ..gradients import EmbeddingGradients
 from ..tables import EmbeddingTables
-from . import chosen_dtype
+from .options import chosen_dtype
 from .outputs import refuse_overlap
 
 

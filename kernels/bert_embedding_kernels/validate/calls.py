@@ -2,7 +2,7 @@
 here once and get back everything the method needs, checked and in normal form.
 
 The order of the checks is the order of the errors a caller meets: the method's name,
-then the tables and ids (:func:`bert_embedding_kernels.validate.prepare`), then what
+then the tables and ids (:func:`bert_embedding_kernels.validate.prepare.prepare`), then what
 depends on them.
 """
 
@@ -15,22 +15,22 @@ import numpy as np
 
 from .._arrays import as_numpy
 from ..tables import EmbeddingTables
-from . import (
-    Batch,
+from .backward import (
     check_accumulate_into,
-    check_attention_mask,
     check_grad_dtype,
     check_grad_output,
+    check_padding_idx,
+)
+from .batch import Batch
+from .options import (
     check_memory_budget,
     check_method,
     check_method_dtype,
     check_norm_options,
     check_out_dtype,
-    check_padding_idx,
-    prepare,
-    refuse_overlap,
-    table_inputs,
 )
+from .outputs import check_attention_mask, refuse_overlap, table_inputs
+from .prepare import prepare
 
 
 class ForwardCall(NamedTuple):

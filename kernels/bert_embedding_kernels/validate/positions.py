@@ -10,7 +10,8 @@ import numpy as np
 
 from .._jit import serial_kernel
 from ..tables import EmbeddingTables
-from . import KERNEL_ID_DTYPES, _check_range, _first_out_of_range, kernel_ids, out_of_range_error
+from .batch import KERNEL_ID_DTYPES, kernel_ids
+from .ids import check_range, first_out_of_range, out_of_range_error
 
 
 @serial_kernel
@@ -58,14 +59,14 @@ def positions_after_padding(input_ids: np.ndarray, tables: EmbeddingTables, past
     """
     positions = np.empty(input_ids.shape, np.int64)
     if input_ids.dtype not in KERNEL_ID_DTYPES:
-        _check_range("input_ids", input_ids, tables.vocab_size, "vocab_size")
+        check_range("input_ids", input_ids, tables.vocab_size, "vocab_size")
     ids = kernel_ids(input_ids)
     start = _numbered_from(tables, past_length)
     if (
         ids.size
         and _number_after_padding(ids, tables.vocab_size, tables.padding_idx, start, positions) >= 0
     ):
-        _check_range("input_ids", input_ids, tables.vocab_size, "vocab_size")  # raises
+        check_range("input_ids", input_ids, tables.vocab_size, "vocab_size")  # raises
     return positions
 
 
@@ -86,7 +87,7 @@ def check_positions_after_padding(
     seq = positions.shape[1]
     if tables.padding_idx + past_length + seq < tables.max_positions:
         return
-    flat = _first_out_of_range(positions, tables.max_positions)
+    flat = first_out_of_range(positions, tables.max_positions)
     if flat < 0:
         return
     where = divmod(int(flat), seq)

@@ -40,7 +40,7 @@ from numba import prange
 
 from ..._jit import parallel_kernel, row_helper, serial_kernel
 from ...gradients import CACHE_LINE_BYTES, zeros_like_tables
-from ...validate import kernel_ids
+from ...validate.batch import kernel_ids
 
 # The smallest memory page the operating system maps on first touch.
 _PAGE_BYTES = 4096

@@ -21,7 +21,7 @@ from numba import prange
 
 from ..._jit import parallel_kernel, reduction_helper, row_helper, serial_kernel
 from ...tables import EmbeddingTables
-from ...validate import Batch, kernel_ids
+from ...validate.batch import Batch, kernel_ids
 from .vectors import (
     VECTOR_BYTES,
     store_fence,

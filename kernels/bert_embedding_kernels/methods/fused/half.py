@@ -16,7 +16,7 @@ from numba import prange
 
 from ..._jit import parallel_kernel, row_helper, serial_kernel
 from ...tables import EmbeddingTables
-from ...validate import Batch, kernel_ids
+from ...validate.batch import Batch, kernel_ids
 from .forward import (
     BATCH_BLOCK,
     BYTES_PER_THREAD,
