@@ -112,6 +112,9 @@ def test_results_json_schema_2(tiny_report):
     _, results = tiny_report
     assert results["schema"] == 2
     assert {"command", "machine", "settings", "points", "recommendations"} <= set(results)
+    # how busy the machine was (bench/noise.py), what compare judges two runs' noise by
+    assert len(results["noise"]["load"]) == 2 and results["noise"]["cores"] >= 1
+    assert results["noise"]["median_half_width"] >= 0 and results["seconds"] > 0
     sweeps = {(p["sweep"], p["size"]) for p in results["points"]}
     assert sweeps == {
         ("vocab", 50),

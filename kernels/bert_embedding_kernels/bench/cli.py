@@ -236,6 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="compare points whose shape, tables, peers or device differ (each marked) "
         "instead of refusing with exit 2",
     )
+    compare_parser.add_argument(
+        "--allow-noisy",
+        action="store_true",
+        help="judge --fail-above even where the runs' noise differs beyond what their ratios "
+        "absorb (load per core more than 0.5 apart, or one run's median interval over +-10%% "
+        "and twice the other's; bench/noise.py) instead of refusing with exit 2",
+    )
     compare_parser.set_defaults(run=compare, command_parser=compare_parser)
     return parser
 

@@ -245,6 +245,7 @@ def choose(arguments) -> int:
 def compare(arguments) -> int:
     """Compare two results.json runs point by point, normalised by each run's copy."""
     from . import compare as comparing
+    from . import noise
 
     try:
         a, b = comparing.load(arguments.a), comparing.load(arguments.b)
@@ -256,14 +257,31 @@ def compare(arguments) -> int:
         print(
             f"embench compare: {name} = {getattr(arguments, name.lower())}: "
             f"{run.get('command', '?')} ({source.get('package', source.get('kernels', '?'))}, "
-            f"commit {source.get('commit', 'not recorded')})"
+            f"commit {source.get('commit', 'not recorded')}); "
+            f"{noise.describe(noise.of_results(run))}"
         )
+    unlike_noise = noise.mismatch(noise.of_results(a), noise.of_results(b))
+    if unlike_noise and arguments.fail_above is not None and not arguments.allow_noisy:
+        print(
+            f"embench compare: the runs' noise differs beyond what their copy-normalised "
+            f"ratios absorb ({unlike_noise}): no gate on them; rerun both on a quiet machine, "
+            "or pass --allow-noisy to judge anyway",
+            file=sys.stderr,
+        )
+        return 2
     try:
         rows = comparing.compare(a, b, allow_different=arguments.allow_different)
     except comparing.UnlikeRuns as error:
         print(f"embench compare: {error}", file=sys.stderr)
         return 2
     print(comparing.render(rows, arguments.a, arguments.b))
+    if unlike_noise:
+        print(
+            f"embench compare: NOISY: the runs' noise differs ({unlike_noise}); under load the "
+            "one-hot (BLAS) paths slow down far more than the copy, so read their changes as "
+            "the machine's, not the code's",
+            file=sys.stderr,
+        )
     if arguments.fail_above is not None:
         failing = comparing.failures(rows, arguments.fail_above)
         if failing:
