@@ -46,75 +46,86 @@ def prepare(
     """
     check_tables(tables)
     past_length = check_past_length(past_length)
-    input_ids = as_ids("input_ids", input_ids)
-    if input_ids.ndim != 2:
-        # The hint fits a single sequence only; for 0-D or 3-D ids it cannot help.
-        hint = " Use input_ids[None, :] for a single sequence." if input_ids.ndim == 1 else ""
-        raise ValueError(
-            f"input_ids has shape {input_ids.shape}; it must be 2-D (batch, seq).{hint}"
-        )
+    input_ids = _input_ids(input_ids)
     batch, seq = input_ids.shape
     # Defaults share input_ids' dtype where the kernel takes it as is, so that a
     # call with defaults compiles no extra kernel specialisation.
     default_dtype = input_ids.dtype if input_ids.dtype in KERNEL_ID_DTYPES else np.dtype(np.int64)
     given = [("input_ids", input_ids)]  # caller's arrays: range-checked, kept apart from out
-    range_checked = set()  # of those, the ones already checked on the way
-    numbered = False  # positions numbered by RoBERTa's rule, from the ids
-
-    if token_type_ids is None:
-        token_type_ids = default_token_type_ids(seq, default_dtype)  # zeros: always valid
-    else:
-        if not tables.has_segment:
-            raise ValueError(
-                f"token_type_ids were given, but the tables ({tables.family or 'these'}) have no "
-                "segment (token type) table; omit token_type_ids."
-            )
-        token_type_ids = as_ids("token_type_ids", token_type_ids)
-        if token_type_ids.shape != input_ids.shape:
-            raise ValueError(
-                f"token_type_ids has shape {token_type_ids.shape}; it must match input_ids' "
-                f"shape {input_ids.shape}."
-            )
-        given.append(("token_type_ids", token_type_ids))
-
-    if position_ids is not None and not tables.has_position:
-        raise ValueError(
-            f"position_ids were given, but the tables ({tables.family or 'these'}) have no "
-            "position table; omit position_ids."
-        )
-    if not tables.has_position:
-        position_ids = default_token_type_ids(seq, default_dtype)  # row 0, the zero row
-    elif position_ids is None and tables.position_rule == "after_padding":
-        position_ids = positions_after_padding(input_ids, tables, past_length)
-        range_checked.add("input_ids")
-        numbered = True  # range-checked after the ids the caller gave, as given ones are
-    elif position_ids is None:
-        if past_length + seq > tables.max_positions:
-            raise IndexError(
-                f"position_ids (default, past_length={past_length}) run to position "
-                f"{past_length + seq - 1}, out of range: valid ids satisfy "
-                f"0 <= id < {tables.max_positions} (max_positions)."
-            )
-        position_ids = default_position_ids(past_length, seq, default_dtype)
-    else:
-        position_ids = given_position_ids(position_ids, input_ids)
-        given.append(("position_ids", position_ids))
-
+    token_type_ids = _token_type_ids(tables, token_type_ids, input_ids, default_dtype, given)
+    position_ids, numbered = _position_ids(
+        tables, position_ids, input_ids, past_length, default_dtype, given
+    )
     sizes = {
         "input_ids": (tables.vocab_size, "vocab_size"),
         "token_type_ids": (tables.type_vocab_size, "type_vocab_size"),
         "position_ids": (tables.max_positions, "max_positions"),
     }
     for name, ids in given:
-        if name not in range_checked:
+        if not (numbered and name == "input_ids"):  # RoBERTa's numbering pass checked them
             check_range(name, ids, *sizes[name])
-    if numbered:
+    if numbered:  # range-checked after the ids the caller gave, as given ones are
         check_positions_after_padding(position_ids, tables, past_length)
     if position_ids.ndim == 1:
         position_ids = position_ids[None, :]
-
     if out is not None:
         expected = tables.dtype if out_dtype is None else out_dtype
         inputs = [*table_inputs(tables), *given]
         out = check_out(out, (batch, seq, tables.hidden_size), expected, inputs)
     return Batch(input_ids, token_type_ids, position_ids, out)
+
+
+def _input_ids(value) -> np.ndarray:
+    input_ids = as_ids("input_ids", value)
+    if input_ids.ndim != 2:
+        # The hint fits a single sequence only; for 0-D or 3-D ids it cannot help.
+        hint = " Use input_ids[None, :] for a single sequence." if input_ids.ndim == 1 else ""
+        raise ValueError(
+            f"input_ids has shape {input_ids.shape}; it must be 2-D (batch, seq).{hint}"
+        )
+    return input_ids
+
+
+def _token_type_ids(tables, value, input_ids, default_dtype, given: list) -> np.ndarray:
+    """The token types (zeros by default: always valid); given ones join ``given``."""
+    if value is None:
+        return default_token_type_ids(input_ids.shape[1], default_dtype)
+    if not tables.has_segment:
+        raise ValueError(
+            f"token_type_ids were given, but the tables ({tables.family or 'these'}) have no "
+            "segment (token type) table; omit token_type_ids."
+        )
+    token_type_ids = as_ids("token_type_ids", value)
+    if token_type_ids.shape != input_ids.shape:
+        raise ValueError(
+            f"token_type_ids has shape {token_type_ids.shape}; it must match input_ids' "
+            f"shape {input_ids.shape}."
+        )
+    given.append(("token_type_ids", token_type_ids))
+    return token_type_ids
+
+
+def _position_ids(tables, value, input_ids, past_length, default_dtype, given: list):
+    """The positions and whether RoBERTa's rule numbered them (checking the ids on the way);
+    given ones join ``given``."""
+    seq = input_ids.shape[1]
+    if value is not None and not tables.has_position:
+        raise ValueError(
+            f"position_ids were given, but the tables ({tables.family or 'these'}) have no "
+            "position table; omit position_ids."
+        )
+    if not tables.has_position:
+        return default_token_type_ids(seq, default_dtype), False  # row 0, the zero row
+    if value is None and tables.position_rule == "after_padding":
+        return positions_after_padding(input_ids, tables, past_length), True
+    if value is None:
+        if past_length + seq > tables.max_positions:
+            raise IndexError(
+                f"position_ids (default, past_length={past_length}) run to position "
+                f"{past_length + seq - 1}, out of range: valid ids satisfy "
+                f"0 <= id < {tables.max_positions} (max_positions)."
+            )
+        return default_position_ids(past_length, seq, default_dtype), False
+    position_ids = given_position_ids(value, input_ids)
+    given.append(("position_ids", position_ids))
+    return position_ids, False
