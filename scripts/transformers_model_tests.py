@@ -74,7 +74,7 @@ def prepare(archive: Path, run: Path) -> None:
 
 def pytest_run(run: Path, name: str, plugin: bool) -> dict[str, str]:
     report = run / f"{name}.xml"
-    command = [sys.executable, "-m", "pytest", "tests/test_bek_models.py", "-q",
+    command = [sys.executable, "-m", "pytest", os.path.join("tests", "test_bek_models.py"), "-q",
                "-p", "no:cacheprovider", f"--junitxml={report}", "-o", "addopts="]  # fmt: skip
     if plugin:
         command += ["-p", "bek_patch"]
@@ -106,12 +106,13 @@ def summary(plain: dict, patched: dict, version: str, seconds: dict) -> tuple[st
         "",
         f"`.venv/bin/python scripts/transformers_model_tests.py --write "
         f"docs/TRANSFORMERS_TESTS.md` (transformers {version}, its source distribution's "
-        f"`tests/test_modeling_common.py`; BERT, RoBERTa and DistilBERT with every head; "
+        f"`transformers-<version>/tests/test_modeling_common.py`; BERT, RoBERTa and "
+        f"DistilBERT with every head; "
         f"our model testers in scripts/transformers_tests/).",
         "",
         "The source distribution ships `tests/*.py` (ModelTesterMixin and what it imports) but "
-        "not the model-specific files (`tests/models/bert/test_modeling_bert.py`...) nor "
-        "`tests/exporters` and `tests/generation`: the model testers (sizes and inputs) are "
+        "not the model-specific files (`transformers-<version>/tests/models/bert/...`) nor "
+        "its `exporters` and `generation` test packages: the model testers (sizes and inputs) are "
         "ours, and the export and generation mixins are empty stand-ins, so their tests do not "
         "run here (the export of the drop-in is tested in tests/test_torch_ops.py; the "
         "broadcastable `token_type_ids` / `position_ids` those tests pass, and RoBERTa's "

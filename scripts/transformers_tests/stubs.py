@@ -1,5 +1,5 @@
 """Stand-ins for the two test packages test_modeling_common.py imports that transformers'
-source distribution does not ship (tests/exporters, tests/generation): empty mixins, so
+source distribution does not ship (its exporters and generation packages): empty mixins, so
 ModelTesterMixin imports; the export and generation tests they would add do not run."""
 
 STUBS = {
