@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ..._jit import parallel_kernel
+from ..._jit import parallel_kernel, reduction_helper
 from .forward import _mean_and_inverse_std
 
 # Row chunks for the weight and bias partial sums: enough for many threads, few
@@ -28,29 +28,43 @@ from .forward import _mean_and_inverse_std
 ROW_CHUNKS = 64
 
 
+@reduction_helper
+def _projections(x, dy, weight, mean, inverse_std):
+    """``sum(g)`` and ``sum(g * xhat)`` of one row, ``g = dy * w``, in float64.
+
+    A reduction helper (LLVM may reassociate, so vectorise, these two sums only): in
+    one strict loop with the per-element updates below, the row cost 2.2x more.
+    """
+    sum_g = 0.0
+    sum_g_xhat = 0.0
+    for h in range(x.size):
+        g = dy[h] * np.float64(weight[h])
+        sum_g += g
+        sum_g_xhat += g * ((x[h] - mean) * inverse_std)
+    return sum_g, sum_g_xhat
+
+
 @parallel_kernel
 def _norm_backward_rows(sums, grad, weight, eps, rows_per_chunk, grad_sums, weight_part, bias_part):
     rows, hidden = sums.shape
     for chunk in prange(weight_part.shape[0]):
+        weight_sums = weight_part[chunk]
+        bias_sums = bias_part[chunk]
         for r in range(chunk * rows_per_chunk, min(rows, (chunk + 1) * rows_per_chunk)):
             x = sums[r]
             dy = grad[r]
             mean, inverse_std = _mean_and_inverse_std(x, eps)
-            mean_g = 0.0
-            mean_g_xhat = 0.0
+            sum_g, sum_g_xhat = _projections(x, dy, weight, mean, inverse_std)
+            mean_g = sum_g / hidden
+            mean_g_xhat = sum_g_xhat / hidden
+            out = grad_sums[r]
+            # Element by element, no reduction: vectorised in strict order.
             for h in range(hidden):
                 xhat = (x[h] - mean) * inverse_std
-                g = dy[h] * np.float64(weight[h])
-                mean_g += g
-                mean_g_xhat += g * xhat
-                weight_part[chunk, h] += dy[h] * xhat
-                bias_part[chunk, h] += dy[h]
-            mean_g /= hidden
-            mean_g_xhat /= hidden
-            for h in range(hidden):
-                xhat = (x[h] - mean) * inverse_std
-                g = dy[h] * np.float64(weight[h])
-                grad_sums[r, h] = inverse_std * (g - mean_g - xhat * mean_g_xhat)
+                d = np.float64(dy[h])
+                weight_sums[h] += d * xhat
+                bias_sums[h] += d
+                out[h] = inverse_std * (d * np.float64(weight[h]) - mean_g - xhat * mean_g_xhat)
 
 
 def layer_norm_backward(sums: np.ndarray, grad: np.ndarray, weight: np.ndarray, eps: float):
