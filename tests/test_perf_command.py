@@ -35,9 +35,8 @@ def test_the_markdown_is_rendered_from_the_json_beside_it(written, written_json)
     # one source: the README's figures are rendered from this JSON (scripts/doc_figures.py)
     assert perf_markdown.render(written_json) == written
     names = [row["figure"] for row in written_json["figures"]]
-    assert names == [f.name for f in (*perf.FORWARD_FIGURES, *perf.BACKWARD_FIGURES)] + [
-        perf.SMALL_CALL_FIGURE
-    ]
+    figures = (*perf.FORWARD_FIGURES, *perf.BACKWARD_FIGURES, *perf.TRAINING_FIGURES)
+    assert names == [f.name for f in figures] + [perf.SMALL_CALL_FIGURE]
 
 
 def _row(markdown: str, name: str) -> list[str]:
@@ -47,8 +46,9 @@ def _row(markdown: str, name: str) -> list[str]:
 
 
 def test_every_figure_of_ours_is_measured_with_an_interval(written, written_json):
-    ours = [f for f in (*perf.FORWARD_FIGURES, *perf.BACKWARD_FIGURES) if "torch" not in f.name]
-    ours = [f for f in ours if "onnxruntime" not in f.name and "numpy" not in f.name]
+    figures = (*perf.FORWARD_FIGURES, *perf.BACKWARD_FIGURES, *perf.TRAINING_FIGURES)
+    peers = ("torch", "onnxruntime", "numpy", "transformers", "drop-in")  # installed or not
+    ours = [f for f in figures if not any(p in f.name for p in peers)]
     assert ours
     rows = {row["figure"]: row for row in written_json["figures"]}
     for figure in ours:
@@ -66,7 +66,10 @@ def test_every_figure_of_ours_is_measured_with_an_interval(written, written_json
 def test_peers_are_measured_when_installed(written):
     pytest.importorskip("torch")
     pytest.importorskip("onnxruntime")
-    for name in ("torch-eager / fused", "onnxruntime EmbedLayerNorm / fused+LN"):
+    pytest.importorskip("transformers")
+    names = ["torch-eager / fused", "onnxruntime EmbedLayerNorm / fused+LN"]
+    names += [f.name for f in perf.TRAINING_FIGURES if "compiled" not in f.name]
+    for name in names:
         _, measured, _, _ = _row(written, name)
         assert "not measured" not in measured, name
 

@@ -85,8 +85,9 @@ def perf(arguments) -> int:
     budget = PERF_BUDGET if arguments.budget is None else arguments.budget
     print(
         f"embench perf: at BERT-base, checking every contender, then {budget:g} s of forward "
-        f"rounds, {budget / 2:g} s of backward rounds and {performance.SMALL_CALL_BUDGET:g} s "
-        f"of small calls (--budget; about {1.5 * budget + performance.SMALL_CALL_BUDGET:.0f} s "
+        f"rounds, {budget / 2:g} s each of backward and training-step rounds and "
+        f"{performance.SMALL_CALL_BUDGET:g} s of small calls (--budget; about "
+        f"{2 * budget + performance.SMALL_CALL_BUDGET:.0f} s "
         "of timing, plus the checks, torch.compile's compile and a fresh process's first call)",
         file=sys.stderr,
     )

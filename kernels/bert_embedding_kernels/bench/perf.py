@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import embed, embed_backward
 from ..gradients import EmbeddingGradients
-from . import contenders, machine, peers
+from . import contenders, machine, peers, training_step
 from .cases import BERT_BASE, SMALL_CALL, make_inputs, zipf_ids
 from .roofline import CopyReference, apart_from
 from .timing import Estimate, Timings, interleave
@@ -125,6 +125,45 @@ BACKWARD_FIGURES = (
         "fused (accumulate_into)",
         ">= 3",
         "fused adds into caller-owned gradients",
+    ),
+)
+
+_BOUND = training_step.BOUND_COPIES
+TRAINING_FIGURES = (
+    Figure(
+        "drop-in step / copy",
+        "drop-in step",
+        "copy",
+        f"<= {2 * _BOUND:.1f}",
+        f"within 2x of the step's bound, {_BOUND} copies of the output (docs/BACKWARD.md)",
+    ),
+    Figure(
+        "transformers eager step / drop-in step",
+        "transformers eager step",
+        "drop-in step",
+        ">= 5",
+        "zero_grad, forward, backward of all five parameters",
+    ),
+    Figure(
+        "drop-in step (word table frozen) / copy",
+        "drop-in step (word table frozen)",
+        "copy",
+        "",
+        "no word-table gradient: fewer bytes than the bound above",
+    ),
+    Figure(
+        "drop-in step (no LayerNorm) / copy",
+        "drop-in step (no LayerNorm)",
+        "copy",
+        "",
+        "Megatron-BERT's embeddings: the sum and the scatter-add",
+    ),
+    Figure(
+        "transformers compiled step / drop-in compiled step",
+        "transformers eager step, compiled",
+        "drop-in step, compiled",
+        "",
+        "both under torch.compile",
     ),
 )
 
@@ -280,7 +319,13 @@ SMALL_CALL_FIGURE = "small call, median us"
 
 
 def summary(
-    forward: Timings, backward: Timings, small: Estimate, first, load, command: str
+    forward: Timings,
+    backward: Timings,
+    training: Timings,
+    small: Estimate,
+    first,
+    load,
+    command: str,
 ) -> dict:
     """Every figure of a run as plain data: what ``--write`` stores beside the Markdown
     (``PERFORMANCE.json``), and what the Markdown and the README's figures are rendered from."""
@@ -293,10 +338,12 @@ def summary(
         "rounds": {
             "forward": [forward.rounds, forward.seconds],
             "backward": [backward.rounds, backward.seconds],
+            "training": [training.rounds, training.seconds],
         },
         "figures": [
             *_figure_rows(forward, FORWARD_FIGURES),
             *_figure_rows(backward, BACKWARD_FIGURES),
+            *_figure_rows(training, TRAINING_FIGURES),
             {
                 "figure": SMALL_CALL_FIGURE,
                 "target": "<= 15",
@@ -309,7 +356,11 @@ def summary(
         ],
         "first_call_s": first[1],
         "import_s": first[0],
-        "medians": [*_medians(forward, "forward"), *_medians(backward, "backward")],
+        "medians": [
+            *_medians(forward, "forward"),
+            *_medians(backward, "backward"),
+            *_medians(training, "training step"),
+        ],
     }
 
 
@@ -318,6 +369,7 @@ def measure(rounds_budget: float, include_compile: bool = True, progress=None) -
     load = [os.getloadavg()[0]]
     forward = interleave(forward_calls(include_compile), budget=rounds_budget, progress=progress)
     backward = interleave(backward_calls(), budget=rounds_budget / 2)
+    training = interleave(training_step.calls(include_compile), budget=rounds_budget / 2)
     small = small_call()
     load.append(os.getloadavg()[0])
-    return forward, backward, small, first_call_seconds(), load
+    return forward, backward, training, small, first_call_seconds(), load

@@ -56,6 +56,7 @@ def render(run: dict) -> str:
     """docs/PERFORMANCE.md from :func:`summary`'s data."""
     forward_rounds, forward_seconds = run["rounds"]["forward"]
     backward_rounds, backward_seconds = run["rounds"]["backward"]
+    training_rounds, training_seconds = run["rounds"].get("training", (0, 0))
     load = run["load"]
     lines = [
         "# Performance: the fused kernels, their roofline and the peers",
@@ -71,7 +72,9 @@ def render(run: dict) -> str:
         "at least 1 ms (each after an untimed call), contenders interleaved round by round "
         "in rotating order, medians with "
         f"95% intervals; {forward_rounds} forward rounds in {forward_seconds:.0f} s, "
-        f"{backward_rounds} backward rounds in {backward_seconds:.0f} s. Ratios are medians of "
+        f"{backward_rounds} backward rounds in {backward_seconds:.0f} s, {training_rounds} "
+        f"training-step rounds in {training_seconds:.0f} s (kernels/bert_embedding_kernels/"
+        "bench/training_step.py says what a step is). Ratios are medians of "
         "per-round ratios with their 95% intervals (~: wider than +-10%). How noisy: "
         f"1-minute load average {load[0]:.2f} before and {load[1]:.2f} after the run "
         f"({run['cores']} cores); the intervals below say the rest.",
