@@ -1,0 +1,174 @@
+"""CONTRIBUTING.md's three recipes, each done in a copy of the package (issue 38).
+
+A method, a family and a perf figure are each added exactly as the recipe says, in a
+throwaway copy of ``bert_embedding_kernels``; the test then checks that the addition works
+from the outside (the public API, the drop-in, the rendered Markdown) and that the recipe
+touched the files it names and no others.
+"""
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import bert_embedding_kernels as bek
+
+SOURCE = Path(bek.__file__).resolve().parent
+
+
+@pytest.fixture
+def tree(tmp_path):
+    root = tmp_path / "src"
+    shutil.copytree(SOURCE, root / "bert_embedding_kernels", ignore=shutil.ignore_patterns(
+        "__pycache__", "*.nbi", "*.nbc"))  # fmt: skip
+    return root
+
+
+def _digests(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*.py"))
+    }
+
+
+def _edit(path: Path, anchor: str, addition: str) -> None:
+    """Insert ``addition`` before ``anchor`` (which must occur once)."""
+    text = path.read_text()
+    assert text.count(anchor) == 1, anchor
+    path.write_text(text.replace(anchor, addition + anchor))
+
+
+def _run(root: Path, code: str, *arguments) -> str:
+    environment = {**os.environ, "PYTHONPATH": str(root), "NUMBA_CACHE_DIR": str(root / ".nb")}
+    done = subprocess.run(
+        [sys.executable, *arguments] if arguments else [sys.executable, "-c", code],
+        capture_output=True, text=True, env=environment, cwd=root, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def _changed(before: dict, after: dict) -> set[str]:
+    return {name for name in before.keys() | after.keys() if before.get(name) != after.get(name)}
+
+
+# -- a method ---------------------------------------------------------------------------
+TAKE = '''"""``take``: numpy's ``np.take`` per table, summed (a recipe's example method)."""
+
+import numpy as np
+
+
+def take_sum(tables, batch, out):
+    np.add(np.take(tables.token, batch.input_ids, axis=0),
+           np.take(tables.segment, batch.token_type_ids, axis=0), out=out)
+    return np.add(out, np.take(tables.position, batch.position_ids, axis=0), out=out)
+'''
+TAKE_RECORD = """        Implementation(
+            name="take",
+            summary="np.take per table, summed",
+            forward=take.take_sum,
+            dtypes=("float32", "float64"),
+        ),
+"""
+
+
+def test_a_method_is_its_module_and_one_registry_record(tree):
+    package = tree / "bert_embedding_kernels"
+    before = _digests(tree)
+    (package / "methods" / "take.py").write_text(TAKE)
+    _edit(package / "registry.py", "from .methods import concat", "from .methods import take\n")
+    _edit(package / "registry.py", "    )\n}\n\nMETHODS", TAKE_RECORD)
+    assert _changed(before, _digests(tree)) == {
+        "bert_embedding_kernels/methods/take.py",
+        "bert_embedding_kernels/registry.py",
+    }
+    out = _run(
+        tree,
+        textwrap.dedent("""
+        import numpy as np, bert_embedding_kernels as bek
+        assert "take" in bek.METHODS, bek.METHODS
+        tables = bek.EmbeddingTables.random(50, 16, max_positions=8)
+        ids = np.random.default_rng(0).integers(0, 50, (3, 8))
+        got = bek.embed(tables, ids, method="take")
+        assert np.array_equal(got, bek.embed(tables, ids, method="gather"))
+        try:
+            bek.embed(tables, [[50]], method="take")
+        except IndexError as error:
+            print("refused:", error)
+    """),
+    )
+    assert "refused: input_ids[0, 0]" in out  # validation ran before the new method
+    # The registry-driven tests pick it up with no edit to them.
+    tests = Path(__file__).parent
+    out = _run(tree, "", "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(tests),
+               str(tests / "test_equivalence.py"), "-k", "take")  # fmt: skip
+    assert " passed" in out and "failed" not in out, out[-2000:]
+
+
+# -- a family -----------------------------------------------------------------------------
+FAMILY_RECORD = (
+    '    Family("FakeBERT", "fakebert.modeling_fakebert", "FakeBertEmbeddings", ("fakebert",)),\n'
+)
+FAKE_FAMILY = textwrap.dedent("""
+    import sys, types, torch, transformers
+    from transformers.models.bert import modeling_bert
+    name = "transformers.models.fakebert.modeling_fakebert"
+    module = types.ModuleType(name)
+    FakeBertEmbeddings = type("FakeBertEmbeddings", (modeling_bert.BertEmbeddings,),
+                              {"__module__": name, "__qualname__": "FakeBertEmbeddings"})
+    module.FakeBertEmbeddings = FakeBertEmbeddings
+    sys.modules[name] = module
+    from bert_embedding_kernels.families import family_of_model_type
+    from bert_embedding_kernels.nn import BertEmbeddings
+    config = transformers.BertConfig(vocab_size=40, hidden_size=16, num_attention_heads=2,
+                                     max_position_embeddings=12)
+    torch.manual_seed(0)
+    theirs = FakeBertEmbeddings(config).eval()
+    ours = BertEmbeddings.from_hf(theirs)
+    ids = torch.randint(0, 40, (2, 7))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(input_ids=ids), theirs(input_ids=ids))
+    print(ours.family.name, family_of_model_type("fakebert", "test").name)
+""")
+
+
+def test_a_family_with_known_rules_is_one_record(tree):
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    package = tree / "bert_embedding_kernels"
+    before = _digests(tree)
+    _edit(package / "families.py", ")  # fmt: skip\n\n# Embeddings classes", FAMILY_RECORD)
+    assert _changed(before, _digests(tree)) == {"bert_embedding_kernels/families.py"}
+    assert _run(tree, FAKE_FAMILY).split() == ["FakeBERT", "FakeBERT"]
+
+
+# -- a perf figure ------------------------------------------------------------------------
+FIGURE = (
+    '    Figure("gather / fused (out=)", "gather", "fused (out=)", ">= 2", "a recipe figure"),\n'
+)
+RENDER = textwrap.dedent("""
+    from bert_embedding_kernels.bench import perf, perf_markdown
+    from bert_embedding_kernels.bench.timing import Estimate, Timings
+    names = {n for f in perf.FORWARD_FIGURES for n in (f.numerator, f.denominator)}
+    forward = Timings({n: [1e-3 * (3 if n == "gather" else 1)] * 9 for n in names})
+    empty = Timings({"copy": [1e-3] * 9})
+    small = Estimate(1e-5, 0.9e-5, 1.1e-5, 9)
+    run = perf.summary(forward, empty, empty, small, (0.1, 0.2), (0.0, 0.0), "embench perf")
+    print(perf_markdown.render(run))
+""")
+
+
+def test_a_figure_is_one_record_from_json_to_markdown(tree):
+    package = tree / "bert_embedding_kernels"
+    before = _digests(tree)
+    _edit(package / "bench" / "perf.py", ")\nBACKWARD_FIGURES = (", FIGURE)
+    assert _changed(before, _digests(tree)) == {"bert_embedding_kernels/bench/perf.py"}
+    rows = [line for line in _run(tree, RENDER).splitlines() if line.startswith("| gather /")]
+    assert len(rows) == 1, rows
+    assert re.search(r"\| 3\.0+ \[3\.00, 3\.00\] \| >= 2: met", rows[0]), rows
