@@ -410,3 +410,20 @@ def test_patch_of_a_sentence_transformers_model_encodes_as_before():
     got = model.encode(sentences, convert_to_tensor=True)
     # float32 LayerNorm statistics (torch) against float64 ones (ours), through 6 layers
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+def test_workflows_beyond_the_issue_inference_mode_functional_call_float16():
+    reference, model = _masked_lm_pair()
+    reference.eval(), model.eval()
+    ids = _batch("BertForMaskedLM")["input_ids"]
+    with torch.inference_mode():
+        torch.testing.assert_close(model(input_ids=ids).logits, reference(input_ids=ids).logits)
+    # torch.func.functional_call swaps the parameters for others (meta-learning, ensembles)
+    params = {k: v.detach() * 1.5 for k, v in reference.named_parameters()}
+    got = torch.func.functional_call(model, params, (ids,)).logits
+    expected = torch.func.functional_call(reference, params, (ids,)).logits
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+    with torch.no_grad():
+        half, expected = model.half()(input_ids=ids).logits, reference.half()(input_ids=ids).logits
+    assert half.dtype == torch.float16
+    torch.testing.assert_close(half.float(), expected.float(), rtol=0, atol=2e-3)  # 2**-9
