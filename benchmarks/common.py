@@ -5,10 +5,9 @@ result under its parameter's position in the grid it discovered (the product of
 the parameter lists). The grid must therefore be the same at every commit: it is
 read from this checkout's sources (the method names registered in
 ``kernels/bert_embedding_kernels/registry.py``, the sizes in
-``kernels/bert_embedding_kernels/bench/cases.py``, the peers in
-``kernels/bert_embedding_kernels/bench/peers.py``), not from the package installed for the commit
-under
-test, whose lists may differ (a list that differs in any way, even by one
+``kernels/bert_embedding_kernels/bench/engine/cases.py``, the peers in
+``kernels/bert_embedding_kernels/bench/engine/peers.py``), not from the package installed for
+the commit under test, whose lists may differ (a list that differs in any way, even by one
 appended value, would file that commit's results under the wrong values). A
 method a commit lacks is skipped there.
 
@@ -119,10 +118,10 @@ def _registered_names(module: str, assignment: str, factory: str) -> tuple[str, 
 
 METHODS = _registered_names("registry", "REGISTRY", "Implementation")
 VOCAB_SIZES, SEQ_LENS, DTYPES = _checkout_literals(
-    "bench/cases", ("VOCAB_SIZES", "SEQ_LENS", "BENCH_DTYPES")
+    "bench/engine/cases", ("VOCAB_SIZES", "SEQ_LENS", "BENCH_DTYPES")
 )
 
-_cases = package_module("bench.cases", "cases")  # None before c9a97b2
+_cases = package_module("bench.engine.cases", "bench.cases", "cases")  # None before c9a97b2
 SWEEP_BASE, make_inputs = (_cases.SWEEP_BASE, _cases.make_inputs) if _cases else (None, None)
 if make_inputs is None:
     from dataclasses import dataclass, replace
@@ -160,7 +159,8 @@ if make_inputs is None:
         return tables, input_ids, token_type_ids
 
 
-_roofline = package_module("bench.roofline", "roofline")  # None before c9a97b2
+# None before c9a97b2
+_roofline = package_module("bench.engine.roofline", "bench.roofline", "roofline")
 CopyReference = _roofline.CopyReference if _roofline else None
 
 # The forward classes time the memory roofline as one more "method": asv then draws
@@ -178,12 +178,12 @@ FORWARD_METHODS = (*METHODS, COPY)
 ONE_HOT_MAX_CELLS = 2**27
 
 # The outside peers, plain-sum then layer-norm ones, as this checkout's
-# bench/peers.py names them (the grid, like the methods', must not depend on
+# bench/engine/peers.py names them (the grid, like the methods', must not depend on
 # the commit under test or on what is installed: a peer whose libraries are
 # missing, or that the commit lacks, is skipped). torch-compile is left out: it
 # compiles anew for every shape, about 20 s each, in every setup process.
-_PLAIN_PEERS = _registered_names("bench/peers", "PEERS", "_peer")
-_NORM_PEERS = _registered_names("bench/peers", "LAYER_NORM_PEERS", "_peer")
+_PLAIN_PEERS = _registered_names("bench/engine/peers", "PEERS", "_peer")
+_NORM_PEERS = _registered_names("bench/engine/peers", "LAYER_NORM_PEERS", "_peer")
 PEER_NAMES = tuple(name for name in _PLAIN_PEERS if name != "torch-compile") + _NORM_PEERS
 
 # Pinned here, not read from the package under test (tests/test_rules.py checks the
@@ -379,7 +379,7 @@ def peer_call(name: str, shape):
     Raises NotImplementedError (asv: skipped) for a peer the commit under test
     lacks or whose libraries are not installed.
     """
-    peers = package_module("bench.peers", "peers")
+    peers = package_module("bench.engine.peers", "bench.peers", "peers")
     if peers is None:
         raise NotImplementedError("kernels.peers is missing (before 19a1fc4)")
     norm_peers = getattr(peers, "LAYER_NORM_PEERS", {})  # since ec2a385

@@ -14,8 +14,8 @@ import numpy as np
 from .common import BITWISE_METHODS, METHODS, bek, package_module, require_method, verify_sum
 
 # Both landed in c9a97b2, and moved into the bench package with the registry.
-_cases = package_module("bench.cases", "cases")
-_reference = package_module("bench.reference", "equivalence")
+_cases = package_module("bench.engine.cases", "bench.cases", "cases")
+_reference = package_module("bench.engine.reference", "bench.reference", "equivalence")
 Reference = _reference.Reference if _reference else None
 
 

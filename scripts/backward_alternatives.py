@@ -2,7 +2,7 @@
 
 Each is measured beside the shipped fused backward; docs/BACKWARD.md has the
 numbers and why each was rejected. Shapes come from the one grid
-(:data:`bert_embedding_kernels.bench.cases.BERT_BASE`).
+(:data:`bert_embedding_kernels.bench.engine.cases.BERT_BASE`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from numba import prange
 
 from bert_embedding_kernels import EmbeddingGradients
 from bert_embedding_kernels._jit import parallel_kernel, serial_kernel
-from bert_embedding_kernels.bench.cases import BERT_BASE
+from bert_embedding_kernels.bench.engine.cases import BERT_BASE
 from bert_embedding_kernels.gradients import aligned_zeros as _aligned_zeros
 from bert_embedding_kernels.methods.fused.backward import (
     _scatter_add_columns_parallel,

@@ -1,6 +1,6 @@
 """Print the build record make puts in the wheel: the commit, its state, the checkout's path.
 
-Read back by ``bench/machine.py`` (``provenance``), so every results.json names the code it
+Read back by ``bench/engine/machine.py`` (``provenance``), so every results.json names the code it
 measured, even when the package was installed from another checkout.
 """
 

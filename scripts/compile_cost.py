@@ -14,13 +14,14 @@ import argparse
 import copy
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the report runs torch (bench/peers.py)
+# as the report runs torch (bench/engine/peers.py)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch
 import transformers
 
-from bert_embedding_kernels.bench.machine import summary
-from bert_embedding_kernels.bench.timing import interleave
+from bert_embedding_kernels.bench.engine.machine import summary
+from bert_embedding_kernels.bench.engine.timing import interleave
 from bert_embedding_kernels.nn import BertEmbeddings
 
 BATCH, SEQ = 32, 512

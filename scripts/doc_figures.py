@@ -19,7 +19,8 @@ import re
 import sys
 from pathlib import Path
 
-from bert_embedding_kernels.bench import perf_markdown, render
+from bert_embedding_kernels.bench.perf import markdown as perf_markdown
+from bert_embedding_kernels.bench.report import render
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"

@@ -20,7 +20,8 @@ import numpy as np
 
 import bert_embedding_kernels as bek
 import bert_embedding_kernels.cuda as kc
-from bert_embedding_kernels.bench.gpu_perf import Timer, zipf_ids
+from bert_embedding_kernels.bench.engine.cases import zipf_ids
+from bert_embedding_kernels.bench.perf.gpu import Timer
 from bert_embedding_kernels.cuda import backward
 
 cuda = kc.cuda
@@ -36,8 +37,8 @@ TIMER = Timer(getattr(cuda, "default_stream", cuda.stream)(), SMOKE)
 
 def event_median(function, runs=RUNS):
     """Median GPU time per call (us): CUDA events around back-to-back calls queued
-    behind a spin kernel, so the host's launch overhead stays out (gpu_perf.Timer)."""
-    return statistics.median(TIMER.sample(function)[0] for _ in range(runs))
+    behind a spin kernel, so the host's launch overhead stays out (bench/perf/gpu.py's Timer)."""
+    return statistics.median(TIMER.sample(function)[0] * 1e6 for _ in range(runs))
 
 
 def backward_stages():

@@ -4,10 +4,10 @@
     .venv/bin/python scripts/measure_backward.py --alternatives  # plus the rejected designs
 
 BERT-base: batch 32 x seq 512, hidden 768, vocab 30522, float32, Zipf ids
-(exponent 1, ``bert_embedding_kernels.bench.cases.zipf_ids``), token types 0 then 1 for each
+(exponent 1, ``bert_embedding_kernels.bench.engine.cases.zipf_ids``), token types 0 then 1 for each
 half of a sequence, default positions. Every contender produces all three
 gradients. Each is checked against the naive reference first, then timed by the
-one timing engine (``bert_embedding_kernels.bench.timing.interleave``: interleaved rounds in
+one timing engine (``bert_embedding_kernels.bench.engine.timing.interleave``: interleaved rounds in
 rotating order, buffers re-zeroed untimed before a sample where a contender
 needs it); the table reports medians with 95% intervals and paired ratios.
 """
@@ -37,11 +37,11 @@ from backward_alternatives import (  # beside this script
 
 import bert_embedding_kernels as bek
 from bert_embedding_kernels import EmbeddingGradients, embed_backward
-from bert_embedding_kernels.bench import machine
-from bert_embedding_kernels.bench.cases import BERT_BASE, zipf_ids
-from bert_embedding_kernels.bench.reference import naive_embed_backward
-from bert_embedding_kernels.bench.roofline import CopyReference
-from bert_embedding_kernels.bench.timing import interleave
+from bert_embedding_kernels.bench.engine import machine
+from bert_embedding_kernels.bench.engine.cases import BERT_BASE, zipf_ids
+from bert_embedding_kernels.bench.engine.reference import naive_embed_backward
+from bert_embedding_kernels.bench.engine.roofline import CopyReference
+from bert_embedding_kernels.bench.engine.timing import interleave
 
 POSITIONS, TYPES = BERT_BASE.max_positions, BERT_BASE.type_vocab
 
@@ -192,7 +192,8 @@ def main(argv=None) -> int:
     described["platform"] += f" ({platform.release()})"
     print(" | ".join(f"{key}: {value}" for key, value in described.items()))
     print(
-        f"{timings.rounds} interleaved rounds (bek.bench.timing) in {timings.seconds:.0f} s; "
+        f"{timings.rounds} interleaved rounds (bek.bench.engine.timing) "
+        f"in {timings.seconds:.0f} s; "
         f"times in ms; load average before {load_before}, after {load_after}\n"
     )
     print("| contender | median | 95% CI | / fused [95% CI] | check |")

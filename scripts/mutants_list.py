@@ -405,7 +405,7 @@ MUTANTS = [
     },
     {
         "name": "reference-bound-doubled",
-        "file": "kernels/bert_embedding_kernels/bench/reference.py",
+        "file": "kernels/bert_embedding_kernels/bench/engine/reference.py",
         "old": "self.bound = float(ml_dtypes.finfo(tables.dtype).eps) * magnitude",
         "new": "self.bound = 2 * float(ml_dtypes.finfo(tables.dtype).eps) * magnitude",
         "tests": ["tests/test_rules.py"],
@@ -413,7 +413,7 @@ MUTANTS = [
     },
     {
         "name": "agreement-ok-loosened",
-        "file": "kernels/bert_embedding_kernels/bench/reference.py",
+        "file": "kernels/bert_embedding_kernels/bench/engine/reference.py",
         "old": "        return self.bound_ratio <= 1.0\n",
         "new": "        return self.bound_ratio <= 1.5\n",
         "tests": ["tests/test_rules.py"],

@@ -17,15 +17,15 @@ import sys
 import numpy as np
 
 import bert_embedding_kernels as bek
-from bert_embedding_kernels.bench import machine
-from bert_embedding_kernels.bench.cases import BERT_BASE, make_inputs
-from bert_embedding_kernels.bench.onnx_peers import (
+from bert_embedding_kernels.bench.engine import machine
+from bert_embedding_kernels.bench.engine.cases import BERT_BASE, make_inputs
+from bert_embedding_kernels.bench.engine.onnx_peers import (
     _onnxruntime_session,
     bound_call,
     embed_layer_norm_model,
 )
-from bert_embedding_kernels.bench.roofline import apart_from
-from bert_embedding_kernels.bench.timing import interleave
+from bert_embedding_kernels.bench.engine.roofline import apart_from
+from bert_embedding_kernels.bench.engine.timing import interleave
 
 
 def main(budget: float) -> None:

@@ -11,8 +11,8 @@ import argparse
 import numpy as np
 
 import bert_embedding_kernels as bek
-from bert_embedding_kernels.bench.machine import summary
-from bert_embedding_kernels.bench.timing import interleave
+from bert_embedding_kernels.bench.engine.machine import summary
+from bert_embedding_kernels.bench.engine.timing import interleave
 
 HIDDEN, VOCAB, PAD = 768, 50265, 1
 SHAPES = ((32, 512), (1, 128))  # (batch, seq): BERT-base, a small call

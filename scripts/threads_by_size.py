@@ -7,7 +7,7 @@ on a machine with many cores (docs/FORWARD.md, "the serial threshold").
 hidden 768, vocab 30522, float32, uniform ids, into a preallocated output (plain
 stores: every size here is under ``STREAM_MIN_BYTES``). The kernels are called
 directly, without validation, so the table shows the kernel and the pool's
-wake-up alone. One timing engine per size (bek.bench.timing.interleave):
+wake-up alone. One timing engine per size (bek.bench.engine.timing.interleave):
 medians of interleaved rounds; ``bert_embedding_kernels.embed(..., out=)`` at the default
 thread count is timed beside them as the public call. Then the same with LayerNorm.
 """
@@ -18,10 +18,10 @@ import numba
 import numpy as np
 
 import bert_embedding_kernels as bek
-from bert_embedding_kernels.bench import machine
-from bert_embedding_kernels.bench.cases import Shape, make_inputs
-from bert_embedding_kernels.bench.scaling import default_threads
-from bert_embedding_kernels.bench.timing import interleave
+from bert_embedding_kernels.bench.engine import machine
+from bert_embedding_kernels.bench.engine.cases import Shape, make_inputs
+from bert_embedding_kernels.bench.engine.timing import interleave
+from bert_embedding_kernels.bench.perf.scaling import default_threads
 from bert_embedding_kernels.methods.fused import forward as fused
 from bert_embedding_kernels.validate.prepare import prepare
 

@@ -11,11 +11,11 @@ import numpy as np
 import bert_embedding_kernels as bek
 from bert_embedding_kernels import _threading
 try:  # bek.bench since the package was split into core and bench
-    from bert_embedding_kernels.bench.reference import Reference
+    from bert_embedding_kernels.bench.engine.reference import Reference
 except ImportError:
     from bert_embedding_kernels.equivalence import Reference
 try:
-    from bert_embedding_kernels.bench.roofline import CopyReference
+    from bert_embedding_kernels.bench.engine.roofline import CopyReference
 except ImportError:
     from bert_embedding_kernels.roofline import CopyReference
 

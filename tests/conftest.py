@@ -14,7 +14,7 @@ def pytest_addoption(parser):
     parser.addoption(
         "--bench-full",
         action="store_true",
-        help="benchmark the full sweeps (bench.cases.VOCAB_SIZES / SEQ_LENS at SWEEP_BASE) "
+        help="benchmark the full sweeps (bench.engine.cases.VOCAB_SIZES / SEQ_LENS at SWEEP_BASE) "
         "instead of the CI sizes",
     )
 

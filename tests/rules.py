@@ -2,7 +2,7 @@
 
 The rules must not come from the code under test: if they did, relaxing one in the
 package (a method re-declared ``bounded``, a looser ``Agreement.ok``, a wider bound
-in ``bert_embedding_kernels.bench.reference``) would relax the tests with it. So:
+in ``bert_embedding_kernels.bench.engine.reference``) would relax the tests with it. So:
 
 - ``EXPECTED_AGREEMENT`` pins which methods equal the naive reference bit for bit
   (README, "Equivalence"); tests/test_rules.py asserts that the registry declares
@@ -13,8 +13,8 @@ in ``bert_embedding_kernels.bench.reference``) would relax the tests with it. So
 - The bounds below are written out here, not read from the package.
 
 The references themselves (``naive_embed``, ``exact_embed``, ``naive_layer_norm``,
-``naive_embed_backward`` in :mod:`bert_embedding_kernels.bench.reference`) are deliberately naive
-Python loops, independent of every method; tests/test_rules.py pins them on
+``naive_embed_backward`` in :mod:`bert_embedding_kernels.bench.engine.reference`) are
+deliberately naive Python loops, independent of every method; tests/test_rules.py pins them on
 hand-computed values too.
 """
 
@@ -26,8 +26,8 @@ import numpy as np
 
 import bert_embedding_kernels as bek
 from bert_embedding_kernels import EmbeddingGradients
-from bert_embedding_kernels.bench.cases import zipf_ids
-from bert_embedding_kernels.bench.reference import (
+from bert_embedding_kernels.bench.engine.cases import zipf_ids
+from bert_embedding_kernels.bench.engine.reference import (
     contender,
     exact_embed,
     naive_embed,

@@ -8,7 +8,7 @@ import pytest
 
 import bert_embedding_kernels as bek
 from bert_embedding_kernels import auto
-from bert_embedding_kernels.bench import calibrate
+from bert_embedding_kernels.bench.report import calibrate
 
 RESULTS = Path(__file__).parents[1] / "docs" / "report" / "results.json"
 

@@ -23,7 +23,7 @@ from rules import is_bitwise, random_case
 
 import bert_embedding_kernels as bek
 from bert_embedding_kernels import BACKWARD_METHODS
-from bert_embedding_kernels.bench.cases import zipf_ids
+from bert_embedding_kernels.bench.engine.cases import zipf_ids
 
 DTYPES = (np.float32, np.float64)
 

@@ -19,8 +19,8 @@ from rules import gradient_bound, random_case
 
 import bert_embedding_kernels as bek
 from bert_embedding_kernels import BACKWARD_METHODS, EmbeddingGradients, embed_backward
-from bert_embedding_kernels.bench.cases import zipf_ids
-from bert_embedding_kernels.bench.reference import naive_embed_backward
+from bert_embedding_kernels.bench.engine.cases import zipf_ids
+from bert_embedding_kernels.bench.engine.reference import naive_embed_backward
 from bert_embedding_kernels.methods.fused.backward import column_block
 
 try:
@@ -76,7 +76,7 @@ _DETERMINISM_SCRIPT = textwrap.dedent(
     import numba, numpy as np
     import bert_embedding_kernels as bek
     from bert_embedding_kernels import embed_backward
-    from bert_embedding_kernels.bench.cases import zipf_ids
+    from bert_embedding_kernels.bench.engine.cases import zipf_ids
 
     threads = int(sys.argv[1])
     assert numba.get_num_threads() == threads, numba.get_num_threads()

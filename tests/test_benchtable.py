@@ -1,4 +1,4 @@
-from bert_embedding_kernels.bench.benchtable import medians_by_shape, render
+from bert_embedding_kernels.bench.report.benchtable import medians_by_shape, render
 
 
 def _bench(group, method, median):

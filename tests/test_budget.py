@@ -6,8 +6,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from bert_embedding_kernels.bench import cli, plan, timing
-from bert_embedding_kernels.bench.contenders import Contender
+from bert_embedding_kernels.bench import cli
+from bert_embedding_kernels.bench.engine import plan, timing
+from bert_embedding_kernels.bench.engine.contenders import Contender
 
 
 @pytest.fixture

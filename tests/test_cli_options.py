@@ -15,7 +15,9 @@ import sys
 
 import pytest
 
-from bert_embedding_kernels.bench import cli, peers, report
+from bert_embedding_kernels.bench import cli
+from bert_embedding_kernels.bench.engine import peers
+from bert_embedding_kernels.bench.report import measure as report
 
 COMMANDS = ("check", "mine", "bench_table", "perf", "scaling", "report", "choose", "compare")
 SIZE = "must be an integer >= 1"

@@ -155,7 +155,7 @@ def test_default_policy(tmp_path, numba_cache):
 def test_describe_reports_the_tbb_layer(tmp_path, numba_cache):
     body = """
 try:
-    from bert_embedding_kernels.bench.machine import describe
+    from bert_embedding_kernels.bench.engine.machine import describe
 except ImportError:
     from bert_embedding_kernels.machine import describe
 report(describe=describe())

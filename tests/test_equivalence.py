@@ -22,7 +22,7 @@ from rules import assert_forward_matches as assert_matches_reference
 from rules import is_bitwise
 
 import bert_embedding_kernels as bek
-from bert_embedding_kernels.bench.reference import naive_embed
+from bert_embedding_kernels.bench.engine.reference import naive_embed
 
 
 def random_ids(rng, high, shape, dtype=np.int64):

@@ -16,7 +16,7 @@ import pytest
 from numba import njit
 
 import bert_embedding_kernels as bek
-from bert_embedding_kernels.bench.reference import naive_layer_norm
+from bert_embedding_kernels.bench.engine.reference import naive_layer_norm
 from bert_embedding_kernels.methods.fused import forward as fused
 from bert_embedding_kernels.methods.fused import halfbits
 from bert_embedding_kernels.registry import REGISTRY

@@ -12,7 +12,7 @@ import pytest
 from optional import require
 
 import bert_embedding_kernels as bek
-from bert_embedding_kernels.bench import realdata
+from bert_embedding_kernels.bench.engine import realdata
 
 torch = require("torch")
 transformers = require("transformers")

@@ -351,7 +351,7 @@ def test_unhashable_method_is_refused_by_name():
 def test_boundscheck_is_compiled_in():
     # A stale cache entry compiled without bounds checks would be loaded silently
     # (numba's cache key ignores the flag): an out-of-bounds write must raise here.
-    from bert_embedding_kernels.bench.roofline import _copy_rows
+    from bert_embedding_kernels.bench.engine.roofline import _copy_rows
 
     with pytest.raises((IndexError, SystemError)):
         _copy_rows(np.ones((64, 4), np.float32), np.empty((2, 4), np.float32))

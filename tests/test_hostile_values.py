@@ -15,7 +15,7 @@ from poison import embed
 from rules import is_bitwise
 
 import bert_embedding_kernels as bek
-from bert_embedding_kernels.bench.reference import naive_embed
+from bert_embedding_kernels.bench.engine.reference import naive_embed
 
 
 @pytest.mark.parametrize("method", bek.METHODS)

@@ -10,7 +10,7 @@ import pytest
 
 import bert_embedding_kernels as bek
 from bert_embedding_kernels import hugepages
-from bert_embedding_kernels.bench.reference import naive_embed
+from bert_embedding_kernels.bench.engine.reference import naive_embed
 from bert_embedding_kernels.pool import OutputPool
 
 LARGE = (4, 256, 1024)  # float32: 4 MiB, the smallest array that gets huge pages

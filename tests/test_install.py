@@ -69,8 +69,10 @@ def test_the_wheel_holds_one_package_and_its_data(wheel):
     tops = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
     assert tops == {"bert_embedding_kernels"}, tops
     assert "bert_embedding_kernels/calibration.json" in names
-    data = [name for name in names if name.startswith("bert_embedding_kernels/bench/data/")]
-    shipped = sorted(p.name for p in (ROOT / "kernels/bert_embedding_kernels/bench/data").iterdir())
+    data = [name for name in names if name.startswith("bert_embedding_kernels/bench/engine/data/")]
+    shipped = sorted(
+        p.name for p in (ROOT / "kernels/bert_embedding_kernels/bench/engine/data").iterdir()
+    )
     assert sorted(Path(name).name for name in data) == shipped and shipped
     # every module of the source tree is in it (a stale build/ would add removed ones)
     sources = {
@@ -128,7 +130,7 @@ def test_both_packages_and_transformers_work_in_one_process(where, tmp_path):
         import numpy as np, torch, transformers
         import kernels
         import bert_embedding_kernels as bek
-        from bert_embedding_kernels.bench import realdata
+        from bert_embedding_kernels.bench.engine import realdata
         from bert_embedding_kernels.nn import BertEmbeddings
 
         # Hugging Face's kernels: its own types (what transformers imports from it)

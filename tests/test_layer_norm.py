@@ -1,11 +1,11 @@
 """embed(..., layer_norm=True): BERT's LayerNorm(token + segment + position), every method.
 
-Each result is checked against :func:`bert_embedding_kernels.bench.reference.naive_layer_norm`
-(exactly rounded float64 statistics) of the naive sum, within the per-element
-bound pinned and derived in tests/rules.py (``layer_norm_bound``): the final
-rounding, plus the effect of the method's sum differing from the reference sum
-(0 for the bit-identical methods, the BLAS bound for the others) and of the
-float64 statistics' own error. Outputs are poisoned first (tests/poison.py).
+Each result is checked against
+:func:`bert_embedding_kernels.bench.engine.reference.naive_layer_norm` (exactly rounded
+float64 statistics) of the naive sum, within the per-element bound pinned and derived in
+tests/rules.py (``layer_norm_bound``): the final rounding, plus the effect of the method's sum
+differing from the reference sum (0 for the bit-identical methods, the BLAS bound for the
+others) and of the float64 statistics' own error. Outputs are poisoned first (tests/poison.py).
 """
 
 import numpy as np

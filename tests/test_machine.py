@@ -1,6 +1,6 @@
 """What every measurement carries about the machine, the threading policy included.
 
-``bert_embedding_kernels.bench.machine.describe()`` goes into every report, calibration and
+``bert_embedding_kernels.bench.engine.machine.describe()`` goes into every report, calibration and
 ``embench check``. Where the project's threading policy applies (Linux x86_64,
 where pyproject.toml pins the ``tbb`` wheel), it must report the TBB layer,
 chosen by that policy, as thread- and fork-safe, once a parallel kernel has run.
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import bert_embedding_kernels as bek
-from bert_embedding_kernels.bench.machine import describe
+from bert_embedding_kernels.bench.engine.machine import describe
 
 FIELDS = (
     "cpu",

@@ -25,7 +25,7 @@ import pytest
 from rules import assert_forward_matches
 
 import bert_embedding_kernels as bek
-from bert_embedding_kernels.bench.cases import BERT_BASE, make_inputs
+from bert_embedding_kernels.bench.engine.cases import BERT_BASE, make_inputs
 from bert_embedding_kernels.registry import REGISTRY
 
 MIB = 2**20

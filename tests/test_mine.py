@@ -7,7 +7,8 @@ import re
 import pytest
 
 import bert_embedding_kernels as bek
-from bert_embedding_kernels.bench import cli, peers
+from bert_embedding_kernels.bench import cli
+from bert_embedding_kernels.bench.engine import peers
 
 TINY = ["--batch-size", "2", "--seq-len", "8", "--vocab-size", "60", "--hidden-size", "8"]
 

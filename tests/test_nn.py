@@ -17,8 +17,8 @@ import pytest
 from optional import require
 
 import bert_embedding_kernels as bek
-from bert_embedding_kernels.bench import realdata
-from bert_embedding_kernels.bench.reference import naive_embed, naive_layer_norm
+from bert_embedding_kernels.bench.engine import realdata
+from bert_embedding_kernels.bench.engine.reference import naive_embed, naive_layer_norm
 
 torch = require("torch")
 transformers = require("transformers")

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bert_embedding_kernels.bench import cli, noise, timing
+from bert_embedding_kernels.bench import cli
+from bert_embedding_kernels.bench.engine import noise, timing
 
 RECORDED = Path(__file__).resolve().parents[1] / "docs" / "report" / "results.json"
 

@@ -11,7 +11,10 @@ import re
 
 import pytest
 
-from bert_embedding_kernels.bench import cli, perf, perf_markdown, verdict
+from bert_embedding_kernels.bench import cli
+from bert_embedding_kernels.bench.engine import verdict
+from bert_embedding_kernels.bench.perf import figures as perf
+from bert_embedding_kernels.bench.perf import markdown as perf_markdown
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +58,7 @@ def test_every_figure_of_ours_is_measured_with_an_interval(written, written_json
         _, measured, judged, _ = _row(written, figure.name)
         assert re.fullmatch(r"(\d+\.\d+) \[\d+\.\d\d, \d+\.\d\d\]( ~)?", measured), measured
         if figure.target:
-            # judged on the interval by the one rule (bench/verdict.py), never on the median
+            # judged on the interval by the one rule (bench/engine/verdict.py), never on the median
             op, bound = figure.target.split()
             word = verdict.target(*rows[figure.name]["ci95"], op, float(bound))
             assert judged.startswith(f"{figure.target}: {word} ("), judged

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import bert_embedding_kernels as bek
-from bert_embedding_kernels.bench.reference import naive_embed
+from bert_embedding_kernels.bench.engine.reference import naive_embed
 from bert_embedding_kernels.pool import MIN_BYTES, OutputPool
 
 # 4 x 256 x 256 float32 = 1 MiB: the smallest output the pool takes.

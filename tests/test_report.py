@@ -11,8 +11,11 @@ import pytest
 
 import bert_embedding_kernels as bek
 from bert_embedding_kernels import registry
-from bert_embedding_kernels.bench import cli, compare, report, timing
-from bert_embedding_kernels.bench.cases import Shape
+from bert_embedding_kernels.bench import cli
+from bert_embedding_kernels.bench.engine import timing
+from bert_embedding_kernels.bench.engine.cases import Shape
+from bert_embedding_kernels.bench.report import compare
+from bert_embedding_kernels.bench.report import measure as report
 
 # A run recorded by `embench report --out docs/report`: data for tests whose verdict must
 # not depend on how busy this machine is while the tests run.
@@ -62,7 +65,8 @@ def test_every_series_of_a_plot_has_its_own_colour_and_marker(tmp_path, monkeypa
     """The recorded report draws 13 series; matplotlib's cycle has 10 colours (onehot and
     torch-eager-layernorm were both blue). Contenders not named in the palette yet get
     spare colours of their own."""
-    from bert_embedding_kernels.bench import contenders, peers, plots
+    from bert_embedding_kernels.bench.engine import contenders, peers
+    from bert_embedding_kernels.bench.report import plots
 
     every = [contenders.COPY, *bek.METHODS, contenders.FUSED_ALLOCATING, contenders.FUSED_NORM]
     every += [*peers.PEERS, *peers.LAYER_NORM_PEERS, "a new peer", "another", "and more"]
@@ -112,7 +116,7 @@ def test_results_json_schema_2(tiny_report):
     _, results = tiny_report
     assert results["schema"] == 2
     assert {"command", "machine", "settings", "points", "recommendations"} <= set(results)
-    # how busy the machine was (bench/noise.py), what compare judges two runs' noise by
+    # how busy the machine was (bench/engine/noise.py), what compare judges two runs' noise by
     assert len(results["noise"]["load"]) == 2 and results["noise"]["cores"] >= 1
     assert results["noise"]["median_half_width"] >= 0 and results["seconds"] > 0
     sweeps = {(p["sweep"], p["size"]) for p in results["points"]}
@@ -269,7 +273,7 @@ def test_check_prints_every_method_with_an_interval(capsys):
         if line.split(" ")[0] in bek.METHODS and "SKIPPED" not in line
     ]
     assert rows and all(re.search(r" \+-\d+\.\d%", row) for row in rows), rows
-    # the verdict by the one rule (bench/verdict.py): a winner, and a ratio of at least 1
+    # the verdict by the one rule (bench/engine/verdict.py): a winner, and a ratio of at least 1
     fastest = [line for line in out.splitlines() if line.startswith("fastest (our methods")]
     assert len(fastest) == 1 and re.search(r"(\d+\.\d\d)x slower|tie \(", fastest[0])
 

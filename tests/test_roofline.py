@@ -4,7 +4,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from bert_embedding_kernels.bench.roofline import CopyReference
+from bert_embedding_kernels.bench.engine.roofline import CopyReference
 
 
 @pytest.mark.parametrize(
@@ -31,7 +31,7 @@ def test_source_and_destination_are_half_a_page_apart_whatever_the_allocator_giv
 
 
 def test_outputs_for_out_are_half_a_page_from_the_table():
-    from bert_embedding_kernels.bench.roofline import apart_from
+    from bert_embedding_kernels.bench.engine.roofline import apart_from
 
     table = np.empty((1000, 768), np.float32)[3:]  # any placement
     out = apart_from(table, (4, 128, 768), np.float32)

@@ -3,7 +3,7 @@
 tests/rules.py pins which methods are bit-identical to the naive reference and
 the bounds; these tests hold the package to the same rules (the registry's
 declarations, ``Agreement.ok`` and ``Reference``'s bound in
-:mod:`bert_embedding_kernels.bench.reference`, which ``embench`` and the benchmarks use), on
+:mod:`bert_embedding_kernels.bench.engine.reference`, which ``embench`` and the benchmarks use), on
 cases computed by hand, and pin the naive references themselves.
 """
 
@@ -23,7 +23,7 @@ from rules import (
 )
 
 import bert_embedding_kernels as bek
-from bert_embedding_kernels.bench.reference import (
+from bert_embedding_kernels.bench.engine.reference import (
     Agreement,
     Reference,
     exact_embed,

@@ -12,7 +12,8 @@ import numba
 import numpy as np
 import pytest
 
-from bert_embedding_kernels.bench import cli, scaling
+from bert_embedding_kernels.bench import cli
+from bert_embedding_kernels.bench.perf import scaling
 
 
 @pytest.fixture(scope="module")

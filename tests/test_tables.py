@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import bert_embedding_kernels as bek
-from bert_embedding_kernels.bench.reference import naive_embed
+from bert_embedding_kernels.bench.engine.reference import naive_embed
 from bert_embedding_kernels.tables import CopiedTableWarning
 
 

@@ -5,7 +5,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from bert_embedding_kernels.bench import compare, perf_markdown, verdict
+from bert_embedding_kernels.bench.engine import verdict
+from bert_embedding_kernels.bench.perf import markdown as perf_markdown
+from bert_embedding_kernels.bench.report import compare
 
 
 class _Ratio(SimpleNamespace):

@@ -8,7 +8,7 @@ with ``bytes = tokens * hidden * itemsize`` (what every method writes) and
 ``rows = vocab + types + positions`` (what a one-hot code spans). ``a`` is the
 per-call overhead, ``b`` the streaming cost, ``c`` the one-hot matmul cost; all
 three are fitted, non-negative, by ``embench report`` from its own measurements
-(:mod:`bert_embedding_kernels.bench.calibrate`) and stored in ``calibration.json``. The
+(:mod:`bert_embedding_kernels.bench.report.calibrate`) and stored in ``calibration.json``. The
 package ships the calibration of the run in docs/report; set
 ``EMBENCH_CALIBRATION=path/to/calibration.json`` to use your own machine's.
 Evaluating the rule costs four dot products of three numbers, cached per shape.

@@ -4,7 +4,7 @@ The API's dispatch, ``method="auto"``, the tests, the asv and pytest-benchmark
 suites and the report all iterate over :data:`REGISTRY`; none keeps a list of
 its own. Adding a method is one :class:`Implementation` here plus its module in
 :mod:`bert_embedding_kernels.methods`. Outside implementations (torch, onnxruntime) are records
-of the same class in :mod:`bert_embedding_kernels.bench.peers`, so the bench treats ours and
+of the same class in :mod:`bert_embedding_kernels.bench.engine.peers`, so the bench treats ours and
 theirs alike.
 """
 

@@ -21,9 +21,9 @@ from poison import embed_backward as poisoned_backward
 from rules import gradient_bound, is_bitwise
 
 from bert_embedding_kernels import BACKWARD_METHODS, EmbeddingGradients, embed_backward
-from bert_embedding_kernels.bench import cases
-from bert_embedding_kernels.bench.cases import zipf_ids
-from bert_embedding_kernels.bench.reference import naive_embed_backward
+from bert_embedding_kernels.bench.engine import cases
+from bert_embedding_kernels.bench.engine.cases import zipf_ids
+from bert_embedding_kernels.bench.engine.reference import naive_embed_backward
 from bert_embedding_kernels.registry import REGISTRY
 
 try:

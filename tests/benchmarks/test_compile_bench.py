@@ -20,7 +20,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from bert_embedding_kernels.bench import cases  # noqa: E402
+from bert_embedding_kernels.bench.engine import cases  # noqa: E402
 from bert_embedding_kernels.nn import BertEmbeddings  # noqa: E402
 
 CONTENDERS = ["transformers-compile", "bert_embedding_kernels.nn-compile"]
@@ -38,7 +38,7 @@ def _hf_module(shape: cases.Shape):
 
 
 def _inputs(shape: cases.Shape):
-    """Ids and token types as bench.cases.make_inputs draws them (without its tables)."""
+    """Ids and token types as bench.engine.cases.make_inputs draws them (without its tables)."""
     rng = np.random.default_rng(0)
     input_ids = rng.integers(0, shape.vocab, size=(shape.batch, shape.seq), dtype=np.int64)
     token_type_ids = np.zeros((shape.batch, shape.seq), dtype=np.int64)

@@ -24,8 +24,8 @@ from poison import nan_array
 from rules import SumReference
 
 import bert_embedding_kernels as bek
-from bert_embedding_kernels.bench import cases, peers
-from bert_embedding_kernels.bench.roofline import CopyReference
+from bert_embedding_kernels.bench.engine import cases, peers
+from bert_embedding_kernels.bench.engine.roofline import CopyReference
 from bert_embedding_kernels.registry import REGISTRY
 
 

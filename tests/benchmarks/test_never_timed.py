@@ -20,7 +20,7 @@ import test_backward_bench
 import test_forward_bench
 
 from bert_embedding_kernels import registry
-from bert_embedding_kernels.bench import cases
+from bert_embedding_kernels.bench.engine import cases
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -16,7 +16,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from bert_embedding_kernels.bench import cases  # noqa: E402
+from bert_embedding_kernels.bench.engine import cases  # noqa: E402
 from bert_embedding_kernels.nn import BertEmbeddings  # noqa: E402
 
 SHAPE = cases.CI_BASE  # batch 4 x seq 128, hidden 256, vocab 8000

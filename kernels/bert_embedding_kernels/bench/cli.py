@@ -15,10 +15,10 @@ import sys
 from .. import __version__
 from ..dtypes import FLOAT_DTYPES
 from ..registry import METHODS
-from . import cases
-from .cases import BERT_BASE, PERF_BUDGET, Shape
 from .commands import MINE_BUDGET, bench_table, check, choose, compare, mine, perf, report, scaling
-from .options import (
+from .engine import cases
+from .engine.cases import BERT_BASE, PERF_BUDGET, Shape
+from .engine.options import (
     markdown_path,
     nonnegative_fraction,
     output_directory,
@@ -79,6 +79,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"embench {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     defaults = {"formatter_class": _Defaults}
+    _check_parser(commands, defaults)
+    _mine_parser(commands, defaults)
+    _table_parser(commands, defaults)
+    _perf_parser(commands, defaults)
+    _scaling_parser(commands, defaults)
+    _report_parser(commands, defaults)
+    _choose_parser(commands, defaults)
+    _compare_parser(commands, defaults)
+    return parser
+
+
+def _check_parser(commands, defaults: dict) -> None:
+    """``embench check``: each method's agreement and time at one shape."""
     check_parser = commands.add_parser(
         "check",
         help="every method's agreement with the reference, and its median time",
@@ -94,14 +107,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check_parser.set_defaults(run=check, command_parser=check_parser)
 
-    _mine_parser(commands, defaults)
 
+def _table_parser(commands, defaults: dict) -> None:
+    """``embench bench-table``: a pytest-benchmark JSON file as Markdown."""
     table_parser = commands.add_parser(
         "bench-table", help="render a pytest-benchmark JSON file as a Markdown table"
     )
     table_parser.add_argument("json", help="file written by pytest --benchmark-json")
     table_parser.set_defaults(run=bench_table, command_parser=table_parser)
 
+
+def _perf_parser(commands, defaults: dict) -> None:
+    """``embench perf``: the fused kernels against the roofline and the peers."""
     perf_parser = commands.add_parser(
         "perf",
         help="fused kernel vs its memory roofline and the peers (docs/PERFORMANCE.md)",
@@ -131,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     perf_parser.set_defaults(run=perf, command_parser=perf_parser)
 
+
+def _scaling_parser(commands, defaults: dict) -> None:
+    """``embench scaling``: the CPU kernels at several thread counts."""
     scaling_parser = commands.add_parser(
         "scaling",
         help="the CPU kernels at 1, 2, 4, ... threads (docs/SCALING.md)",
@@ -152,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     scaling_parser.set_defaults(run=scaling, command_parser=scaling_parser)
 
+
+def _report_parser(commands, defaults: dict) -> None:
+    """``embench report``: the sweeps, the fit, the plots and the recommendations."""
     report_parser = commands.add_parser(
         "report", help="sweep vocab and seq len: check, time, fit, plot, recommend", **defaults
     )
@@ -211,12 +234,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report_parser.set_defaults(run=report, command_parser=report_parser)
 
+
+def _choose_parser(commands, defaults: dict) -> None:
+    """``embench choose``: the method auto picks at one shape."""
     choose_parser = commands.add_parser(
         "choose", help="the method to use for one shape, and one line of why", **defaults
     )
     _shape_arguments(choose_parser, BERT_BASE)
     choose_parser.set_defaults(run=choose, command_parser=choose_parser)
 
+
+def _compare_parser(commands, defaults: dict) -> None:
+    """``embench compare``: two results.json, point by point."""
     compare_parser = commands.add_parser(
         "compare",
         help="two results.json runs, point by point, normalised by each run's copy roofline",
@@ -241,10 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="judge --fail-above even where the runs' noise differs beyond what their ratios "
         "absorb (load per core more than 0.5 apart, or one run's median interval over +-10%% "
-        "and twice the other's; bench/noise.py) instead of refusing with exit 2",
+        "and twice the other's; bench/engine/noise.py) instead of refusing with exit 2",
     )
     compare_parser.set_defaults(run=compare, command_parser=compare_parser)
-    return parser
 
 
 def _mine_parser(commands, defaults: dict) -> None:

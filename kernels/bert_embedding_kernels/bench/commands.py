@@ -11,14 +11,14 @@ from pathlib import Path
 from .. import auto
 from ..dtypes import parse
 from ..registry import METHODS
-from .cases import PERF_BUDGET, Shape
-from .render import format_time
+from .engine.cases import PERF_BUDGET, Shape
+from .engine.timing import format_time
 
 
 def check(arguments) -> int:
     """Every method's agreement with the reference and its median time with its CI, within
-    ``--budget`` (bench/at_shape.py, which ``embench mine`` shares)."""
-    from . import at_shape
+    ``--budget`` (bench/report/at_shape.py, which ``embench mine`` shares)."""
+    from .report import at_shape
 
     return at_shape.run(arguments, "check")
 
@@ -29,12 +29,13 @@ MINE_BUDGET = 10.0
 
 def mine(arguments) -> int:
     """Our methods and every installed peer at the user's shape or checkpoint: checked,
-    timed within ``--budget``, and which to use (bench/at_shape.py, shared with check)."""
-    from . import at_shape, peers
+    timed within ``--budget``, and which to use (bench/report/at_shape.py, shared with check)."""
+    from .engine import peers
+    from .report import at_shape
 
     inputs = None
     if arguments.tables:  # the checkpoint's sizes and real ids: a bad path is one line
-        from . import realdata
+        from .engine import realdata
 
         try:
             inputs = realdata.real_inputs(
@@ -61,7 +62,7 @@ def mine(arguments) -> int:
 
 def bench_table(arguments) -> int:
     """Print the Markdown table of a pytest-benchmark JSON file."""
-    from .benchtable import render_file
+    from .report.benchtable import render_file
 
     try:
         table = render_file(arguments.json)
@@ -75,12 +76,11 @@ def bench_table(arguments) -> int:
 def perf(arguments) -> int:
     """Measure the fused kernel against the roofline and the peers; print or write Markdown."""
     if arguments.device == "cuda":
-        from . import gpu_perf  # imports numba.cuda: only when asked for
+        from .perf import gpu  # imports numba.cuda: only when asked for
 
-        options = ["--no-compile"] if arguments.no_compile else []
-        return gpu_perf.main(options + (["--write", arguments.write] if arguments.write else []))
-    from . import perf as performance
-    from . import perf_markdown
+        return gpu.run(use_compile=not arguments.no_compile, write=arguments.write)
+    from .perf import figures as performance
+    from .perf import markdown as perf_markdown
 
     budget = PERF_BUDGET if arguments.budget is None else arguments.budget
     print(
@@ -106,7 +106,7 @@ def scaling(arguments) -> int:
     """Time the CPU kernels at several thread counts; print or write Markdown (and a plot)."""
     import os
 
-    from . import scaling as scaling_module
+    from .perf import scaling as scaling_module
 
     try:
         threads = scaling_module.check_threads(
@@ -139,10 +139,10 @@ def report(arguments) -> int:
     """Sweep, check, time and write report.md, results.json, calibration.json and plots."""
     from pathlib import Path
 
-    from . import report as report_module
+    from .report import measure as report_module
 
     if arguments.tables:  # read the checkpoint now: a bad path is one line, not a traceback
-        from . import realdata
+        from .engine import realdata
 
         try:
             realdata.load_tables(arguments.tables)
@@ -202,7 +202,7 @@ def report(arguments) -> int:
 def choose(arguments) -> int:
     """Print the method the calibrated cost model picks for one shape, and why."""
 
-    from .at_shape import shape_of
+    from .report.at_shape import shape_of
 
     shape = shape_of(arguments)
     shape_args = (
@@ -245,8 +245,8 @@ def choose(arguments) -> int:
 
 def compare(arguments) -> int:
     """Compare two results.json runs point by point, normalised by each run's copy."""
-    from . import compare as comparing
-    from . import noise
+    from .engine import noise
+    from .report import compare as comparing
 
     try:
         a, b = comparing.load(arguments.a), comparing.load(arguments.b)

@@ -2,7 +2,7 @@
 
     embench perf --device cuda                                   # < 4 minutes on an H100
     embench perf --device cuda --no-compile                      # without torch.compile
-    NUMBA_ENABLE_CUDASIM=1 python -m bert_embedding_kernels.bench.gpu_perf --smoke   # the simulator
+    NUMBA_ENABLE_CUDASIM=1 python -m bert_embedding_kernels.bench.perf.gpu --smoke   # the simulator
 
 Cases: BERT-base (batch 32 x seq 512, hidden 768, vocab 30522, float32) and a
 single 1 x 128 sequence, token ids drawn from Zipf's law (exponent 1, ranks
@@ -27,15 +27,19 @@ How it measures (docs/GPU.md):
 from __future__ import annotations
 
 import argparse
-import math
+import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 import bert_embedding_kernels.cuda as kc
 
-from .options import markdown_path, positive_int
+from ..engine.cases import zipf_ids
+from ..engine.options import markdown_path, positive_int
+from ..engine.timing import Timings, sample_rounds
+from .gpu_checks import check_results
 
 cuda = kc.cuda
 ROUNDS = 25
@@ -44,13 +48,6 @@ SPIN_SECONDS = 0.005  # covers the host's queueing of INNER calls (backward: ~6 
 BUDGET_SECONDS = 150  # no torch.compile for a case that starts later than this (each compiles
 # three graphs, ~10-30 s each), so that the whole run stays under 4 minutes
 OPERATIONS = ("sum", "sum+LayerNorm", "backward", "LayerNorm backward")
-
-
-def zipf_ids(vocab: int, shape, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    weights = np.arange(1, vocab + 1, dtype=np.float64) ** -1.0
-    ranks = rng.choice(vocab, size=shape, p=weights / weights.sum())
-    return rng.permutation(vocab)[ranks].astype(np.int64)
 
 
 @cuda.jit
@@ -79,7 +76,7 @@ class Timer:
         return max(1, int(trial * SPIN_SECONDS / max(seconds, 1e-9)))
 
     def sample(self, function) -> tuple[float, float]:
-        """(GPU us per call, host-inclusive us per call) of INNER calls."""
+        """(GPU seconds per call, host-inclusive seconds per call) of INNER calls."""
         start, end = cuda.event(), cuda.event()
         _spin[1, 1, self.stream](self.iterations, self.sink)
         start.record(self.stream)
@@ -87,40 +84,13 @@ class Timer:
             function()
         end.record(self.stream)
         end.synchronize()
-        gpu = 0.0 if self.smoke else cuda.event_elapsed_time(start, end) * 1e3 / INNER
+        gpu = 0.0 if self.smoke else cuda.event_elapsed_time(start, end) / 1e3 / INNER
         began = time.perf_counter()
         for _ in range(INNER):
             function()
         end.record(self.stream)
         end.synchronize()
-        return gpu, (time.perf_counter() - began) * 1e6 / INNER
-
-
-def median_ci(values) -> tuple[float, float, float]:
-    """Median and a 95% confidence interval from order statistics (distribution-free)."""
-    ordered = sorted(values)
-    n = len(ordered)
-    half = 1.96 * math.sqrt(n) / 2
-    low = max(0, math.floor(n / 2 - half))
-    high = min(n - 1, math.ceil(n / 2 + half))
-    return float(np.median(ordered)), ordered[low], ordered[high]
-
-
-def measure(timer, contenders: dict, rounds: int) -> dict:
-    for function in contenders.values():  # warm-up: compile, allocate, fill caches
-        function()
-        function()
-    samples = {name: [] for name in contenders}
-    names = list(contenders)
-    for round_ in range(rounds):
-        shift = round_ % len(names)
-        for name in names[shift:] + names[:shift]:
-            samples[name].append(timer.sample(contenders[name]))
-    return samples
-
-
-def fmt(median, low, high, digits=1) -> str:
-    return f"{median:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+        return gpu, (time.perf_counter() - began) / INNER
 
 
 def torch_contenders(host, ids, use_compile, budget_left):
@@ -182,50 +152,11 @@ def torch_contenders(host, ids, use_compile, budget_left):
     return result, note
 
 
-def check_results(device, batch, grad_device, host, ids, grad):
-    """The GPU's results against numpy on the host: (name, verdict) pairs."""
-    token, segment, position, weight, bias = host
-    input_ids, types, positions = ids
-    expected = (token[input_ids] + segment[types]) + position[positions]
-    got = kc.fused_sum(device, batch).copy_to_host()
-    verdicts = [("sum == numpy, bitwise", bool(np.array_equal(got, expected)))]
-    x = expected.astype(np.float64)
-    centred = x - x.mean(-1, keepdims=True)
-    inverse_std = 1.0 / np.sqrt((centred**2).mean(-1, keepdims=True) + 1e-12)
-    xhat = centred * inverse_std
-    reference = xhat * weight + bias
-    normed, sums = kc.fused_sum_norm(device, batch, keep_sum=True)
-    error = float(np.abs(normed.copy_to_host() - reference).max())
-    verdicts.append(("sum+LayerNorm max |error| vs float64", f"{error:.2e}"))
-    verdicts.append(("kept sum == sum, bitwise", bool(np.array_equal(sums.copy_to_host(), got))))
-    flat = grad.reshape(-1, grad.shape[-1])
-    gradients = kc.fused_backward(device, batch, grad_device)
-    for name, table, table_ids in zip(
-        ("token", "segment", "position"), (token, segment, position), ids, strict=True
-    ):
-        reference = np.zeros_like(table)
-        np.add.at(reference, np.broadcast_to(table_ids, input_ids.shape).reshape(-1), flat)
-        same = np.array_equal(getattr(gradients, name).copy_to_host(), reference)
-        verdicts.append((f"backward {name} == np.add.at (token order), bitwise", bool(same)))
-    # LayerNorm's backward against float64 formulas on the host (to rounding).
-    g = grad.astype(np.float64) * weight
-    d_sums = inverse_std * (
-        g - g.mean(-1, keepdims=True) - xhat * (g * xhat).mean(-1, keepdims=True)
-    )
-    hidden = grad.shape[-1]
-    got = kc.layer_norm_backward(
-        sums.reshape(-1, hidden), grad_device.reshape(-1, hidden), device.norm_weight, 1e-12
-    )
-    expected = (d_sums, (grad * xhat).reshape(-1, hidden).sum(0), flat.sum(0, dtype=np.float64))
-    for name, array, want in zip(("sum", "weight", "bias"), got, expected, strict=True):
-        error = np.abs(array.copy_to_host().reshape(want.shape) - want).max() / np.abs(want).max()
-        verdicts.append(
-            (f"LayerNorm backward d{name} max |error| / max vs float64", f"{error:.1e}")
-        )
-    return verdicts
+COPY = ("sum", "D2D copy of the output")  # the roofline: every share is copy / this
 
 
-def run_case(label, batch_size, seq, vocab, hidden, positions, timer, args, budget_left):
+def _inputs(batch_size, seq, vocab, hidden, positions):
+    """Host tables (token, segment, position, LayerNorm's weight and bias), ids and a gradient."""
     rng = np.random.default_rng(1)
     host = [
         (rng.standard_normal(shape) * 0.02).astype(np.float32)
@@ -238,24 +169,17 @@ def run_case(label, batch_size, seq, vocab, hidden, positions, timer, args, budg
         np.arange(seq, dtype=np.int64)[None, :],
     )
     grad = rng.standard_normal((batch_size, seq, hidden)).astype(np.float32)
-    stream = timer.stream
-    device = kc.DeviceTables(*host[:3], norm_weight=host[3], norm_bias=host[4])
-    batch = kc.prepare(device, *(cuda.to_device(a) for a in ids), stream=stream)
-    grad_device = cuda.to_device(grad)
-    out = cuda.device_array((batch_size, seq, hidden), np.float32)
+    return host, ids, grad
+
+
+def _forward_contenders(device, batch, out, stream) -> dict:
+    """The copy, the sum (each store), prepare and the sum + LayerNorm (each reduction)."""
     copy = cuda.device_array_like(out)
-    checks = check_results(device, batch, grad_device, host, ids, grad)
-
-    def copy_output():
-        copy.copy_to_device(out, stream=stream)
-
-    contenders = {("sum", "D2D copy of the output"): copy_output}
-    contenders[("sum", "bert_embedding_kernels.cuda, plain stores")] = lambda: kc.fused_sum(
-        device, batch, out, store="plain", stream=stream
-    )
-    if kc.HAS_STREAMING_STORE:
-        contenders[("sum", "bert_embedding_kernels.cuda, streaming stores")] = lambda: kc.fused_sum(
-            device, batch, out, store="streaming", stream=stream
+    contenders = {COPY: lambda: copy.copy_to_device(out, stream=stream)}
+    stores = ["plain", "streaming"] if kc.HAS_STREAMING_STORE else ["plain"]
+    for store in stores:
+        contenders[("sum", f"bert_embedding_kernels.cuda, {store} stores")] = lambda s=store: (
+            kc.fused_sum(device, batch, out, store=s, stream=stream)
         )
     contenders[("sum", "bert_embedding_kernels.cuda, prepare (range check, read-back)")] = lambda: (
         kc.prepare(device, *batch, stream=stream)
@@ -266,9 +190,17 @@ def run_case(label, batch_size, seq, vocab, hidden, positions, timer, args, budg
         contenders[("sum+LayerNorm", name)] = lambda r=reduction: kc.fused_sum_norm(
             device, batch, out, reduction=r, stream=stream
         )
-    contenders[("backward", "bert_embedding_kernels.cuda, allocating")] = lambda: kc.fused_backward(
-        device, batch, grad_device, stream=stream
-    )
+    return contenders
+
+
+def _backward_contenders(device, batch, grad_device, out, stream) -> dict:
+    """The backward pass (allocating, and adding into a .grad) and LayerNorm's backward."""
+    hidden = out.shape[2]  # (the simulator's shapes take no negative index)
+    contenders = {
+        ("backward", "bert_embedding_kernels.cuda, allocating"): lambda: kc.fused_backward(
+            device, batch, grad_device, stream=stream
+        )
+    }
     into = kc.fused_backward(device, batch, grad_device, stream=stream)  # a .grad to add into
     contenders[("backward", "bert_embedding_kernels.cuda, accumulate_into")] = lambda: (
         kc.fused_backward(device, batch, grad_device, accumulate_into=into, stream=stream)
@@ -291,23 +223,139 @@ def run_case(label, batch_size, seq, vocab, hidden, positions, timer, args, budg
             sums, flat_grad, device.norm_weight, 1e-12, out=norm_out, allocate=reuse, stream=stream
         )
     )
-    torch_ones, note = torch_contenders(host, ids, not args.no_compile, budget_left)
-    contenders.update(torch_ones)
+    return contenders
 
-    samples = measure(timer, contenders, args.rounds)
-    copy_gpu = [gpu for gpu, _ in samples[("sum", "D2D copy of the output")]]
+
+def _microseconds(estimate) -> list[float]:
+    return [estimate.median * 1e6, estimate.low * 1e6, estimate.high * 1e6]
+
+
+def _rows(gpu: Timings, host: Timings) -> list[dict]:
+    """One row per contender: GPU time and the copy's share, both from the engine's
+    intervals (the share from paired rounds), and the host-inclusive median."""
     rows = []
-    for (operation, name), values in sorted(
-        samples.items(), key=lambda kv: OPERATIONS.index(kv[0][0])
-    ):
-        gpu = [g for g, _ in values]
-        host_time = median_ci([h for _, h in values])[0]
-        share = [c / g if g else float("nan") for c, g in zip(copy_gpu, gpu, strict=True)]
+    for key in sorted(gpu.samples, key=lambda key: OPERATIONS.index(key[0])):
+        share = None
+        if all(gpu.samples[key]):  # the simulator reads no GPU clock: no share
+            ratio = gpu.ratio(COPY, key)
+            share = [ratio.median, ratio.low, ratio.high]
         rows.append(
-            f"| {label} | {operation} | {name} | {fmt(*median_ci(gpu))} | "
-            f"{fmt(*median_ci(share), digits=2)} | {host_time:.1f} |"
+            {
+                "operation": key[0],
+                "implementation": key[1],
+                "gpu_us": _microseconds(gpu.estimate(key)),
+                "copy_share": share,
+                "host_us": host.estimate(key).median * 1e6,
+            }
         )
-    return rows, checks, note
+    return rows
+
+
+def run_case(label, shape, timer, rounds, use_compile, budget_left) -> dict:
+    """One case (``shape``: batch, seq, vocab, hidden, positions) checked, then timed."""
+    host, ids, grad = _inputs(*shape)
+    batch_size, seq, _, hidden, _ = shape
+    stream = timer.stream
+    device = kc.DeviceTables(*host[:3], norm_weight=host[3], norm_bias=host[4])
+    batch = kc.prepare(device, *(cuda.to_device(a) for a in ids), stream=stream)
+    grad_device = cuda.to_device(grad)
+    out = cuda.device_array((batch_size, seq, hidden), np.float32)
+    checks = check_results(device, batch, grad_device, host, ids, grad)
+    contenders = _forward_contenders(device, batch, out, stream)
+    contenders.update(_backward_contenders(device, batch, grad_device, out, stream))
+    torch_ones, note = torch_contenders(host, ids, use_compile, budget_left)
+    contenders.update(torch_ones)
+    gpu, host_clock = sample_rounds(contenders, rounds, timer.sample)
+    return {
+        "case": label,
+        "rows": _rows(gpu, host_clock),
+        "checks": [[name, verdict] for name, verdict in checks],
+        "note": note.strip(),
+    }
+
+
+CASES = (
+    ("BERT-base 32x512", (32, 512, 30522, 768, 512)),
+    ("1x128", (1, 128, 30522, 768, 512)),
+)
+SMOKE_CASES = (("smoke 2x5", (2, 5, 50, 33, 16)),)
+
+
+def measure(use_compile: bool = True, rounds: int = ROUNDS, smoke: bool = False) -> dict:
+    """Every case checked and timed, as plain data (what ``--write`` stores as JSON)."""
+    began = time.perf_counter()
+
+    def budget_left():
+        return BUDGET_SECONDS - (time.perf_counter() - began)
+
+    rounds = 2 if smoke else rounds
+    # The legacy default stream, which torch uses too: the spin kernel holds back
+    # every contender's work. (The built-in simulator has no default_stream; its streams
+    # are no-ops anyway.)
+    timer = Timer(getattr(cuda, "default_stream", cuda.stream)(), smoke)
+    device_name = "simulator" if kc.SIMULATOR else cuda.get_current_device().name
+    if isinstance(device_name, bytes):
+        device_name = device_name.decode()
+    cases = []
+    for label, shape in SMOKE_CASES if smoke else CASES:
+        print(f"embench perf --device cuda: {label}", file=sys.stderr, flush=True)
+        cases.append(run_case(label, shape, timer, rounds, use_compile, budget_left))
+    return {
+        "device": device_name,
+        "numba": __import__("numba").__version__,
+        "cuda": cuda.implementation,
+        "rounds": rounds,
+        "inner": INNER,
+        "cases": cases,
+        "wall_s": time.perf_counter() - began,
+    }
+
+
+def _cell(values, digits: int) -> str:
+    if values is None:
+        return "-"
+    median, low, high = values
+    return f"{median:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def render(run: dict) -> str:
+    """The Markdown of :func:`measure`'s data."""
+    lines = [
+        f"# bert_embedding_kernels.cuda on {run['device']}\n",
+        f"numba {run['numba']}, numba.cuda {run['cuda']}, "
+        f"{run['rounds']} rounds x {run['inner']} calls, float32, Zipf ids\n",
+        "| case | operation | implementation | GPU us/call, median [95% CI] "
+        "| copy / this [95% CI] | us/call incl. launch |",
+        "|---|---|---|---|---|---|",
+    ]
+    for case in run["cases"]:
+        lines += [
+            f"| {case['case']} | {row['operation']} | {row['implementation']} | "
+            f"{_cell(row['gpu_us'], 1)} | {_cell(row['copy_share'], 2)} | {row['host_us']:.1f} |"
+            for row in case["rows"]
+        ]
+    lines.append("")
+    for case in run["cases"]:
+        lines += [f"- {case['case']}: {name}: {verdict}" for name, verdict in case["checks"]]
+        if case["note"]:
+            lines.append(f"- {case['case']}: {case['note']}")
+    lines.append(f"\nwall time {run['wall_s']:.0f} s")
+    return "\n".join(lines) + "\n"
+
+
+def run(
+    use_compile: bool = True, rounds: int = ROUNDS, smoke: bool = False, write: str | None = None
+) -> int:
+    """``embench perf --device cuda``: measure, print the Markdown, and with ``write`` store it
+    and its data (``write`` with ``.json``); 1 where a check failed."""
+    data = measure(use_compile, rounds, smoke)
+    text = render(data)
+    print(text, end="")
+    if write:
+        Path(write).write_text(text)
+        Path(write).with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
+    failed = any(verdict is False for case in data["cases"] for _, verdict in case["checks"])
+    return 1 if failed else 0
 
 
 def main(argv=None) -> int:
@@ -319,51 +367,7 @@ def main(argv=None) -> int:
         "--write", metavar="PATH", type=markdown_path, help="also write the Markdown to PATH"
     )
     args = parser.parse_args(argv)
-    began = time.perf_counter()
-
-    def budget_left():
-        return BUDGET_SECONDS - (time.perf_counter() - began)
-
-    if args.smoke:
-        args.rounds = 2
-        cases = [("smoke 2x5", 2, 5, 50, 33, 16)]
-    else:
-        cases = [("BERT-base 32x512", 32, 512, 30522, 768, 512), ("1x128", 1, 128, 30522, 768, 512)]
-    # The legacy default stream, which torch uses too: the spin kernel holds back
-    # every contender's work. (The built-in simulator has no default_stream; its streams
-    # are no-ops anyway.)
-    timer = Timer(getattr(cuda, "default_stream", cuda.stream)(), args.smoke)
-    device_name = "simulator" if kc.SIMULATOR else cuda.get_current_device().name
-    if isinstance(device_name, bytes):
-        device_name = device_name.decode()
-    lines = [
-        f"# bert_embedding_kernels.cuda on {device_name}\n",
-        f"numba {__import__('numba').__version__}, numba.cuda {cuda.implementation}, "
-        f"{args.rounds} rounds x {INNER} calls, float32, Zipf ids\n",
-        "| case | operation | implementation | GPU us/call, median [95% CI] "
-        "| copy / this [95% CI] | us/call incl. launch |",
-        "|---|---|---|---|---|---|",
-    ]
-    print("\n".join(lines), flush=True)
-    notes = []
-    for case in cases:
-        rows, checks, note = run_case(*case, timer, args, budget_left)
-        print("\n".join(rows), flush=True)
-        lines += rows
-        notes.append((case[0], checks, note))
-    tail = [""]
-    for label, checks, note in notes:
-        tail += [f"- {label}: {name}: {verdict}" for name, verdict in checks]
-        if note:
-            tail.append(f"- {label}: {note.strip()}")
-    tail.append(f"\nwall time {time.perf_counter() - began:.0f} s")
-    print("\n".join(tail))
-    text = "\n".join(lines + tail) + "\n"
-    if args.write:
-        with open(args.write, "w") as handle:
-            handle.write(text)
-    failed = any(verdict is False for _, checks, _ in notes for _, verdict in checks)
-    return 1 if failed else 0
+    return run(not args.no_compile, args.rounds, args.smoke, args.write)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import ml_dtypes
 import numpy as np
 
-from ..gradients import EmbeddingGradients
-from ..registry import BITWISE, REGISTRY, Implementation
+from ...gradients import EmbeddingGradients
+from ...registry import BITWISE, REGISTRY, Implementation
 from .peers import LAYER_NORM_PEERS, PEERS
 
 

@@ -23,8 +23,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..registry import BITWISE, BOUNDED, Implementation
-from ..tables import EmbeddingTables
+from ...registry import BITWISE, BOUNDED, Implementation
+from ...tables import EmbeddingTables
 from .onnx_peers import (
     embed_layer_norm_model,
     layer_norm_parameters,

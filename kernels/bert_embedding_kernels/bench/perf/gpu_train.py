@@ -1,7 +1,7 @@
 """One training step of BERT's embedding layer on a GPU: the drop-in against transformers'.
 
-    python -m bert_embedding_kernels.bench.gpu_train     # ~1 minute on an H100, torch.compile too
-    python -m bert_embedding_kernels.bench.gpu_train --no-compile
+    python -m bert_embedding_kernels.bench.perf.gpu_train  # ~1 minute on an H100, torch.compile too
+    python -m bert_embedding_kernels.bench.perf.gpu_train --no-compile
 
 A step is what a training loop runs for this layer: ``zero_grad``, forward
 (sum + LayerNorm; dropout off), a loss (a fixed random projection of the
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import sys
 import time
 
@@ -30,9 +31,10 @@ import numpy as np
 import torch
 import transformers
 
-from ..nn import BertEmbeddings
-from .gpu_perf import fmt, median_ci, zipf_ids
-from .options import markdown_path, positive_int
+from ...nn import BertEmbeddings
+from ..engine.cases import zipf_ids
+from ..engine.options import markdown_path, positive_int
+from ..engine.timing import sample_rounds
 
 ROUNDS = 15
 INNER = 10
@@ -68,6 +70,16 @@ def _check(reference, drop_in, ids, types, weights) -> list[str]:
     return lines
 
 
+def _sample(step) -> tuple[float]:
+    """Wall-clock seconds per step over INNER steps between two synchronisations."""
+    torch.cuda.synchronize()
+    began = time.perf_counter()
+    for _ in range(INNER):
+        step()
+    torch.cuda.synchronize()
+    return ((time.perf_counter() - began) / INNER,)
+
+
 def run_case(label, batch, seq, use_compile, rounds) -> tuple[list[str], list[str]]:
     config = transformers.BertConfig(hidden_dropout_prob=0.0)  # BERT-base sizes
     reference = _reference(config)
@@ -83,27 +95,16 @@ def run_case(label, batch, seq, use_compile, rounds) -> tuple[list[str], list[st
     }
     if use_compile:
         contenders["transformers + torch.compile"] = torch.compile(copy.deepcopy(reference))
-    for module in contenders.values():  # warm-up: compile, allocate, cache
-        for _ in range(3):
-            _step(module, ids, types, weights)
-    samples = {name: [] for name in contenders}
-    names = list(contenders)
-    for round_ in range(rounds):
-        shift = round_ % len(names)
-        for name in names[shift:] + names[:shift]:
-            torch.cuda.synchronize()
-            began = time.perf_counter()
-            for _ in range(INNER):
-                _step(contenders[name], ids, types, weights)
-            torch.cuda.synchronize()
-            samples[name].append((time.perf_counter() - began) * 1e6 / INNER)
-    eager = samples["transformers eager"]
+    steps = {
+        name: functools.partial(_step, m, ids, types, weights) for name, m in contenders.items()
+    }
+    (timings,) = sample_rounds(steps, rounds, _sample, warmups=3)
     rows = []
-    for name, values in samples.items():
-        ratio = [e / v for e, v in zip(eager, values, strict=True)]
-        rows.append(
-            f"| {label} | {name} | {fmt(*median_ci(values))} | {fmt(*median_ci(ratio), 2)} |"
-        )
+    for name in steps:
+        step, ratio = timings.estimate(name), timings.ratio("transformers eager", name)
+        time_us = f"{step.median * 1e6:.1f} [{step.low * 1e6:.1f}, {step.high * 1e6:.1f}]"
+        ratios = f"{ratio.median:.2f} [{ratio.low:.2f}, {ratio.high:.2f}]"
+        rows.append(f"| {label} | {name} | {time_us} | {ratios} |")
     return rows, checks
 
 

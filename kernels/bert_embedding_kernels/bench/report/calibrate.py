@@ -11,10 +11,10 @@ import itertools
 
 import numpy as np
 
-from ..auto import MODEL, code_rows, features
-from ..dtypes import parse
-from ..registry import METHODS
-from .cases import Shape
+from ...auto import MODEL, code_rows, features
+from ...dtypes import parse
+from ...registry import METHODS
+from ..engine.cases import Shape
 
 
 def work(method: str, shape: Shape) -> float:

@@ -1,17 +1,17 @@
 """``embench report``: sweep, check, time, fit; the results as plain data (results.json schema 2).
 
 At each point of three sweeps (vocabulary size, sequence length, and small
-single-sequence calls) every contender of :mod:`bert_embedding_kernels.bench.contenders` is
+single-sequence calls) every contender of :mod:`bert_embedding_kernels.bench.engine.contenders` is
 checked against the naive reference and then timed by the one engine
-(:func:`bert_embedding_kernels.bench.timing.interleave`): interleaved rounds until every median
-is known within +-3% or the point's budget is spent. A contender predicted to
+(:func:`bert_embedding_kernels.bench.engine.timing.interleave`): interleaved rounds until every
+median is known within +-3% or the point's budget is spent. A contender predicted to
 take longer than ``skip_above`` per call (its time at the previous point of the
 sweep scaled by the work its cost model counts) is skipped and says so.
 
 :func:`write` stores ``results.json`` (docs/RESULTS.md documents the schema),
 ``calibration.json`` (the cost model behind ``method="auto"``, fitted here),
-``report.md`` (:mod:`bert_embedding_kernels.bench.render`) and plots
-(:mod:`bert_embedding_kernels.bench.plots`).
+``report.md`` (:mod:`bert_embedding_kernels.bench.report.render`) and plots
+(:mod:`bert_embedding_kernels.bench.report.plots`).
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from ..registry import METHODS
-from . import calibrate, cases, contenders, family_axis, machine, noise, peers, verdict
-from .cases import Shape, make_inputs
-from .progress import Progress
-from .timing import interleave, planned_calls
+from ...registry import METHODS
+from ..engine import cases, contenders, machine, noise, peers, verdict
+from ..engine.cases import Shape, make_inputs
+from ..engine.progress import Progress
+from ..engine.timing import interleave, planned_calls
+from . import calibrate, family_axis
 
 SCHEMA = 2
 
@@ -44,9 +45,9 @@ class Settings:
     budget: float  # seconds of timing per point, all contenders together
     skip_above: float  # a call predicted to take longer than this is skipped
     # A checkpoint ("minilm" or a path): its tables and real token ids instead of
-    # random tables and uniform ids; no vocab sweep (see bert_embedding_kernels.bench.realdata).
+    # random tables and uniform ids; no vocab sweep (see bench/engine/realdata.py).
     tables: str | None = None
-    # The family axis (bench.family_axis): BERT's, RoBERTa's and DistilBERT's layouts
+    # The family axis (bench.report.family_axis): BERT's, RoBERTa's and DistilBERT's layouts
     # at these vocabularies; () leaves it out.
     family_vocab_sizes: tuple[int, ...] = ()
 
@@ -125,7 +126,7 @@ def measure_point(sweep, size, shape, settings, previous, inputs=make_inputs) ->
 
 def point_of(sweep, size, shape: Shape, built: dict, timings, previous=None) -> dict:
     """One point as results.json holds it, from the checked contenders and their timings,
-    with its ratios and verdicts (:func:`bert_embedding_kernels.bench.verdict.point_ratios`);
+    with its ratios and verdicts (:func:`bert_embedding_kernels.bench.engine.verdict.point_ratios`);
     ``previous`` (name -> (shape, median)) is updated for the next point's skip rule."""
     point = {"sweep": sweep, "size": size, "shape": asdict(shape), "contenders": {}}
     for name, contender in built.items():
@@ -157,7 +158,7 @@ def run(settings: Settings) -> dict:
     """Measure every point of every sweep; results.json (schema 2) as a dict."""
     inputs = make_inputs
     if settings.tables:
-        from . import realdata
+        from ..engine import realdata
 
         settings, inputs = realdata.report_settings(settings)
     shapes = sweep_shapes(settings)
@@ -186,7 +187,7 @@ def run(settings: Settings) -> dict:
     }
     results["noise"] = noise.of_results(results) | {"load": load, "cores": os.cpu_count()}
     if settings.tables:
-        from . import realdata
+        from ..engine import realdata
 
         results["id_comparison"] = realdata.report_comparisons(settings)
     return results

@@ -1,15 +1,15 @@
 """docs/PERFORMANCE.md (and the README's figures) from ``embench perf``'s data.
 
-:func:`bert_embedding_kernels.bench.perf.summary` holds a run's figures as plain data
+:func:`bert_embedding_kernels.bench.perf.figures.summary` holds a run's figures as plain data
 (``--write`` stores it as JSON beside the Markdown); everything printed about a run is
 rendered here from that data, so the Markdown and the README cannot disagree.
 """
 
 from __future__ import annotations
 
-from . import verdict
-from .cases import BERT_BASE
-from .perf import SMALL_CALL_FIGURE
+from ..engine import verdict
+from ..engine.cases import BERT_BASE
+from .figures import SMALL_CALL_FIGURE
 
 
 def _digits(value: float) -> str:
@@ -74,7 +74,7 @@ def render(run: dict) -> str:
         f"95% intervals; {forward_rounds} forward rounds in {forward_seconds:.0f} s, "
         f"{backward_rounds} backward rounds in {backward_seconds:.0f} s, {training_rounds} "
         f"training-step rounds in {training_seconds:.0f} s (kernels/bert_embedding_kernels/"
-        "bench/training_step.py says what a step is). Ratios are medians of "
+        "bench/perf/training_step.py says what a step is). Ratios are medians of "
         "per-round ratios with their 95% intervals (~: wider than +-10%). How noisy: "
         f"1-minute load average {load[0]:.2f} before and {load[1]:.2f} after the run "
         f"({run['cores']} cores); the intervals below say the rest.",
@@ -111,7 +111,7 @@ def render(run: dict) -> str:
         "**Fairness.** torch runs with `OMP_WAIT_POLICY=PASSIVE` and onnxruntime with "
         "`session.intra_op.allow_spinning=0`: spinning thread pools otherwise steal the CPU "
         "of whichever contender runs next in the interleaved rounds "
-        "(kernels/bert_embedding_kernels/bench/peers.py "
+        "(kernels/bert_embedding_kernels/bench/engine/peers.py "
         "has the measurement). Their own times did not change.",
     ]
     return "\n".join(lines) + "\n"

@@ -20,11 +20,11 @@ import functools
 
 import numpy as np
 
-from .. import embed
-from ..tables import EmbeddingTables
-from .cases import Shape
-from .roofline import CopyReference
-from .timing import interleave
+from ... import embed
+from ...tables import EmbeddingTables
+from ..engine.cases import Shape
+from ..engine.roofline import CopyReference
+from ..engine.timing import interleave
 
 LAYOUTS = ("bert", "roberta", "distilbert")
 VOCAB_SIZES = (30522, 50265, 250002)  # BERT, RoBERTa, XLM-R
@@ -103,7 +103,7 @@ def render(points: list[dict], shape: dict) -> list[str]:
         "plain indexing, then timed in the same interleaved rounds as BERT's layout and a "
         "copy of the output. Ratios are the layout's time over BERT's (1.000 = the same "
         "cost), medians of per-round ratios with 95% intervals "
-        "(kernels/bert_embedding_kernels/bench/family_axis.py).",
+        "(kernels/bert_embedding_kernels/bench/report/family_axis.py).",
         "",
         "| vocab | bert | roberta / bert | distilbert / bert | bert, fraction of the copy |",
         "|---:|---:|---:|---:|---:|",

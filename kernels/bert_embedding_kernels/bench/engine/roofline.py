@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .. import hugepages
-from .._jit import parallel_kernel
+from ... import hugepages
+from ..._jit import parallel_kernel
 from .streaming import ALIGNMENT, LANES, stream32
 
 
@@ -91,7 +91,7 @@ class CopyReference:
         The output's shape ``(batch, seq, hidden)``.
     dtype : numpy dtype
     nontemporal : bool, default False
-        Store with streaming stores (:mod:`bert_embedding_kernels.bench.streaming`), which skip the
+        Store with streaming stores (:mod:`.streaming`), which skip the
         read-for-ownership of each output line: the limit of writing, below the
         plain copy that every forward call is compared with.
     huge_pages : bool, default False

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import ml_dtypes
 import numpy as np
 
-from .. import embed
-from ..registry import METHODS
+from ... import embed
+from ...registry import METHODS
 from . import peers
 from .reference import Reference
 from .roofline import CopyReference, apart_from

@@ -1,7 +1,7 @@
 """``embench perf``: the fused kernels against their roofline and the peers at BERT-base.
 
 Every figure is a ratio of medians from paired, interleaved rounds of the one
-timing engine (:mod:`bert_embedding_kernels.bench.timing`), with its 95% interval, checked
+timing engine (:mod:`bert_embedding_kernels.bench.engine.timing`), with its 95% interval, checked
 against its target (issue 16). Each contender is checked against the naive
 reference (or, for gradients, against numpy's scatter-add) before it is timed.
 """
@@ -16,12 +16,13 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .. import embed, embed_backward
-from ..gradients import EmbeddingGradients
-from . import contenders, machine, peers, training_step
-from .cases import BERT_BASE, SMALL_CALL, make_inputs, zipf_ids
-from .roofline import CopyReference, apart_from
-from .timing import Estimate, Timings, interleave
+from ... import embed, embed_backward
+from ...gradients import EmbeddingGradients
+from ..engine import contenders, machine, peers
+from ..engine.cases import BERT_BASE, SMALL_CALL, make_inputs, zipf_ids
+from ..engine.roofline import CopyReference, apart_from
+from ..engine.timing import Estimate, Timings, interleave
+from . import training_step
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ Contenders are compared only with others called the same way:
 - ``layernorm``: the same for BERT's whole layer, LayerNorm(sum).
 
 A ratio is the median of per-round ratios with its 95% interval
-(:meth:`bert_embedding_kernels.bench.timing.Timings.ratio`).
+(:meth:`bert_embedding_kernels.bench.engine.timing.Timings.ratio`).
 
 One rule judges every verdict of every command (report, perf, check, mine and compare):
 an interval, never a median alone, decides. :func:`side` says whether a 95% interval lies
@@ -27,9 +27,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .. import auto
-from ..dtypes import parse
-from ..registry import REGISTRY
+from ... import auto
+from ...dtypes import parse
+from ...registry import REGISTRY
 from .contenders import COPY
 from .timing import UNSTABLE, Timings
 

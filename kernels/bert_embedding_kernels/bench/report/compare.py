@@ -11,7 +11,7 @@ moved every ratio of that point alike. Its 95% interval combines the two runs'
 intervals of ``time / copy`` (each from paired rounds) on the log scale, as
 independent estimates. The
 verdict is ``slower`` or ``faster`` only where that interval excludes 1, else
-``same`` (:func:`bert_embedding_kernels.bench.verdict.change`, the rule every command
+``same`` (:func:`bert_embedding_kernels.bench.engine.verdict.change`, the rule every command
 judges by); ``--fail-above R`` fails when a contender got slower by more than
 ``R`` with its interval excluding 1 (asv's ``compare`` and pytest-benchmark's
 ``--benchmark-compare-fail`` are the models).
@@ -24,9 +24,9 @@ import math
 import statistics
 from pathlib import Path
 
-from . import verdict as verdicts
-from .contenders import COPY
-from .timing import Z95
+from ..engine import verdict as verdicts
+from ..engine.contenders import COPY
+from ..engine.timing import Z95
 
 
 class ResultsError(ValueError):

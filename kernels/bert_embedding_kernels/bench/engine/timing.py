@@ -104,6 +104,17 @@ class Timings:
         return median_interval([a / b for a, b in pairs])
 
 
+def format_time(seconds: float | None) -> str:
+    """Seconds as the tables print them: s, ms or us, '-' for none."""
+    if seconds is None:
+        return "-"
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds * 1e6:.1f} us"
+
+
 # Single calls the calibration times (each after an untimed one); a call that alone lasts
 # SLOW_SAMPLES samples' time ends it after one, and is timed once per sample.
 TRIES = 5
@@ -221,3 +232,33 @@ def interleave(
             break
     timings.seconds = time.perf_counter() - started
     return timings
+
+
+def sample_rounds(
+    calls: dict, rounds: int, sample: Callable[[Callable[[], object]], tuple], warmups: int = 2
+) -> tuple[Timings, ...]:
+    """``rounds`` interleaved rounds of every call (the order rotates), each sample taken by
+    ``sample(call)``: for clocks other than this process's, where :func:`interleave`'s
+    calibrated loops do not apply (the GPU's, read by CUDA events behind a spin kernel).
+
+    ``sample`` returns a tuple of seconds per call, one per clock it reads (the GPU's and the
+    host's, say); the result is one :class:`Timings` per clock, so every median, interval and
+    paired ratio comes from :func:`median_interval` as the rest of the bench's do.
+    """
+    started = time.perf_counter()
+    for call in calls.values():  # warm-up: compile, allocate, fill caches
+        for _ in range(warmups):
+            call()
+    clocks: list[Timings] = []
+    names = list(calls)
+    for round_number in range(rounds):
+        shift = round_number % len(names)
+        for name in names[shift:] + names[:shift]:
+            values = sample(calls[name])
+            if not clocks:
+                clocks = [Timings({n: [] for n in names}) for _ in values]
+            for clock, value in zip(clocks, values, strict=True):
+                clock.samples[name].append(value)
+    for clock in clocks:
+        clock.seconds = time.perf_counter() - started
+    return tuple(clocks)

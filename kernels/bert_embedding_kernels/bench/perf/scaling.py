@@ -1,7 +1,7 @@
 """``embench scaling``: how the CPU kernels' time changes with the number of threads.
 
 Every contender runs at every thread count in the same interleaved rounds of the
-one timing engine (:mod:`bert_embedding_kernels.bench.timing`); each call first sets numba's
+one timing engine (:mod:`bert_embedding_kernels.bench.engine.timing`); each call first sets numba's
 thread count for its own thread (``numba.set_num_threads``, which a parallel
 region reads at launch), so a round holds every (contender, threads) pair and a
 speedup "at k threads over 1 thread" is a paired ratio with its 95% interval.
@@ -21,12 +21,12 @@ from dataclasses import replace
 import numba
 import numpy as np
 
-from .. import embed, embed_backward
-from ..gradients import EmbeddingGradients
-from . import machine
-from .cases import BERT_BASE, SMALL_CALL, Shape, make_inputs, zipf_ids
-from .roofline import CopyReference, apart_from
-from .timing import Timings, interleave
+from ... import embed, embed_backward
+from ...gradients import EmbeddingGradients
+from ..engine import machine
+from ..engine.cases import BERT_BASE, SMALL_CALL, Shape, make_inputs, zipf_ids
+from ..engine.roofline import CopyReference, apart_from
+from ..engine.timing import Timings, interleave
 
 # (column name, unit scale, unit) in the order of the table.
 CONTENDERS = (

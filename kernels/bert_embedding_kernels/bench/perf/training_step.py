@@ -25,8 +25,8 @@ import copy
 
 import numpy as np
 
-from .cases import BERT_BASE, zipf_ids
-from .roofline import CopyReference
+from ..engine.cases import BERT_BASE, zipf_ids
+from ..engine.roofline import CopyReference
 
 # The step's bytes in copies of the output (docs/BACKWARD.md has the count).
 BOUND_COPIES = 4.3
@@ -91,7 +91,7 @@ def calls(include_compile: bool = True, shape=BERT_BASE) -> dict:
         import torch
         import transformers
 
-        from ..nn import BertEmbeddings
+        from ...nn import BertEmbeddings
     except ImportError:
         return {"copy": copy_of_output}
 

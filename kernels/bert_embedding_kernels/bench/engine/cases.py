@@ -13,7 +13,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..tables import EmbeddingTables
+from ...tables import EmbeddingTables
 
 
 @dataclass(frozen=True)

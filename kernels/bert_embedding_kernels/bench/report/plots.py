@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..engine.verdict import SWEEP_LABELS, unstable
 from .render import contender_names
-from .verdict import SWEEP_LABELS, unstable
 
 PEER_STYLE = "--"  # dashed lines: outside implementations
 

@@ -2,7 +2,7 @@
 
 Each builds its ONNX model from the tables (weights as initializers, as an
 exported model has them) and a CPU session that does not spin after a run.
-:mod:`bert_embedding_kernels.bench.peers` registers them beside the numpy and torch peers.
+:mod:`bert_embedding_kernels.bench.engine.peers` registers them beside the numpy and torch peers.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..tables import EmbeddingTables
+from ...tables import EmbeddingTables
 
 Peer = Callable[[np.ndarray, np.ndarray], object]
 

@@ -1,8 +1,8 @@
 """A command's time, predicted and kept: which contenders its ``--budget`` can time.
 
-:func:`bert_embedding_kernels.bench.timing.interleave` takes at least ``MIN_ROUNDS`` rounds of
+:func:`.timing.interleave` takes at least ``MIN_ROUNDS`` rounds of
 every contender, so a budget holds only the contenders whose fewest rounds fit in it, counted
-in the calls the engine really makes (:func:`bert_embedding_kernels.bench.timing.planned_calls`:
+in the calls the engine really makes (:func:`.timing.planned_calls`:
 a warm-up, the calibration's calls, an untimed call before every sample). :class:`Budget`
 admits contenders in order until the budget is spent and says why it skips the rest: first
 on the cost model's prediction of our methods (a call of a minute is never run to learn
@@ -14,8 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from .render import format_time
-from .timing import MIN_ROUNDS, planned_calls, planned_seconds
+from .timing import MIN_ROUNDS, format_time, planned_calls, planned_seconds
 
 
 class Budget:

@@ -11,19 +11,11 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from . import family_axis, noise
-from .realdata import checkpoint_dir, corpus_lines, line_lengths
-from .verdict import expected_slope, unstable
-
-
-def format_time(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds >= 1:
-        return f"{seconds:.2f} s"
-    if seconds >= 1e-3:
-        return f"{seconds * 1e3:.2f} ms"
-    return f"{seconds * 1e6:.1f} us"
+from ..engine import noise
+from ..engine.realdata import checkpoint_dir, corpus_lines, line_lengths
+from ..engine.timing import format_time
+from ..engine.verdict import expected_slope, unstable
+from . import family_axis
 
 
 def _cell(entry: dict | None) -> str:
@@ -76,15 +68,20 @@ def _problems(results: dict) -> list[str]:
     return lines
 
 
-def render_markdown(results: dict, plots: list[str]) -> str:
-    settings = results["settings"]
-    base = settings["base"]
-    measured = [
+def _measured(results: dict) -> list[dict]:
+    return [
         entry
         for point in results["points"]
         for entry in point["contenders"].values()
         if entry["status"] == "measured"
     ]
+
+
+def _settings_lines(results: dict) -> list[str]:
+    """The machine, the shapes, how the engine timed and how noisy the run was."""
+    settings = results["settings"]
+    base = settings["base"]
+    measured = _measured(results)
     noisy = sum(unstable(e) for e in measured)
     widths = sorted((e["ci95_s"][1] - e["ci95_s"][0]) / 2 / e["median_s"] for e in measured)
     lines = [
@@ -99,7 +96,7 @@ def render_markdown(results: dict, plots: list[str]) -> str:
         f"vocab {base['vocab']}, {base['dtype']}, {base['type_vocab']} token types",
         f"- sweeps: vocab {list(settings['vocab_sizes'])} at seq {base['seq']}; seq "
         f"{list(settings['seq_lens'])}; batch 1 at seq {list(settings['small_seq_lens'])}",
-        "- timing: one engine (kernels/bert_embedding_kernels/bench/timing.py): warm-up, "
+        "- timing: one engine (kernels/bert_embedding_kernels/bench/engine/timing.py): warm-up, "
         "samples of at least 1 ms "
         "(calibrated loops, each after an untimed call), contenders interleaved round by "
         "round in rotating order until "
@@ -115,6 +112,31 @@ def render_markdown(results: dict, plots: list[str]) -> str:
         lines.append(f"- {noise.describe(results['noise'])}")
     if settings.get("tables"):
         lines += describe_source(settings)
+    return lines
+
+
+def _agreement_lines(results: dict) -> list[str]:
+    """How many contender/shape pairs agree with the reference; what failed or was skipped."""
+    problems = _problems(results)
+    failed = [p for p in problems if ": failed:" in p]
+    checked = sum(1 for e in _measured(results) if e.get("agrees"))
+    lines = [
+        f"{checked} measured contender/shape pairs agree with the naive reference (our "
+        "bit-identical methods bit for bit, the others within the stated bound, LayerNorm "
+        "within 1e-4 of a float64 LayerNorm); nothing is timed before it agrees."
+    ]
+    if failed:
+        lines += ["", f"**{len(failed)} FAILED** (not timed):", *failed]
+    skipped = [p for p in problems if ": skipped:" in p]
+    if skipped:
+        lines += ["", "Skipped:", *skipped]
+    return lines
+
+
+def render_markdown(results: dict, plots: list[str]) -> str:
+    settings = results["settings"]
+    base = settings["base"]
+    lines = _settings_lines(results)
     lines += ["", "## Recommendation", ""]
     lines += [f"- {r['text']}" for r in results["recommendations"]]
     lines += [
@@ -128,20 +150,8 @@ def render_markdown(results: dict, plots: list[str]) -> str:
         "",
         "## Agreement with the reference",
         "",
+        *_agreement_lines(results),
     ]
-    problems = _problems(results)
-    failed = [p for p in problems if ": failed:" in p]
-    checked = sum(1 for e in measured if e.get("agrees"))
-    lines.append(
-        f"{checked} measured contender/shape pairs agree with the naive reference (our "
-        "bit-identical methods bit for bit, the others within the stated bound, LayerNorm "
-        "within 1e-4 of a float64 LayerNorm); nothing is timed before it agrees."
-    )
-    if failed:
-        lines += ["", f"**{len(failed)} FAILED** (not timed):", *failed]
-    skipped = [p for p in problems if ": skipped:" in p]
-    if skipped:
-        lines += ["", "Skipped:", *skipped]
     for sweep, title in (
         ("vocab", "Time vs vocabulary size"),
         ("seq", "Time vs sequence length"),
@@ -273,7 +283,7 @@ def render_comparison(comparisons: list[dict], source: str) -> list[str]:
     return lines
 
 
-# --- embench report --tables: the pieces bench.report calls -------------------------------
+# --- embench report --tables: the pieces bench.report.measure calls -------------------------------
 
 # The comparison always includes BERT-base's batch at the longest sequence the
 # checkpoint allows: the shape where the two id distributions' working sets
@@ -289,7 +299,7 @@ def describe_source(settings: dict) -> list[str]:
         f"- tables: checkpoint `{settings['tables']}` ({where}): vocab {base.vocab}, hidden "
         f"{base.hidden}, {base.max_positions} positions, {base.type_vocab} token types, "
         "with its embedding LayerNorm",
-        "- token ids: real text, `kernels/bert_embedding_kernels/bench/data/corpus.txt` "
+        "- token ids: real text, `kernels/bert_embedding_kernels/bench/engine/data/corpus.txt` "
         f"({len(corpus_lines())} lines, "
         f"{tokens} tokens) as sentence pairs `[CLS] A [SEP] B [SEP]` (segment 1 for B), "
         "tokenized with the checkpoint's own tokenizer.json, truncated/padded to each "

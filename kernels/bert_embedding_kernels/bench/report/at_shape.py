@@ -3,10 +3,10 @@
 ``check`` times our four methods (and ``fused`` allocating); ``mine`` adds every installed
 peer (torch eager, ``torch.compile``, onnxruntime) and the LayerNorm contenders, at the
 shape the user gives or on a checkpoint's tables with real token ids. Both go the report's
-way (:mod:`bert_embedding_kernels.bench.report`): every contender checked against the naive
+way (:mod:`bert_embedding_kernels.bench.report.measure`): every contender checked against the naive
 reference, then timed by the one engine in interleaved rounds, judged by the one rule
-(:mod:`bert_embedding_kernels.bench.verdict`). Before any work they say what they will do and
-how long it will take; :class:`bert_embedding_kernels.bench.plan.Budget` admits only what
+(:mod:`bert_embedding_kernels.bench.engine.verdict`). Before any work they say what they will do and
+how long it will take; :class:`bert_embedding_kernels.bench.engine.plan.Budget` admits only what
 ``--budget`` can time, and a progress bar runs while they time.
 """
 
@@ -16,18 +16,17 @@ import os
 import sys
 import time
 
-from .. import auto
-from ..dtypes import parse
-from ..registry import METHODS
-from . import contenders, machine, noise
-from . import verdict as verdicts
-from .cases import Shape, make_inputs
-from .plan import Budget
-from .progress import Progress
-from .render import format_time
-from .timing import MIN_ROUNDS, interleave, planned_seconds
+from ... import auto
+from ...dtypes import parse
+from ...registry import METHODS
+from ..engine import contenders, machine, noise
+from ..engine import verdict as verdicts
+from ..engine.cases import Shape, make_inputs
+from ..engine.plan import Budget
+from ..engine.progress import Progress
+from ..engine.timing import MIN_ROUNDS, format_time, interleave, planned_seconds
 
-# What each verdict group compares, in words (bench/verdict.py's GROUPS).
+# What each verdict group compares, in words (bench/engine/verdict.py's GROUPS).
 GROUP_WORDS = {
     "methods": "our methods into out=",
     "sum": "allocating the output",
@@ -157,7 +156,7 @@ def print_verdicts(point: dict) -> list[str]:
 
 def run(arguments, command: str, *, peer_names=(), layer_norm=False, inputs=None) -> int:
     """Check and time every contender at one shape; print the table and what to use."""
-    from .report import point_of
+    from .measure import point_of
 
     shape = shape_of(arguments)
     inputs = inputs or make_inputs(shape)
