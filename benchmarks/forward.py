@@ -1,7 +1,7 @@
 """Forward time of every method, beside the memory roofline, over vocabulary and length.
 
 The method classes time ``method="copy"`` too: a parallel copy of the output's
-bytes (``bench.roofline.CopyReference``), the least any forward pass must move,
+bytes (``bench.engine.roofline.CopyReference``), the least any forward pass must move,
 so each graph carries its own roofline. ``LayerNorm`` times every method with
 ``layer_norm=True`` (BERT's embedding layer) and ``Peers`` the outside libraries
 people use instead, at the same shapes.
@@ -91,7 +91,7 @@ class LayerNorm(_Forward):
 
 
 class Peers(_Forward):
-    """Outside implementations at the same shapes (``bench.peers``), where installed.
+    """Outside implementations at the same shapes (``bench.engine.peers``), where installed.
 
     numpy-indexing and torch-eager compute the plain sum (compare them with
     SeqSweep); torch-eager-layernorm and onnxruntime-embedlayernorm normalise too

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One call on the lent GPU machine (see docs/GPU.md): the CUDA tests on hardware (the torch
 # drop-in on CUDA tensors included), torch/CuPy interop, and `embench perf --device cuda`; on
-# request `train` (one training step of the layer: bert_embedding_kernels.bench.gpu_train), `diag`
+# request `train` (one training step of the layer: bert_embedding_kernels.bench.perf.gpu_train), `diag`
 # (scripts/gpu_diagnose.py), `cpu` (embench perf on the CPU; CPU_BUDGET seconds, default 10) and
 # `scaling` (embench scaling: the CPU kernels at 1, 2, 4, ... threads), `sizes`
 # (scripts/threads_by_size.py: serial against parallel kernel by call size). Logs and tables go to
@@ -23,7 +23,7 @@ for step in $STEPS; do
   echo "=== $step $(date -u +%T)"
   case $step in
     tests) timeout 240 python3 -m pytest tests/cuda -q -p no:cacheprovider -p no:randomly -p no:warnings ${TEST_ARGS:-} 2>&1 | tail -n 60 | tee "$OUT/tests.txt" ;;
-    train) timeout 200 python3 -m bert_embedding_kernels.bench.gpu_train --write "$OUT/train.md" 2>&1 | tail -n 30 ;;
+    train) timeout 200 python3 -m bert_embedding_kernels.bench.perf.gpu_train --write "$OUT/train.md" 2>&1 | tail -n 30 ;;
     interop) timeout 120 python3 scripts/device_interop.py 2>&1 | tee "$OUT/interop.txt" ;;
     gpu) timeout 270 python3 -m bert_embedding_kernels.bench perf --device cuda ${GPU_ARGS:-} --write "$OUT/gpu.md" > "$OUT/gpu.log" 2>&1; tail -n 40 "$OUT/gpu.log" ;;
     profile) timeout 120 python3 scripts/gpu_profile_step.py 2>&1 | grep -v -i warn | tee "$OUT/profile.txt" | head -n 120 ;;
