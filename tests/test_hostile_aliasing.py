@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import re
 
+import ml_dtypes  # its finfo knows bfloat16 (numpy's does not at the lowest versions)
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -175,7 +176,7 @@ def _assert_close(got, want, dtype) -> None:
     # and LayerNorm's statistics are float64: a few roundings of the output's dtype.
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
     scale = max(1.0, float(np.max(np.abs(want), initial=0.0)))
-    np.testing.assert_allclose(got, want, rtol=0, atol=8 * np.finfo(dtype).eps * scale)
+    np.testing.assert_allclose(got, want, rtol=0, atol=8 * ml_dtypes.finfo(dtype).eps * scale)
 
 
 @ALIASING
