@@ -427,3 +427,18 @@ def test_workflows_beyond_the_issue_inference_mode_functional_call_float16():
         half, expected = model.half()(input_ids=ids).logits, reference.half()(input_ids=ids).logits
     assert half.dtype == torch.float16
     torch.testing.assert_close(half.float(), expected.float(), rtol=0, atol=2e-3)  # 2**-9
+
+
+@pytest.mark.parametrize("name", ["bert", "roberta", "distilbert"])
+def test_a_frozen_word_table_skips_its_gradient_and_trains_the_rest_as_transformers(name):
+    head = {"bert": "BertForMaskedLM", "roberta": "RobertaForMaskedLM"}.get(
+        name, "DistilBertForMaskedLM"
+    )
+    reference = _head_model(name, head, tie_word_embeddings=False)
+    model = copy.deepcopy(reference)
+    patch(model)
+    for m in (reference, model):
+        m.get_input_embeddings().weight.requires_grad_(False)
+        _train(m, head, steps=2)
+    assert model.get_input_embeddings().weight.grad is None
+    _assert_same_parameters(model, reference, f"{name} with a frozen word table")
