@@ -264,3 +264,13 @@ def test_half_precision_module_rounds_once_from_float32(dtype):
         torch.testing.assert_close(
             got.float(), want, rtol=2 * ulp, atol=2 * ulp * want.abs().max().item()
         )
+
+
+def test_float_torch_ids_are_refused_with_the_torch_fix():
+    tables = bek.EmbeddingTables.random(50, 8)
+    with pytest.raises(
+        TypeError, match=r"input_ids has dtype torch.float32; .*input_ids\.long\(\)"
+    ):
+        bek.embed(tables, torch.tensor([[1.0, 2.0]]))
+    with pytest.raises(TypeError, match=r"np\.asarray\(input_ids\)\.astype\(np\.int64\)"):
+        bek.embed(tables, np.array([[1.0, 2.0]]))

@@ -11,7 +11,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .._arrays import as_numpy
+from .._arrays import as_numpy, is_torch_tensor
 from .._jit import serial_kernel
 from .batch import KERNEL_ID_DTYPES
 
@@ -34,9 +34,11 @@ def as_ids(name: str, value) -> np.ndarray:
     if array.size == 0 and array.dtype == np.float64 and not isinstance(value, np.ndarray):
         array = array.astype(np.int64)  # np.asarray([]) is float64; an empty list is no float
     if array.dtype.kind not in "iu":
+        fix = f"{name}.long()" if is_torch_tensor(value) else f"np.asarray({name}).astype(np.int64)"
+        shown = value.dtype if is_torch_tensor(value) else array.dtype
         raise TypeError(
-            f"{name} has dtype {array.dtype}; ids must be integers (bool is not accepted). "
-            f"Convert them with np.asarray({name}).astype(np.int64)."
+            f"{name} has dtype {shown}; ids must be integers (bool is not accepted). "
+            f"Convert them with {fix}."
         )
     if not array.dtype.isnative:
         array = array.astype(array.dtype.newbyteorder("="))
