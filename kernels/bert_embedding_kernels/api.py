@@ -53,9 +53,11 @@ def embed(
     position_ids : array_like of int, shape (seq,), (1, seq) or (batch, seq), optional
         When omitted, ``past_length .. past_length + seq - 1`` for every sequence.
         When given, ``past_length`` is ignored (as in Hugging Face's BertEmbeddings).
-    method : {"onehot", "concat", "gather", "fused", "auto"}
-        Which implementation computes the sum; all four return the same values
-        within the bound stated in the README ("Equivalence"). ``"auto"`` picks
+    method : str
+        One of :data:`bert_embedding_kernels.METHODS` (the registry's names:
+        ``bert_embedding_kernels.registry``) or ``"auto"``: which implementation
+        computes the sum; all return the same values within the bound stated in
+        the README ("Equivalence"). ``"auto"`` picks
         the one a measured cost model predicts fastest for this shape
         (:mod:`bert_embedding_kernels.auto`).
     past_length : int, default 0
@@ -193,8 +195,9 @@ def embed_backward(
         copied once.
     input_ids, token_type_ids, position_ids, past_length
         Exactly as for :func:`bert_embedding_kernels.embed`, and validated by the same code.
-    method : {"onehot", "concat", "gather", "fused"}
-        ``fused`` (default) is a parallel numba kernel, bitwise deterministic
+    method : str
+        One of :data:`bert_embedding_kernels.BACKWARD_METHODS` (the registry's
+        methods with a backward). ``fused`` (default) is a parallel numba kernel, bitwise deterministic
         whatever the number of threads; ``gather`` uses ``np.add.at``;
         ``onehot`` and ``concat`` compute ``onehot.T @ grad_output`` with BLAS.
     padding_idx : int, optional
