@@ -197,8 +197,8 @@ def embed_backward(
         Exactly as for :func:`bert_embedding_kernels.embed`, and validated by the same code.
     method : str
         One of :data:`bert_embedding_kernels.BACKWARD_METHODS` (the registry's
-        methods with a backward). ``fused`` (default) is a parallel numba kernel, bitwise deterministic
-        whatever the number of threads; ``gather`` uses ``np.add.at``;
+        methods with a backward). ``fused`` (default) is a parallel numba kernel,
+        bitwise deterministic whatever the number of threads; ``gather`` uses ``np.add.at``;
         ``onehot`` and ``concat`` compute ``onehot.T @ grad_output`` with BLAS.
     padding_idx : int, optional
         A token-table row whose gradient stays zero, as ``torch.nn.Embedding``'s
