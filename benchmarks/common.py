@@ -96,27 +96,37 @@ def _checkout_literals(module: str, names: tuple[str, ...]) -> tuple:
     return tuple(found[name] for name in names)
 
 
-def _registered_names(module: str, assignment: str, factory: str) -> tuple[str, ...]:
-    """Names of the records ``factory(...)`` builds inside ``assignment`` in ``module``.
-
-    A record's name is its ``name=`` keyword or, failing that, its first argument.
-    """
+def _registered_records(module: str, assignment: str, factory: str) -> dict[str, dict]:
+    """The records ``factory(...)`` builds inside ``assignment`` in ``module``: name -> the
+    keyword arguments' syntax trees. A record's name is its ``name=`` keyword or, failing
+    that, its first argument."""
     for node in _checkout_tree(module).body:
         targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
         if not any(isinstance(t, ast.Name) and t.id == assignment for t in targets):
             continue
-        names = []
+        records = {}
         for call in ast.walk(node):
             if not (isinstance(call, ast.Call) and getattr(call.func, "id", None) == factory):
                 continue
             keywords = {k.arg: k.value for k in call.keywords}
             name = keywords.get("name", call.args[0] if call.args else None)
-            names.append(ast.literal_eval(name))
-        return tuple(names)
+            records[ast.literal_eval(name)] = keywords
+        return records
     raise LookupError(f"{module}.py has no {assignment}")
 
 
+def _registered_names(module: str, assignment: str, factory: str) -> tuple[str, ...]:
+    return tuple(_registered_records(module, assignment, factory))
+
+
 METHODS = _registered_names("registry", "REGISTRY", "Implementation")
+# The methods whose cost grows with the vocabulary (the one-hot products): the registry's
+# vocab_growth > 0, read from this checkout as the names are.
+ONE_HOT_METHODS = tuple(
+    name
+    for name, keywords in _registered_records("registry", "REGISTRY", "Implementation").items()
+    if "vocab_growth" in keywords and ast.literal_eval(keywords["vocab_growth"]) > 0
+)
 VOCAB_SIZES, SEQ_LENS, DTYPES = _checkout_literals(
     "bench/engine/cases", ("VOCAB_SIZES", "SEQ_LENS", "BENCH_DTYPES")
 )
@@ -342,7 +352,7 @@ def forward_call(method: str, shape, layer_norm: bool = False):
     require_method(method)
     if layer_norm:
         require_layer_norm()
-    if method in ("onehot", "concat") and shape.batch * shape.seq * shape.vocab > ONE_HOT_MAX_CELLS:
+    if method in ONE_HOT_METHODS and shape.batch * shape.seq * shape.vocab > ONE_HOT_MAX_CELLS:
         raise NotImplementedError(f"{method} at {shape} takes longer than the suite allows")
     try:
         tables, input_ids, token_type_ids = make_inputs(shape)
