@@ -501,6 +501,15 @@ MUTANTS = [
         ],
         "why": "a module built on the meta device is never checked once its buffers hold values",
     },
+    {
+        "name": "reused-gradient-not-zeroed",
+        "file": "kernels/bert_embedding_kernels/pool.py",
+        "within": "def zeros(",
+        "old": "        if not fresh:\n            fill(array)\n",
+        "new": "",
+        "tests": ["tests/test_pool.py"],
+        "why": "a gradient buffer reused from the pool keeps what the last step left in it",
+    },
     # -- threading policy ------------------------------------------------------------------
     {
         "name": "threading-refuses-tbb",

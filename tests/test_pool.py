@@ -99,3 +99,60 @@ def test_pooled_arrays_have_the_dtype_and_shape_asked_for(dtype):
     assert array.flags.c_contiguous and array.flags.writeable
     array[...] = 3
     assert (array.astype(np.float64) == 3).all()
+
+
+def test_zeros_zeroes_a_reused_buffer_and_leaves_a_new_one_to_the_os():
+    pool = OutputPool()
+    filled = []
+
+    def fill(array):
+        filled.append(array.shape)
+        array[...] = 0
+
+    shape = (1 << 11, 1 << 10)  # 8 MiB of float32: a fresh mapping where huge pages exist
+    first, fresh = pool.zeros(shape, np.float32, fill)
+    assert not first.any() and first.ctypes.data % 64 == 0
+    assert fresh is bek.hugepages.maps_fresh(first.nbytes + 64)
+    assert filled == ([] if fresh else [shape])  # np.empty's bytes are zeroed by fill
+    filled.clear()
+    first[:] = 3.5  # what a user's weight decay or clipping leaves in a gradient
+    del first
+    gc.collect()
+    again, fresh = pool.zeros(shape, np.float32, fill)
+    assert pool.reused == 1 and not fresh and filled == [shape]
+    assert not again.any()
+
+
+def test_zeros_below_the_pool_or_switched_off_are_lazily_zeroed_arrays():
+    pool = OutputPool(enabled=False)
+    array, fresh = pool.zeros((4, 1 << 20), np.float32, fill=None)  # fill never called
+    assert fresh and not array.any() and array.ctypes.data % 64 == 0
+    small, fresh = OutputPool().zeros((3, 5), np.float64, fill=None)
+    assert fresh and small.shape == (3, 5) and not small.any()
+
+
+@pytest.mark.parametrize("layer_norm", [False, True])
+def test_a_training_loop_reuses_its_gradients_and_never_sees_old_values(layer_norm):
+    """The fused backward's token gradient and LayerNorm's input gradient come back from the
+    pool step after step; whatever the last step left in them (an optimizer's in-place
+    update) must not leak into the next gradient."""
+    from bert_embedding_kernels.methods.fused.norm_backward import layer_norm_backward
+
+    tables = bek.EmbeddingTables.random(1024, 2048, max_positions=512, seed=5)  # 8 MiB
+    rng = np.random.default_rng(6)
+    reused = bek.pool.OUTPUTS.reused
+    for _ in range(4):
+        ids = rng.integers(0, 1024, (2, 256))
+        grad = rng.standard_normal((2, 256, 2048)).astype(np.float32)
+        if layer_norm:  # 4 MiB of LayerNorm input gradient: a pooled buffer
+            sums = rng.standard_normal(grad.shape).astype(np.float32)
+            grad, *_ = layer_norm_backward(sums, grad, tables.norm_weight, 1e-12)
+            grad = grad.copy()  # the pooled result itself goes back as the loop drops it
+        tables_grads = bek.embed_backward(tables, grad, ids)
+        expected = bek.embed_backward(tables, grad, ids, method="gather")
+        for got, want in zip(tables_grads, expected, strict=True):
+            np.testing.assert_array_equal(got, want)
+        tables_grads.token[:] = np.nan  # left behind, as an in-place update would
+        del tables_grads
+        gc.collect()
+    assert bek.pool.OUTPUTS.reused - reused >= 3 * (1 + layer_norm)

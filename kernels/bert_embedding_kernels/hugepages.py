@@ -45,7 +45,7 @@ def empty(shape, dtype=np.float32) -> np.ndarray:
     dtype = np.dtype(dtype)
     shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
     nbytes = int(np.prod(shape)) * dtype.itemsize
-    if not SUPPORTED or nbytes < MIN_BYTES:
+    if not maps_fresh(nbytes):
         return np.empty(shape, dtype)
     # One huge page more than needed, so that the array can start on a boundary;
     # the pages before it are never touched and never backed.
@@ -56,6 +56,12 @@ def empty(shape, dtype=np.float32) -> np.ndarray:
     raw = np.frombuffer(mapping, np.uint8)  # keeps the mapping alive as its base
     start = -raw.ctypes.data % HUGE_PAGE
     return raw[start : start + nbytes].view(dtype).reshape(shape)
+
+
+def maps_fresh(nbytes: int) -> bool:
+    """Whether :func:`empty` gives ``nbytes`` a fresh mapping (zero until written), not
+    ``np.empty``'s memory (whatever was there)."""
+    return SUPPORTED and nbytes >= MIN_BYTES
 
 
 def huge_bytes(array: np.ndarray) -> int | None:

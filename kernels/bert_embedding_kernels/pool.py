@@ -48,6 +48,21 @@ def _new_buffer(nbytes: int) -> np.ndarray:
     return block[offset : offset + nbytes]
 
 
+def aligned_zeros(shape, dtype) -> np.ndarray:
+    """``np.zeros(shape, dtype)`` whose first element starts a cache line.
+
+    Large numpy arrays start 16 bytes into a page (the allocator's header), so a column
+    block of whole lines counted from a row's start would end mid-line, shared by two
+    threads of the fused backward (BERT-base, warm buffers, 2 threads: 11.9 ms unaligned,
+    10.4 ms aligned). The pages stay lazily zeroed: the padding is never written.
+    """
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    raw = np.zeros(nbytes + ALIGNMENT, np.uint8)
+    offset = -raw.ctypes.data % ALIGNMENT
+    return raw[offset : offset + nbytes].view(dtype).reshape(shape)
+
+
 class _Holder:
     """Owns one pooled buffer while any array made from it is alive.
 
@@ -109,6 +124,34 @@ class OutputPool:
         holder = _Holder(raw)
         weakref.finalize(holder, self._give_back, raw)
         return np.asarray(holder).view(dtype).reshape(shape)
+
+    def zeros(self, shape, dtype, fill) -> tuple[np.ndarray, bool]:
+        """A zeroed, cache-line-aligned array from the pool, and whether its pages are new.
+
+        Why: a training loop's gradient is freed every step (``zero_grad(set_to_none=True)``)
+        and a new one faults in every page it touches; a reused buffer's pages are mapped
+        already, and zeroing them again costs a fraction of the faults (issue 39). A reused
+        buffer holds what its last owner left there, so ``fill(array)`` zeroes all of it.
+        A new one is a fresh mapping, or ``np.zeros``, that the operating system zeroes on
+        first touch: it is not written here (True), so a caller may touch only what it uses.
+        """
+        dtype = np.dtype(dtype)
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        if not self.enabled or nbytes < MIN_BYTES:
+            return aligned_zeros(shape, dtype), True
+        raw = self._take(nbytes)
+        if raw is not None:
+            self.reused += 1
+            fresh = False
+        else:
+            raw = _new_buffer(nbytes)
+            fresh = hugepages.maps_fresh(nbytes + ALIGNMENT)  # else np.empty's old bytes
+        holder = _Holder(raw)
+        weakref.finalize(holder, self._give_back, raw)
+        array = np.asarray(holder).view(dtype).reshape(shape)
+        if not fresh:
+            fill(array)
+        return array, fresh
 
     def _take(self, nbytes: int) -> np.ndarray | None:
         with self._lock:

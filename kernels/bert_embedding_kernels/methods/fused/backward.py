@@ -22,14 +22,16 @@ to one line either (when a row is a whole number of lines, as at BERT's widths).
 Parallelism is bounded by ``hidden / 16`` blocks for float32 (48 at hidden
 768), which is plenty on the machines this project targets.
 
-Zeroing: the gradients are allocated with ``np.zeros``, whose pages the
-operating system maps and zeroes lazily, on first touch; the kernel never
-writes a row no token touched. Before the scatter, a row-owned pass stores a
-zero into each page of each row that will be touched, so that every page is
-first touched (and zeroed by the OS) by one thread only; left to the
-column-owned scatter, both threads would fault each page together. At BERT-base
-this pass took the fused backward from 28.8 to 25.2 ms (medians of one run;
-docs/BACKWARD.md has the measurements and the alternatives that lost).
+Zeroing: a new gradient's pages are mapped and zeroed by the operating system
+lazily, on first touch; the kernel never writes a row no token touched. Before
+the scatter, a row-owned pass stores a zero into each page of each row that will
+be touched, so that every page is first touched (and zeroed by the OS) by one
+thread only; left to the column-owned scatter, both threads would fault each page
+together (28.8 against 25.2 ms at BERT-base, docs/BACKWARD.md). A call with many
+tokens for its table (a training step) takes the token gradient from the output
+pool instead (:mod:`bert_embedding_kernels.pool`): the buffer of an earlier step's
+gradient that torch has freed, its pages warm, zeroed again in parallel (1.5 ms
+for 94 MB), which costs less than the faults.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ import numpy as np
 from numba import prange
 
 from ..._jit import parallel_kernel, row_helper, serial_kernel
-from ...gradients import CACHE_LINE_BYTES, zeros_like_tables
+from ...gradients import CACHE_LINE_BYTES, EmbeddingGradients
+from ...pool import OUTPUTS, aligned_zeros
 from ...validate.batch import kernel_ids
 
 # The smallest memory page the operating system maps on first touch.
@@ -52,6 +55,12 @@ _PAGE_BYTES = 4096
 # first-touch faults of the fresh token gradient: each used row faults (and the
 # OS zeroes) a whole 2 MiB transparent huge page.
 SERIAL_MAX_BYTES = 96 * 1024
+# A new token gradient comes from the output pool (warm pages, zeroed again) when the call
+# has at least one token per this many table rows; fewer tokens fault in fewer pages of a
+# lazily zeroed new array than zeroing the whole table costs. At vocab 30522 x 768 float32
+# (scratch timings, this 2-core VM): zeroing all 94 MB in parallel 1.5 ms; each row a token
+# faults in about 2.5 us (BERT-base, 16,384 Zipf tokens: 19.8 ms fresh, 15.7 ms reused).
+ROWS_PER_TOKEN_TO_POOL = 16
 
 
 @row_helper
@@ -182,6 +191,25 @@ def _scatter_add_columns(
 
 
 @parallel_kernel
+def _zero_rows(gradient):
+    """Zero a reused gradient, rows split between threads (a memset each)."""
+    for r in prange(gradient.shape[0]):
+        gradient[r, :] = 0
+
+
+def _new_gradients(tables, dtype, num_tokens: int) -> tuple[EmbeddingGradients, bool]:
+    """Zeroed gradients for a call of ``num_tokens`` tokens, and whether the token gradient's
+    pages are new (lazily zeroed: fault them in by rows) or reused warm from the pool."""
+    shape = tables.token.shape
+    if num_tokens * ROWS_PER_TOKEN_TO_POOL >= shape[0]:
+        token, fresh = OUTPUTS.zeros(shape, dtype, fill=_zero_rows)
+    else:
+        token, fresh = aligned_zeros(shape, dtype), True
+    small = (aligned_zeros(t.shape, dtype) for t in (tables.segment, tables.position))
+    return EmbeddingGradients(token, *small), fresh
+
+
+@parallel_kernel
 def _fault_in_rows(input_ids, padding_idx, seen, page, gradient):
     """Store a zero into every memory page of every row some token will add into.
 
@@ -221,9 +249,13 @@ def fused_backward(tables, batch, grad, padding_idx, into=None):
     """One parallel numba pass over ``g`` adding into all three tables; see the module doc.
 
     ``into``: gradients (validated) to add into, as torch adds into ``.grad``;
-    a training loop then faults in no fresh pages. By default, zeroed new ones.
+    a training loop then faults in no fresh pages. By default, zeroed new ones
+    (:func:`_new_gradients`: a large call's token gradient reuses the pool's warm pages).
     """
-    grads = zeros_like_tables(tables, grad.dtype) if into is None else into
+    if into is None:
+        grads, fresh = _new_gradients(tables, grad.dtype, batch.num_tokens)
+    else:
+        grads, fresh = into, False
     if batch.num_tokens == 0:
         return grads
     flat = grad.reshape(batch.num_tokens, tables.hidden_size)
@@ -234,7 +266,7 @@ def fused_backward(tables, batch, grad, padding_idx, into=None):
         threads = numba.get_num_threads()
         kernel = _scatter_add_columns_parallel
         block = column_block(tables.hidden_size, grad.dtype.itemsize, threads)
-    if into is None and kernel is _scatter_add_columns_parallel:  # fresh, lazily zeroed pages
+    if fresh and kernel is _scatter_add_columns_parallel:  # new, lazily zeroed pages
         _fault_in_rows(
             input_ids,
             -1 if padding_idx is None else padding_idx,

@@ -21,6 +21,7 @@ import numpy as np
 from numba import prange
 
 from ..._jit import parallel_kernel, reduction_helper
+from ...pool import OUTPUTS
 from .forward import _mean_and_inverse_std
 
 # Row chunks for the weight and bias partial sums: enough for many threads, few
@@ -88,7 +89,9 @@ def layer_norm_backward(sums: np.ndarray, grad: np.ndarray, weight: np.ndarray, 
     flat_sums = np.ascontiguousarray(sums).reshape(-1, hidden)
     flat_grad = np.ascontiguousarray(grad, dtype=sums.dtype).reshape(-1, hidden)
     rows = flat_sums.shape[0]
-    grad_sums = np.empty_like(flat_sums)
+    # From the pool: a training loop frees it every step, and a new one faults in 50 MB of
+    # pages at BERT-base (21.8 against 16.4 ms a call, scratch timings on this 2-core VM).
+    grad_sums = OUTPUTS.empty(flat_sums.shape, flat_sums.dtype)
     chunks = max(1, min(ROW_CHUNKS, rows))
     weight_part = np.zeros((chunks, hidden), np.float64)
     bias_part = np.zeros((chunks, hidden), np.float64)
