@@ -78,3 +78,55 @@ def test_mine_on_a_checkpoint_takes_its_sizes(capsys):
     head = out.splitlines()[0]
     assert "batch 1 x seq 8, hidden 384, vocab 30522" in head, head
     assert "fused+LN" in _rows(out)  # the checkpoint's own LayerNorm
+
+
+def test_an_unknown_family_is_one_line_naming_the_option(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["mine", *TINY, "--family", "gpt2"])
+    assert exit_.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "argument --family" in last and "'gpt2'" in last and "roberta" in last
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["mine", "--tables", "minilm", "--family", "bert"])
+    assert exit_.value.code == 2
+    assert "argument --family" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("family", "rule", "segment", "layer_norm"),
+    [
+        ("roberta", "after_padding", True, True),
+        ("distilbert", "absolute", False, True),
+        ("megatron-bert", "absolute", True, False),
+        ("deberta-v2", "absolute", True, True),
+    ],
+)
+def test_a_family_s_layout_reaches_the_measured_tables(
+    family, rule, segment, layer_norm, monkeypatch, capsys
+):
+    """The tables checked and timed are the family's: its tables, position rule and
+    LayerNorm; every method agrees with the reference under its rule (else exit 1)."""
+    from bert_embedding_kernels.bench.engine import contenders
+
+    seen = []
+    build = contenders.build
+
+    def recording(tables, inputs, **options):
+        seen.append((tables, inputs))
+        return build(tables, inputs, **options)
+
+    monkeypatch.setattr(contenders, "build", recording)
+    argv = ["mine", *TINY, "--family", family, "--peers", "numpy-indexing", "--budget", "0.05"]
+    assert cli.main(argv) == 0
+    (tables, (input_ids, token_type_ids)), *_ = seen
+    assert tables.position_rule == rule and tables.has_segment == segment
+    assert tables.has_layer_norm == layer_norm and (token_type_ids is not None) == segment
+    if rule == "after_padding":  # padding to number after, and a row for the last position
+        assert (input_ids == tables.padding_idx).any()
+        assert tables.max_positions >= 8 + tables.padding_idx + 1
+    captured = capsys.readouterr()
+    rows = _rows(captured.out)
+    assert ("fused+LN" in rows) == layer_norm
+    bert_layout = segment and rule == "absolute"
+    assert ("computes BERT's layout" in rows["numpy-indexing"]) != bert_layout
+    assert f"--family {family}: " in captured.err

@@ -20,6 +20,7 @@ from .engine import cases
 from .engine.cases import BERT_BASE, PERF_BUDGET, Shape
 from .engine.options import (
     markdown_path,
+    model_type,
     nonnegative_fraction,
     output_directory,
     peer_name,
@@ -300,6 +301,14 @@ def _mine_parser(commands, defaults: dict) -> None:
         "width and dtype; --dtype converts)",
     )
     mine_parser.add_argument(
+        "--family",
+        type=model_type,
+        metavar="MODEL_TYPE",
+        help="a BERT family's layout at your shape, by config.json's model_type (roberta, "
+        "distilbert, deberta-v2, ...): the tables it has, its position rule, its LayerNorm "
+        "(without it BERT's)",
+    )
+    mine_parser.add_argument(
         "--budget",
         type=positive_seconds,
         default=MINE_BUDGET,
@@ -311,6 +320,11 @@ def _mine_parser(commands, defaults: dict) -> None:
 def _conflict(arguments) -> str:
     """Options that cannot go together, worded as argparse words a bad value, or ''."""
     fixed = arguments.command in ("report", "mine") and arguments.tables
+    if fixed and arguments.command == "mine" and arguments.family:
+        return (
+            "argument --family: a checkpoint's family is its config.json's model_type; drop "
+            "--family or --tables"
+        )
     if fixed and arguments.command == "mine":
         given = [f"--{o}" for o in ("vocab-size", "hidden-size") if f"--{o}" in arguments.argv]
         if given:

@@ -55,9 +55,40 @@ def mine(arguments) -> int:
         named = peers.available_peers() + peers.available_peers(layer_norm=True)
     else:  # no names: ours only; each name checked by the parser
         named = list(dict.fromkeys(arguments.peers))
+    peer_reason = ""
+    if arguments.family:
+        inputs, peer_reason = _family_inputs(arguments)
     return at_shape.run(
-        arguments, "mine", peer_names=named, layer_norm=not arguments.no_layer_norm, inputs=inputs
+        arguments, "mine", peer_names=named, layer_norm=not arguments.no_layer_norm,
+        inputs=inputs, peer_reason=peer_reason,
+    )  # fmt: skip
+
+
+def _family_inputs(arguments):
+    """``mine --family``: the family's tables and ids at the user's shape (its shape set on
+    ``arguments``), and why the peers are skipped ('' where they compute its layout)."""
+    from ..families import family_of_model_type
+    from .engine.cases import family_shape, make_family_inputs, position_rule
+    from .report.at_shape import shape_of
+
+    family = family_of_model_type(arguments.family, "--family")  # checked by the parser
+    arguments.shape = family_shape(shape_of(arguments), family)
+    tables = ["token"] + ["segment"] * family.segment + ["position"] * bool(family.positions)
+    name, padded = position_rule(family)
+    positions = "none" if name is None else f"{name!r}" + " (padding id 1)" * padded
+    print(
+        f"embench mine: --family {arguments.family}: {family.name}'s layout: "
+        f"{', '.join(tables)} tables; positions {positions}; "
+        f"{'LayerNorm' if family.layer_norm else 'no LayerNorm'}",
+        file=sys.stderr,
+        flush=True,
     )
+    peer_reason = ""
+    if not family.segment or name != "absolute":
+        peer_reason = (
+            f"computes BERT's layout (token types, positions 0 .. seq-1), not {family.name}'s"
+        )
+    return make_family_inputs(arguments.shape, family), peer_reason
 
 
 def bench_table(arguments) -> int:

@@ -109,6 +109,55 @@ def make_inputs(shape: Shape, seed: int = 0):
     return tables, input_ids, token_type_ids
 
 
+# RoBERTa's padding id: the after_padding families' (families.py) padding_idx here.
+FAMILY_PAD = 1
+
+
+def position_rule(family) -> tuple[str | None, bool]:
+    """``family``'s position rule as (its name, whether it numbers after the padding): from
+    the rule's record (bert_embedding_kernels.position_rules) or its name; (None, False)
+    for a family without positions."""
+    rule = family.positions
+    name = getattr(rule, "name", rule)
+    return name, bool(getattr(rule, "padding", name == "after_padding"))
+
+
+def family_shape(shape: Shape, family) -> Shape:
+    """``shape`` with a position table that holds ``family``'s positions: RoBERTa's rule
+    numbers them from ``padding_idx + 1`` (its checkpoints have 514 rows for 512 tokens)."""
+    if not position_rule(family)[1]:
+        return shape
+    return replace(shape, max_positions=max(shape.max_positions, shape.seq) + FAMILY_PAD + 1)
+
+
+def make_family_inputs(shape: Shape, family, seed: int = 0):
+    """:func:`make_inputs` with the layout of ``family`` (a
+    :class:`bert_embedding_kernels.families.Family`): the tables it has (no segment table:
+    token types omitted), its position rule (one numbered after the padding, RoBERTa's:
+    padding id :data:`FAMILY_PAD`, the last quarter of every other sequence padded, so the rule has
+    padding to number) and its LayerNorm (none: no LayerNorm parameters), as
+    ``EmbeddingTables.from_safetensors`` reads a checkpoint of that family."""
+    shape = family_shape(shape, family)
+    random, input_ids, token_type_ids = make_inputs(shape, seed)
+    parts = {
+        "segment": random.segment if family.segment else None,
+        "position": random.position if family.positions else None,
+        "masks_output": family.deberta,
+        "family": family.name,
+    }
+    name, padded = position_rule(family)
+    if name is not None:
+        parts["position_rule"] = name
+    if padded:
+        parts["padding_idx"] = FAMILY_PAD
+        input_ids = input_ids.copy()
+        input_ids[1::2, shape.seq - shape.seq // 4 :] = FAMILY_PAD
+    if family.layer_norm:
+        parts |= {"norm_weight": random.norm_weight, "norm_bias": random.norm_bias}
+    tables = EmbeddingTables(random.token, **parts)
+    return tables, input_ids, token_type_ids if family.segment else None
+
+
 def zipf_ids(vocab_size: int, shape, *, exponent: float = 1.0, seed: int = 0) -> np.ndarray:
     """Token ids whose frequencies follow Zipf's law, as in natural language.
 

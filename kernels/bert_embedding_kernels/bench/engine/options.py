@@ -98,6 +98,19 @@ def peer_name(text: str) -> str:
     return text
 
 
+def model_type(text: str) -> str:
+    """A BERT-family ``model_type`` (config.json's) whose layout the kernels reproduce:
+    one of :data:`bert_embedding_kernels.families.FAMILIES`."""
+    from ...families import FAMILIES
+
+    known = sorted(t for family in FAMILIES for t in family.model_types)
+    if text not in known:
+        raise argparse.ArgumentTypeError(
+            f"unknown or unsupported model_type {text!r}; supported: {', '.join(known)}"
+        )
+    return text
+
+
 def _writable_directory(directory: Path) -> bool:
     return directory.is_dir() and os.access(directory, os.W_OK)
 

@@ -44,11 +44,33 @@ def position_rows(position_ids, past_length, batch, seq):
     ]
 
 
+def after_padding_rows(input_ids, padding_idx, past_length):
+    """RoBERTa's default positions, counted by hand: a token's is ``padding_idx +
+    past_length +`` the non-padding tokens up to and including it, a padding token's is
+    ``padding_idx`` (the tables' ``position_rule="after_padding"``)."""
+    rows = []
+    for sequence in np.asarray(input_ids).tolist():
+        kept, row = 0, []
+        for token in sequence:
+            kept += token != padding_idx
+            row.append(padding_idx if token == padding_idx else padding_idx + past_length + kept)
+        rows.append(row)
+    return rows
+
+
 def _rows(tables, input_ids, token_type_ids, position_ids, past_length):
     input_ids = np.asarray(input_ids)
     batch, seq = input_ids.shape
     types = np.zeros((batch, seq), int) if token_type_ids is None else np.asarray(token_type_ids)
-    positions = position_rows(position_ids, past_length, batch, seq)
+    # Numbered after the padding: the rule record's field where the tables hold one (``rule``),
+    # else the rule's name.
+    named = getattr(tables, "position_rule", "") == "after_padding"
+    if position_ids is None and getattr(getattr(tables, "rule", None), "padding", named):
+        positions = after_padding_rows(input_ids, tables.padding_idx, int(past_length))
+    else:
+        positions = position_rows(position_ids, past_length, batch, seq)
+    if not getattr(tables, "has_position", True):  # no position table: its stand-in zero row
+        positions = [[0] * seq for _ in range(batch)]
     for b in range(batch):
         for s in range(seq):
             yield (

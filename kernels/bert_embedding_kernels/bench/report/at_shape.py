@@ -78,8 +78,9 @@ def _announce(command, shape, methods, peer_names, budget, predict) -> None:
     )
 
 
-def measure(command, shape, inputs, methods, peer_names, layer_norm, seconds):
-    """Check, plan and time; (built contenders, timings, noise record, seconds checking)."""
+def measure(command, shape, inputs, methods, peer_names, layer_norm, seconds, peer_reason=""):
+    """Check, plan and time; (built contenders, timings, noise record, seconds checking).
+    ``peer_reason``: why every peer is skipped (a layout they do not compute), or ''."""
     tables, input_ids, token_type_ids = inputs
     predict = predictor(shape)
     budget = Budget(seconds, predict, reserve=planned_seconds(predict("fused") or 0.0))
@@ -91,6 +92,8 @@ def measure(command, shape, inputs, methods, peer_names, layer_norm, seconds):
 
         def skip(name: str) -> str:
             bar.update(name)
+            if peer_reason and name in peer_names:
+                return peer_reason
             return budget.skip(name)
 
         built = contenders.build(
@@ -154,7 +157,9 @@ def print_verdicts(point: dict) -> list[str]:
     return picks
 
 
-def run(arguments, command: str, *, peer_names=(), layer_norm=False, inputs=None) -> int:
+def run(
+    arguments, command: str, *, peer_names=(), layer_norm=False, inputs=None, peer_reason=""
+) -> int:
     """Check and time every contender at one shape; print the table and what to use."""
     from .measure import point_of
 
@@ -163,8 +168,9 @@ def run(arguments, command: str, *, peer_names=(), layer_norm=False, inputs=None
     methods = list(arguments.methods or METHODS)
     started = time.perf_counter()
     built, timings, record, checked = measure(
-        command, shape, inputs, methods, list(peer_names), layer_norm, arguments.budget
-    )
+        command, shape, inputs, methods, list(peer_names), layer_norm, arguments.budget,
+        peer_reason,
+    )  # fmt: skip
     print(
         f"embench {command}: {shape.name} (batch {shape.batch} x seq {shape.seq}, hidden "
         f"{shape.hidden}, vocab {shape.vocab}, {shape.dtype}); {timings.rounds} interleaved "
