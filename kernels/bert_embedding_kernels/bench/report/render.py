@@ -110,6 +110,13 @@ def _settings_lines(results: dict) -> list[str]:
     ]
     if results.get("noise", {}).get("load"):
         lines.append(f"- {noise.describe(results['noise'])}")
+    retimed = results.get("retimed")
+    if retimed and retimed["unstable_before"]:
+        lines.append(
+            f"- re-timed while the budget lasted: {retimed['retimed']} of "
+            f"{retimed['unstable_before']} unstable points ({retimed['timing_seconds']:.1f} s of "
+            f"timing), widest first; {retimed['unstable_after']} stay unstable"
+        )
     if settings.get("tables"):
         lines += describe_source(settings)
     return lines
