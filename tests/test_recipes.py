@@ -1,9 +1,9 @@
-"""CONTRIBUTING.md's three recipes, each done in a copy of the package (issue 38).
+"""CONTRIBUTING.md's recipes, each done in a copy of the package (issue 38).
 
-A method, a family and a perf figure are each added exactly as the recipe says, in a
-throwaway copy of ``bert_embedding_kernels``; the test then checks that the addition works
-from the outside (the public API, the drop-in, the rendered Markdown) and that the recipe
-touched the files it names and no others.
+A method, a family, a family with a new position rule and a perf figure are each added
+exactly as the recipe says, in a throwaway copy of ``bert_embedding_kernels``; the test then
+checks that the addition works from the outside (the public API, the drop-in, a checkpoint,
+the rendered Markdown) and that the recipe touched the files it names and no others.
 """
 
 import hashlib
@@ -152,6 +152,71 @@ def test_a_family_with_known_rules_is_one_record(tree):
     _edit(package / "families.py", ")  # fmt: skip\n\n# Embeddings classes", FAMILY_RECORD)
     assert _changed(before, _digests(tree)) == {"bert_embedding_kernels/families.py"}
     assert _run(tree, FAKE_FAMILY).split() == ["FakeBERT", "FakeBERT"]
+
+
+# -- a family with a new position rule -----------------------------------------------------
+# Nystromformer's numbering (positions from 2, as OPT's offset): one rule record, one family.
+RULE_RECORD = 'FROM_TWO = PositionRule("from_two", "positions from 2", offset=2)\n'
+RULE_FAMILY = (
+    '    Family("FakeNystrom", "fakenystrom.modeling_fakenystrom", "FakeNystromEmbeddings",\n'
+    '           ("fakenystrom",), positions=FROM_TWO),\n'
+)
+NEW_RULE = textwrap.dedent("""
+    import json, sys
+    import numpy as np, safetensors.numpy, bert_embedding_kernels as bek
+    rng = np.random.default_rng(0)
+    token, segment, position = (rng.standard_normal(s, np.float32) for s in
+                                ((30, 8), (2, 8), (12, 8)))
+    directory = sys.argv[1]
+    safetensors.numpy.save_file({"embeddings.word_embeddings.weight": token,
+                                 "embeddings.token_type_embeddings.weight": segment,
+                                 "embeddings.position_embeddings.weight": position,
+                                 "embeddings.LayerNorm.weight": np.ones(8, np.float32),
+                                 "embeddings.LayerNorm.bias": np.zeros(8, np.float32)},
+                                directory + "/model.safetensors")
+    with open(directory + "/config.json", "w") as f:
+        json.dump({"model_type": "fakenystrom"}, f)
+    tables = bek.EmbeddingTables.from_safetensors(directory)
+    assert (tables.family, tables.position_rule) == ("FakeNystrom", "from_two")
+    ids = rng.integers(0, 30, (3, 5))
+    for past in (0, 3):
+        got = bek.embed(tables, ids, past_length=past)
+        positions = np.arange(2 + past, 7 + past)
+        assert np.array_equal(got, bek.embed(tables, ids, position_ids=positions))
+        grad = rng.standard_normal(got.shape, np.float32)
+        ours = bek.embed_backward(tables, grad, ids, past_length=past)
+        given = bek.embed_backward(tables, grad, ids, position_ids=positions)
+        assert all(np.array_equal(a, b) for a, b in zip(ours, given))
+    try:
+        bek.embed(tables, ids, past_length=6)
+    except IndexError as error:
+        print("refused:", error)
+    try:
+        bek.EmbeddingTables(token, position=position[:2], position_rule="from_two")
+    except ValueError as error:
+        print("refused:", error)
+""")
+
+
+def test_a_family_with_a_new_position_rule_is_two_records(tree, tmp_path):
+    pytest.importorskip("safetensors")
+    package = tree / "bert_embedding_kernels"
+    before = _digests(tree)
+    _edit(package / "position_rules.py", "\nRULES = {", RULE_RECORD)
+    _edit(package / "position_rules.py", ")}\nPOSITION_RULES", ", FROM_TWO")
+    _edit(package / "families.py", ", PositionRule\n", ", FROM_TWO")
+    _edit(package / "families.py", ")  # fmt: skip\n\n# Embeddings classes", RULE_FAMILY)
+    assert _changed(before, _digests(tree)) == {
+        "bert_embedding_kernels/position_rules.py",
+        "bert_embedding_kernels/families.py",
+    }
+    out = _run(tree, "", "-c", NEW_RULE, str(tmp_path)).splitlines()
+    assert out == [
+        "refused: position_ids (default, past_length=6, position_rule='from_two') run to "
+        "position 12, out of range: valid ids satisfy 0 <= id < 12 (max_positions).",
+        "refused: position_rule='from_two' numbers from 2; it needs a position table of more "
+        "than 2 rows (max_positions is 2).",
+    ], out
 
 
 # -- a perf figure ------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import numpy as np
 
 from ._arrays import as_numpy
 from .dtypes import FLOAT_DTYPES, NAMES
+from .position_rules import rule_named
 
 
 def as_table(name: str, value) -> np.ndarray:
@@ -58,13 +59,10 @@ def _layout(array: np.ndarray) -> str:
     return f"strides {array.strides}"
 
 
-POSITION_RULES = ("absolute", "after_padding")
-
-
 def check_rule(rule, padding_idx, has_position: bool, vocab_size: int, max_positions: int):
-    """``(position_rule, padding_idx)`` checked against each other and the tables."""
-    if rule not in POSITION_RULES:
-        raise ValueError(f"position_rule is {rule!r}; it must be one of {POSITION_RULES}.")
+    """The rule named ``rule`` (:mod:`.position_rules`) and ``padding_idx``, checked against
+    each other and the tables."""
+    rule = rule_named(rule)
     if padding_idx is not None:
         if isinstance(padding_idx, bool) or not isinstance(padding_idx, (int, np.integer)):
             raise TypeError(f"padding_idx is {type(padding_idx).__name__}; it must be an int.")
@@ -74,14 +72,7 @@ def check_rule(rule, padding_idx, has_position: bool, vocab_size: int, max_posit
                 "(vocab_size)."
             )
         padding_idx = int(padding_idx)
-    if rule == "after_padding":
-        if padding_idx is None:
-            raise ValueError("position_rule='after_padding' needs padding_idx.")
-        if not has_position or padding_idx >= max_positions:
-            raise ValueError(
-                "position_rule='after_padding' needs a position table with a row for "
-                f"padding_idx={padding_idx} (max_positions is {max_positions})."
-            )
+    rule.check_tables(padding_idx, has_position, max_positions)
     return rule, padding_idx
 
 

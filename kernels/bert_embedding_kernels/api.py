@@ -291,7 +291,7 @@ def embed_backward(
                 np.add(target, gradient, out=target)
         return into
     gradients = record.backward(tables, batch, grad, padding_idx, **options)
-    if tables.position_rule == "after_padding":
+    if tables.rule.padding:
         gradients.position[tables.padding_idx] = 0
     if call.grad_dtype == grad.dtype:
         return gradients
@@ -300,9 +300,10 @@ def embed_backward(
 
 @contextmanager
 def _position_padding_row_kept(tables: EmbeddingTables, position_gradient: np.ndarray):
-    """RoBERTa's position table pads at ``padding_idx``: that row gets no gradient (as torch's
-    ``nn.Embedding(padding_idx=...)``), so an accumulated gradient keeps it as it was."""
-    if tables.position_rule != "after_padding":
+    """A rule with padding (RoBERTa's) pads the position table at ``padding_idx``: that row
+    gets no gradient (as torch's ``nn.Embedding(padding_idx=...)``), so an accumulated
+    gradient keeps it as it was."""
+    if not tables.rule.padding:
         yield
         return
     kept = position_gradient[tables.padding_idx].copy()

@@ -192,11 +192,11 @@ def read_embedding_layer(
         arrays[argument] = (key, _as_float(handle.get(key), dtype))
     _check_shapes(arrays, config, weights)
     rules = {"family": family.name, "masks_output": family.deberta}
-    pad = config.get("pad_token_id")
-    if family.positions == "after_padding":
+    pad, rule = config.get("pad_token_id"), family.positions
+    rules |= {"position_rule": rule.name} if rule is not None else {}
+    if rule is not None and rule.padding:
         # MPNet pads with 1 whatever its config says (transformers' MPNetEmbeddings)
-        pad = 1 if family.name == "MPNet" else pad
-        rules |= {"position_rule": "after_padding", "padding_idx": pad}
+        rules["padding_idx"] = 1 if family.name == "MPNet" else pad
     elif isinstance(pad, int) and 0 <= pad < arrays["token"][1].shape[0]:
         rules["padding_idx"] = pad
     if family.layer_norm:

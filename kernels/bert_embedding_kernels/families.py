@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .position_rules import ABSOLUTE, AFTER_PADDING, PositionRule
+
 # The past-length arguments of transformers' forwards: ``cache_length`` (5.x) and
 # ``past_key_values_length`` (4.x).
 PAST_NAMES = ("cache_length", "past_key_values_length")
@@ -30,10 +32,11 @@ PAST_NAMES = ("cache_length", "past_key_values_length")
 class Family:
     """One embeddings class of transformers and the computation it performs.
 
-    ``positions``: ``"absolute"`` (``past .. past + seq - 1``), ``"after_padding"``
-    (RoBERTa's rule: ``padding_idx + 1 + count of non-padding tokens so far``, padding
-    tokens at ``padding_idx``; with ``inputs_embeds`` sequential from ``padding_idx + 1``)
-    or ``None`` (no position table in the sum).
+    ``positions``: the family's position rule, a record of :mod:`.position_rules`:
+    ``ABSOLUTE`` (``past .. past + seq - 1``), ``AFTER_PADDING`` (RoBERTa's rule:
+    ``padding_idx + 1 + count of non-padding tokens so far``, padding tokens at
+    ``padding_idx``; with ``inputs_embeds`` sequential from ``padding_idx + 1``), or
+    ``None`` (no position table in the sum).
     ``sum_order``: the order transformers adds the rows in (``"tsp"``: token, segment,
     position; DeBERTa-v2 adds the position before the segment). The kernels add
     ``(token + segment) + position``; the other order differs in rounding only.
@@ -44,7 +47,7 @@ class Family:
     cls: str
     model_types: tuple[str, ...]  # config.json's model_type of its checkpoints
     segment: bool = True
-    positions: str | None = "absolute"
+    positions: PositionRule | None = ABSOLUTE
     layer_norm: bool = True
     sum_order: str = "tsp"
     deberta: bool = False  # DeBERTa-v2's optional tables, embed_proj and mask
@@ -53,20 +56,20 @@ class Family:
 FAMILIES = (
     Family("BERT", "bert.modeling_bert", "BertEmbeddings", ("bert",)),
     Family("RoBERTa", "roberta.modeling_roberta", "RobertaEmbeddings", ("roberta",),
-           positions="after_padding"),
+           positions=AFTER_PADDING),
     Family("XLM-RoBERTa", "xlm_roberta.modeling_xlm_roberta", "XLMRobertaEmbeddings",
-           ("xlm-roberta",), positions="after_padding"),
+           ("xlm-roberta",), positions=AFTER_PADDING),
     Family("CamemBERT", "camembert.modeling_camembert", "CamembertEmbeddings", ("camembert",),
-           positions="after_padding"),
+           positions=AFTER_PADDING),
     Family("Data2Vec-Text", "data2vec.modeling_data2vec_text", "Data2VecTextEmbeddings",
-           ("data2vec-text",), positions="after_padding"),
+           ("data2vec-text",), positions=AFTER_PADDING),
     Family("RoBERTa-PreLayerNorm", "roberta_prelayernorm.modeling_roberta_prelayernorm",
            "RobertaPreLayerNormEmbeddings", ("roberta-prelayernorm",),
-           positions="after_padding"),
+           positions=AFTER_PADDING),
     Family("X-MOD", "xmod.modeling_xmod", "XmodEmbeddings", ("xmod",),
-           positions="after_padding"),
+           positions=AFTER_PADDING),
     Family("XLM-RoBERTa-XL", "xlm_roberta_xl.modeling_xlm_roberta_xl", "XLMRobertaXLEmbeddings",
-           ("xlm-roberta-xl",), positions="after_padding", layer_norm=False),
+           ("xlm-roberta-xl",), positions=AFTER_PADDING, layer_norm=False),
     Family("DistilBERT", "distilbert.modeling_distilbert", "Embeddings", ("distilbert",),
            segment=False),
     Family("ELECTRA", "electra.modeling_electra", "ElectraEmbeddings", ("electra",)),
@@ -75,7 +78,7 @@ FAMILIES = (
     Family("RemBERT", "rembert.modeling_rembert", "RemBertEmbeddings", ("rembert",)),
     Family("ERNIE", "ernie.modeling_ernie", "ErnieEmbeddings", ("ernie",)),
     Family("MPNet", "mpnet.modeling_mpnet", "MPNetEmbeddings", ("mpnet",), segment=False,
-           positions="after_padding"),
+           positions=AFTER_PADDING),
     Family("Megatron-BERT", "megatron_bert.modeling_megatron_bert", "MegatronBertEmbeddings",
            ("megatron-bert",), layer_norm=False),
     Family("DeBERTa-v2", "deberta_v2.modeling_deberta_v2", "DebertaV2Embeddings",
@@ -152,7 +155,7 @@ class Inspected:
     layer_norm: object | None
     dropout: object
     embed_proj: object | None  # DeBERTa-v2's Linear after the sum, or None
-    padding_idx: int | None  # the position rule's padding index (after_padding)
+    padding_idx: int | None  # the position rule's padding index (a rule with padding)
     # False where the id buffers are on the meta device (a model built before its weights
     # are loaded): their values are checked by check_buffers once they exist.
     buffers_checked: bool = True
@@ -270,7 +273,7 @@ def _check_holdings(module, family: Family) -> Inspected:
         _check_embedding("token_type_embeddings", segment)
     position = module.position_embeddings if has_position else None
     padding_idx = None
-    if family.positions == "after_padding":
+    if family.positions is not None and family.positions.padding:
         padding_idx = getattr(module, "padding_idx", None)
         if not isinstance(padding_idx, int) or padding_idx < 0:
             raise _Refusal(f"its padding_idx is {padding_idx!r}; RoBERTa's positions need one")

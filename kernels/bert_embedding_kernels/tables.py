@@ -15,6 +15,7 @@ from ._table_arrays import (
 from .checkpoint import read_embedding_layer
 from .dtypes import parse
 from .families import inspect_module
+from .position_rules import ABSOLUTE
 
 __all__ = ["CopiedTableWarning", "EmbeddingTables"]
 
@@ -40,14 +41,15 @@ class EmbeddingTables:
     norm_eps : float, default 1e-12
         LayerNorm's epsilon (BERT's ``layer_norm_eps``); finite and > 0, so a
         constant row (zero variance) normalises to the bias instead of NaN.
-    position_rule : {"absolute", "after_padding"}, default "absolute"
-        How default positions are numbered. ``"absolute"``: ``past_length ..
-        past_length + seq - 1`` (BERT). ``"after_padding"``: RoBERTa's rule, which
-        needs ``padding_idx``: a token's position is ``padding_idx + past_length +``
-        the count of non-padding tokens up to and including it, and a padding
-        token's is ``padding_idx``.
+    position_rule : str, default "absolute"
+        How default positions are numbered: the name of a rule of
+        :data:`bert_embedding_kernels.position_rules.RULES` (held as ``rule``, the
+        record). ``"absolute"``: ``past_length .. past_length + seq - 1`` (BERT).
+        ``"after_padding"``: RoBERTa's rule, which needs ``padding_idx``: a token's
+        position is ``padding_idx + past_length +`` the count of non-padding tokens
+        up to and including it, and a padding token's is ``padding_idx``.
     padding_idx : int, optional
-        The padding token's id (for ``"after_padding"``).
+        The padding token's id (for a rule that numbers after the padding).
     norm_by_default : bool, default False
         What ``embed(..., layer_norm=None)`` (its default) does: True for tables
         read from a module or checkpoint whose embeddings end in LayerNorm, so that
@@ -93,7 +95,7 @@ class EmbeddingTables:
         "norm_weight",
         "padding_idx",
         "position",
-        "position_rule",
+        "rule",
         "segment",
         "token",
     )
@@ -148,7 +150,7 @@ class EmbeddingTables:
         if not (np.isfinite(norm_eps) and norm_eps > 0):
             raise ValueError(f"norm_eps is {norm_eps}; it must be finite and > 0.")
         self.norm_eps = float(norm_eps)
-        self.position_rule, self.padding_idx = check_rule(
+        self.rule, self.padding_idx = check_rule(
             position_rule, padding_idx, self.has_position, self.vocab_size, self.max_positions
         )
         self.norm_by_default = bool(norm_by_default)
@@ -156,6 +158,11 @@ class EmbeddingTables:
             raise ValueError("norm_by_default=True needs norm_weight and norm_bias.")
         self.masks_output = bool(masks_output)
         self.family = family
+
+    @property
+    def position_rule(self) -> str:
+        """The name of the tables' position rule (``rule`` is the record)."""
+        return self.rule.name
 
     def _zero_row(self) -> np.ndarray:
         """The stand-in for a missing table: one read-only row of zeros (position 0, type 0)."""
@@ -282,7 +289,7 @@ class EmbeddingTables:
             "token": found.word.weight,
             "segment": None if found.segment is None else found.segment.weight,
             "position": None if found.position is None else found.position.weight,
-            "position_rule": family.positions or "absolute",
+            "position_rule": (family.positions or ABSOLUTE).name,
             # the token padding index: the position rule's where it has one
             "padding_idx": found.padding_idx
             if found.padding_idx is not None

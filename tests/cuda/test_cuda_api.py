@@ -89,3 +89,12 @@ def test_out_of_range_ids_raise_the_cpu_message(host, device):
     with pytest.raises(IndexError) as on_gpu:
         bek.embed(device, bad)
     assert str(on_gpu.value) == str(on_cpu.value)
+
+
+def test_tables_of_a_rule_the_gpu_kernels_do_not_apply_stay_on_the_host(host):
+    # The rule's record says whether the device kernels number by it (position_rules.py).
+    roberta = bek.EmbeddingTables(
+        host.token, host.segment, host.position, position_rule="after_padding", padding_idx=1
+    )
+    with pytest.raises(ValueError, match="do not apply RoBERTa's position rule; keep them"):
+        roberta.to_device()

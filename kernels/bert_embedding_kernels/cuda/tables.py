@@ -131,12 +131,13 @@ class DeviceTables:
     def from_tables(cls, tables, stream=0) -> DeviceTables:
         """Copy an :class:`~bert_embedding_kernels.EmbeddingTables` (validated) to the device.
 
-        The device kernels number positions from ``past_length`` and never multiply by a
-        mask: tables of a family with another rule (RoBERTa's positions, DeBERTa's mask)
-        are refused rather than computed differently on the GPU.
+        The device kernels number positions from ``past_length`` (the position rules
+        marked ``on_device``) and never multiply by a mask: tables of a family with another
+        rule (RoBERTa's positions, DeBERTa's mask) are refused rather than computed
+        differently on the GPU.
         """
-        if tables.position_rule != "absolute" or tables.masks_output:
-            rule = "its mask" if tables.masks_output else "RoBERTa's position rule"
+        if not tables.rule.on_device or tables.masks_output:
+            rule = "its mask" if tables.masks_output else tables.rule.title
             raise ValueError(
                 f"tables of {tables.family or 'this family'} cannot go to the device yet: the "
                 f"GPU kernels do not apply {rule}; keep them on the host."

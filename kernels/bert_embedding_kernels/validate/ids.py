@@ -110,8 +110,8 @@ def default_token_type_ids(seq: int, dtype: np.dtype) -> np.ndarray:
 
 
 @lru_cache(maxsize=64)
-def default_position_ids(past_length: int, seq: int, dtype: np.dtype) -> np.ndarray:
-    positions = np.arange(past_length, past_length + seq, dtype=dtype)[None, :]
+def default_position_ids(first: int, seq: int, dtype: np.dtype) -> np.ndarray:
+    positions = np.arange(first, first + seq, dtype=dtype)[None, :]
     positions.flags.writeable = False
     return positions
 

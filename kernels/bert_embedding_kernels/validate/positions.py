@@ -1,7 +1,8 @@
-"""RoBERTa's position rule: positions numbered from the ids, in the ids' range check.
+"""Positions numbered after the padding (RoBERTa's rule), in the ids' range check.
 
-Run by :func:`bert_embedding_kernels.validate.prepare` for tables whose
-``position_rule`` is ``"after_padding"`` when no ``position_ids`` are given.
+Run by :func:`bert_embedding_kernels.validate.prepare` for tables whose rule numbers
+after the padding (``tables.rule.padding``, :mod:`bert_embedding_kernels.position_rules`)
+when no ``position_ids`` are given.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def check_positions_after_padding(
     where = divmod(int(flat), seq)
     value = int(positions[where]) + past_length - _numbered_from(tables, past_length)
     origin = (
-        f"; default, past_length={past_length}, position_rule='after_padding' from "
+        f"; default, past_length={past_length}, position_rule={tables.position_rule!r} from "
         f"padding_idx={tables.padding_idx}"
     )
     raise out_of_range_error(

@@ -62,7 +62,7 @@ def prepare(
         "position_ids": (tables.max_positions, "max_positions"),
     }
     for name, ids in given:
-        if not (numbered and name == "input_ids"):  # RoBERTa's numbering pass checked them
+        if not (numbered and name == "input_ids"):  # the numbering pass checked them
             check_range(name, ids, *sizes[name])
     if numbered:  # range-checked after the ids the caller gave, as given ones are
         check_positions_after_padding(position_ids, tables, past_length)
@@ -106,8 +106,9 @@ def _token_type_ids(tables, value, input_ids, default_dtype, given: list) -> np.
 
 
 def _position_ids(tables, value, input_ids, past_length, default_dtype, given: list):
-    """The positions and whether RoBERTa's rule numbered them (checking the ids on the way);
-    given ones join ``given``."""
+    """The positions and whether they were numbered from the ids (checking the ids on the
+    way: a rule with padding); given ones join ``given``. Default positions are numbered
+    by the tables' rule, :mod:`bert_embedding_kernels.position_rules`."""
     seq = input_ids.shape[1]
     if value is not None and not tables.has_position:
         raise ValueError(
@@ -116,16 +117,18 @@ def _position_ids(tables, value, input_ids, past_length, default_dtype, given: l
         )
     if not tables.has_position:
         return default_token_type_ids(seq, default_dtype), False  # row 0, the zero row
-    if value is None and tables.position_rule == "after_padding":
+    rule = tables.rule
+    if value is None and rule.padding:
         return positions_after_padding(input_ids, tables, past_length), True
     if value is None:
-        if past_length + seq > tables.max_positions:
+        first = past_length + rule.offset
+        if first + seq > tables.max_positions:
             raise IndexError(
-                f"position_ids (default, past_length={past_length}) run to position "
-                f"{past_length + seq - 1}, out of range: valid ids satisfy "
+                f"position_ids ({rule.origin(past_length)}) run to position "
+                f"{first + seq - 1}, out of range: valid ids satisfy "
                 f"0 <= id < {tables.max_positions} (max_positions)."
             )
-        return default_position_ids(past_length, seq, default_dtype), False
+        return default_position_ids(first, seq, default_dtype), False
     position_ids = given_position_ids(value, input_ids)
     given.append(("position_ids", position_ids))
     return position_ids, False

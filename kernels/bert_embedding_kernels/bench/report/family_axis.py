@@ -21,6 +21,7 @@ import functools
 import numpy as np
 
 from ... import embed
+from ...families import family_of_model_type
 from ...tables import EmbeddingTables
 from ..engine.cases import Shape
 from ..engine.roofline import CopyReference
@@ -29,6 +30,7 @@ from ..engine.timing import interleave
 LAYOUTS = ("bert", "roberta", "distilbert")
 VOCAB_SIZES = (30522, 50265, 250002)  # BERT, RoBERTa, XLM-R
 QUICK_VOCAB_SIZES = (30522, 50265)
+ROBERTA = family_of_model_type("roberta", "the family axis")  # its record: its rules
 PAD = 1  # RoBERTa's padding id
 PADDED = ((1, 0.8), (4, 0.5), (6, 0.05))  # (sequence, fraction of it before the padding)
 
@@ -53,7 +55,8 @@ def layout_inputs(layout: str, shape: Shape, token: np.ndarray, seed: int = 1):
         positions = _transformers_positions(input_ids)
     segment_row = np.float32(0) if layout == "distilbert" else segment[0]
     expected = (token[input_ids] + segment_row) + position[positions]
-    rules = {"position_rule": "after_padding", "padding_idx": PAD} if layout == "roberta" else {}
+    rules = {"position_rule": ROBERTA.positions.name, "padding_idx": PAD}
+    rules = rules if layout == "roberta" else {}
     tables = EmbeddingTables(token, None if layout == "distilbert" else segment, position, **rules)
     return tables, input_ids, expected
 
