@@ -26,6 +26,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -229,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out",
         type=Path,
-        default=ROOT / "noise-demo",
+        default=Path(tempfile.gettempdir()) / "noise-demo",
         help="the two runs go into OUT/quiet and OUT/busy",
     )
     parser.add_argument("--doc", type=Path, default=DOC, help="the Markdown to write")

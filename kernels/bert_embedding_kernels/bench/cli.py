@@ -186,7 +186,8 @@ def _report_parser(commands, defaults: dict) -> None:
         "--budget",
         type=positive_seconds,
         help=f"seconds of timing per point; without it {cases.SWEEP_BUDGET:g} "
-        f"({cases.QUICK_BUDGET:g} with --quick)",
+        f"({cases.QUICK_BUDGET:g} with --quick); what the points leave unused re-times "
+        "the unstable ones, the widest first",
     )
     report_parser.add_argument(
         "--out", type=output_directory, default="report", help="directory to write into"
