@@ -510,6 +510,14 @@ MUTANTS = [
         "tests": ["tests/test_pool.py"],
         "why": "a gradient buffer reused from the pool keeps what the last step left in it",
     },
+    {
+        "name": "kept-tables-hold-tensors",
+        "file": "kernels/bert_embedding_kernels/nn/ops.py",
+        "old": 'as_numpy("tensor", t, hold=False)',
+        "new": 'as_numpy("tensor", t)',
+        "tests": ["tests/test_torch_ops.py", "-k", "checked_once"],
+        "why": "the operators' kept tables hold every parameter they saw, replaced ones too",
+    },
     # -- threading policy ------------------------------------------------------------------
     {
         "name": "threading-refuses-tbb",

@@ -148,6 +148,59 @@ def test_pooled_outputs_stay_with_their_tensor():
     assert pool.OUTPUTS.reused == reused + 2  # the pool's buffers indeed (freed by `again`)
 
 
+def test_tables_are_checked_once_per_tensor_and_follow_what_the_module_holds(monkeypatch):
+    """The operators keep the checked tables of the tensors they saw (nn/ops.py's
+    ``_tables``): a loop builds them once, yet an in-place update is read at the next call,
+    a parameter given new memory gets new tables, and the kept tables hold no tensor (a
+    replaced parameter's memory is not kept alive by them)."""
+    from bert_embedding_kernels.nn import ops
+
+    arrays = ("token", "segment", "position", "norm_weight", "norm_bias")
+
+    built = []
+    new_tables = ops._new_tables
+    monkeypatch.setattr(ops, "_new_tables", lambda *a: built.append(1) or new_tables(*a))
+    ops._TABLES.clear()
+    arguments = list(_detached(_arguments("bert", torch.float32, True)))
+    word = arguments[3]
+
+    def check():
+        out, _ = OPS.embed(*arguments)
+        ids, types, positions = arguments[:3]
+        total = word[ids] + arguments[4][types] + arguments[5][positions]
+        expected = torch.nn.functional.layer_norm(
+            total, (HIDDEN,), arguments[6], arguments[7], arguments[8]
+        )
+        torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
+
+    for _ in range(3):
+        check()
+    assert len(built) == 1  # checked once for three calls
+    word.add_(1.0)  # an optimizer step: same memory, read anew
+    check()
+    assert len(built) == 1
+    word.data = word.data.clone() * 2  # new memory for the same tensor object
+    check()
+    assert len(built) == 2
+    arguments[3] = word = word.detach().clone()  # a new tensor (resize_token_embeddings)
+    check()
+    assert len(built) == 3
+
+    def holds_a_tensor(array):  # along numpy's chain of bases, to the tensor's memory
+        while array is not None:
+            if getattr(array, "tensor", None) is not None:
+                return True
+            array = getattr(array, "base", None)
+        return False
+
+    kept = [getattr(t, name) for t in ops._TABLES.values() for name in arrays]
+    assert len(kept) == 3 * len(arrays) and not any(map(holds_a_tensor, kept))
+    arguments[3] = word = torch.randn(HIDDEN, 20).t()  # not contiguous: copied, never kept
+    with pytest.warns(UserWarning, match="not C-contiguous"):
+        check()
+    assert not any(key[0][0] == word.data_ptr() for key in ops._TABLES)
+
+
 # torch.compile: the drop-in in tiny models of three families, against eager.
 
 

@@ -39,12 +39,13 @@ def is_torch_tensor(value) -> bool:
 
 
 class _TensorMemory:
-    """A CPU tensor's memory as numpy's array interface; the array's base holds the tensor."""
+    """A CPU tensor's memory as numpy's array interface; the array's base holds the tensor
+    (unless ``hold`` is False: then the caller keeps the tensor alive while it uses the view)."""
 
     __slots__ = ("__array_interface__", "tensor")
 
-    def __init__(self, tensor, dtype: np.dtype):
-        self.tensor = tensor
+    def __init__(self, tensor, dtype: np.dtype, hold: bool = True):
+        self.tensor = tensor if hold else None
         size = tensor.element_size()
         self.__array_interface__ = {
             "data": (tensor.data_ptr(), False),
@@ -55,8 +56,11 @@ class _TensorMemory:
         }
 
 
-def as_numpy(name: str, value) -> np.ndarray:
+def as_numpy(name: str, value, hold: bool = True) -> np.ndarray:
     """``value`` as a numpy array, sharing memory with a CPU torch tensor where it can.
+
+    ``hold=False``: the view of a tensor does not keep the tensor alive (for a cache that
+    uses it only while the tensor it was made from is alive: ``nn/ops.py``).
 
     Raises
     ------
@@ -76,14 +80,14 @@ def as_numpy(name: str, value) -> np.ndarray:
         import ml_dtypes  # the numpy bfloat16 (the 'half' extra); torch has no numpy bf16
 
         # The bits as int16 (numpy's array interface has no code for bfloat16), then viewed.
-        return _shared(tensor, np.dtype(np.int16)).view(ml_dtypes.bfloat16)
+        return _shared(tensor, np.dtype(np.int16), hold).view(ml_dtypes.bfloat16)
     dtype = _NUMPY_DTYPES.get(kind)
     if dtype is None:  # complex and other kinds: numpy's own conversion (or its error)
         return tensor.numpy()
-    return _shared(tensor, dtype)
+    return _shared(tensor, dtype, hold)
 
 
-def _shared(tensor, dtype: np.dtype) -> np.ndarray:
+def _shared(tensor, dtype: np.dtype, hold: bool) -> np.ndarray:
     if tensor.numel() == 0:  # no memory to share (its address may be null)
         return np.empty(tuple(tensor.shape), dtype)
-    return np.asarray(_TensorMemory(tensor, dtype))
+    return np.asarray(_TensorMemory(tensor, dtype, hold))

@@ -23,6 +23,9 @@ Imported by :mod:`bert_embedding_kernels.nn`; ``import bert_embedding_kernels`` 
 (:mod:`bert_embedding_kernels._arrays`), so FSDP2 can free and re-allocate the parameters.
 """
 
+import threading
+from collections import OrderedDict
+
 import numpy as np
 import torch
 
@@ -54,6 +57,55 @@ def _rules(position_rule: str, rule_padding_idx: int | None) -> dict:
     if position_rule == "absolute" and rule_padding_idx is None:
         return {}
     return {"position_rule": position_rule, "padding_idx": rule_padding_idx}
+
+
+# The checked tables of the tensors the operators saw last, so that a training loop's calls
+# check their ids and options, not the same weights again on every call (issue 38).
+_TABLES: OrderedDict = OrderedDict()
+_TABLES_KEPT = 8
+_tables_lock = threading.Lock()
+
+
+def _layout(tensor: torch.Tensor | None):
+    if tensor is None:
+        return None
+    return (tensor.data_ptr(), tensor.dtype, tuple(tensor.shape), tensor.stride())
+
+
+def _tables(word, segment, position, weight, bias, eps, position_rule, rule_padding_idx):
+    """``EmbeddingTables`` of these tensors, built (and checked) once and kept for the next
+    call with tensors in the same memory, laid out the same way.
+
+    Why it is safe: the kept tables are numpy views of the tensors' memory by address that
+    do not hold the tensors (a replaced parameter is not kept alive here), and they are
+    used again only where every tensor of the call has the same address, dtype, shape and
+    strides: the same bytes, read the same way, held alive by the call's own tensors. A
+    parameter updated in place is read as it is at the call (tables hold no derived data);
+    one re-allocated (FSDP2 frees and re-gathers its parameters' storage) gets new tables.
+    """
+    tensors = (word, segment, position, weight, bias)
+    key = (*(_layout(t) for t in tensors), eps, position_rule, rule_padding_idx)
+    with _tables_lock:
+        tables = _TABLES.get(key)
+        if tables is not None:
+            _TABLES.move_to_end(key)
+            return tables
+    if not all(t is None or t.is_contiguous() for t in tensors):
+        return _new_tables(*tensors, eps, position_rule, rule_padding_idx)  # copied: not kept
+    unheld = [None if t is None else as_numpy("tensor", t, hold=False) for t in tensors]
+    tables = _new_tables(*unheld, eps, position_rule, rule_padding_idx)
+    with _tables_lock:
+        _TABLES[key] = tables
+        while len(_TABLES) > _TABLES_KEPT:
+            _TABLES.popitem(last=False)
+    return tables
+
+
+def _new_tables(word, segment, position, weight, bias, eps, position_rule, rule_padding_idx):
+    norm = {} if weight is None else {"norm_weight": weight, "norm_bias": bias, "norm_eps": eps}
+    return EmbeddingTables(
+        word, segment, position, **norm, **_rules(position_rule, rule_padding_idx)
+    )
 
 
 def _tensor(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
@@ -93,10 +145,7 @@ def embed(
     backward), else an empty tensor as without LayerNorm (inference: one pass, no
     second buffer).
     """
-    norm = {} if weight is None else {"norm_weight": weight, "norm_bias": bias, "norm_eps": eps}
-    tables = EmbeddingTables(
-        word, segment, position, **norm, **_rules(position_rule, rule_padding_idx)
-    )
+    tables = _tables(word, segment, position, weight, bias, eps, position_rule, rule_padding_idx)
     # 16-bit tables: the float32 result, rounded once by _tensor.
     wide = np.float32 if word.dtype in _HALF else None
     if weight is None or not keep_sums:
@@ -161,8 +210,9 @@ def embed_backward(
         grad_sums, *norm_grads = layer_norm_backward(
             as_numpy("sums", sums), _float_numpy(grad_out), _float_numpy(weight), eps
         )
+    tables = _tables(word, segment, position, None, None, 0.0, position_rule, rule_padding_idx)
     table_grads = _embed_backward(
-        EmbeddingTables(word, segment, position, **_rules(position_rule, rule_padding_idx)),
+        tables,
         grad_sums,
         ids,
         types,
