@@ -114,20 +114,21 @@ FAMILY_PAD = 1
 
 
 def position_rule(family) -> tuple[str | None, bool]:
-    """``family``'s position rule as (its name, whether it numbers after the padding): from
-    the rule's record (bert_embedding_kernels.position_rules) or its name; (None, False)
-    for a family without positions."""
+    """``family``'s position rule (a record of bert_embedding_kernels.position_rules) as
+    (its name, whether it numbers after the padding); (None, False) without positions."""
     rule = family.positions
-    name = getattr(rule, "name", rule)
-    return name, bool(getattr(rule, "padding", name == "after_padding"))
+    return getattr(rule, "name", None), bool(getattr(rule, "padding", False))
 
 
 def family_shape(shape: Shape, family) -> Shape:
     """``shape`` with a position table that holds ``family``'s positions: RoBERTa's rule
-    numbers them from ``padding_idx + 1`` (its checkpoints have 514 rows for 512 tokens)."""
-    if not position_rule(family)[1]:
+    numbers them from ``padding_idx + 1`` (its checkpoints have 514 rows for 512 tokens), a
+    rule with an offset from that offset."""
+    rule = family.positions
+    extra = FAMILY_PAD + 1 if getattr(rule, "padding", False) else getattr(rule, "offset", 0)
+    if not extra:
         return shape
-    return replace(shape, max_positions=max(shape.max_positions, shape.seq) + FAMILY_PAD + 1)
+    return replace(shape, max_positions=max(shape.max_positions, shape.seq) + extra)
 
 
 def make_family_inputs(shape: Shape, family, seed: int = 0):

@@ -62,13 +62,14 @@ def _rows(tables, input_ids, token_type_ids, position_ids, past_length):
     input_ids = np.asarray(input_ids)
     batch, seq = input_ids.shape
     types = np.zeros((batch, seq), int) if token_type_ids is None else np.asarray(token_type_ids)
-    # Numbered after the padding: the rule record's field where the tables hold one (``rule``),
-    # else the rule's name.
-    named = getattr(tables, "position_rule", "") == "after_padding"
-    if position_ids is None and getattr(getattr(tables, "rule", None), "padding", named):
+    # How default positions are numbered: the tables' rule record (position_rules.py).
+    rule = getattr(tables, "rule", None)
+    if position_ids is None and getattr(rule, "padding", False):
         positions = after_padding_rows(input_ids, tables.padding_idx, int(past_length))
     else:
-        positions = position_rows(position_ids, past_length, batch, seq)
+        offset = getattr(rule, "offset", 0) if position_ids is None else 0
+        start = int(past_length) + offset if offset else past_length
+        positions = position_rows(position_ids, start, batch, seq)
     if not getattr(tables, "has_position", True):  # no position table: its stand-in zero row
         positions = [[0] * seq for _ in range(batch)]
     for b in range(batch):
