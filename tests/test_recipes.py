@@ -155,35 +155,40 @@ def test_a_family_with_known_rules_is_one_record(tree):
 
 
 # -- a family with a new position rule -----------------------------------------------------
-# Nystromformer's numbering (positions from 2, as OPT's offset): one rule record, one family.
+# Nystromformer numbers positions from 2 (as OPT does): one rule record, one family record.
 RULE_RECORD = 'FROM_TWO = PositionRule("from_two", "positions from 2", offset=2)\n'
 RULE_FAMILY = (
-    '    Family("FakeNystrom", "fakenystrom.modeling_fakenystrom", "FakeNystromEmbeddings",\n'
-    '           ("fakenystrom",), positions=FROM_TWO),\n'
+    '    Family("Nystromformer", "nystromformer.modeling_nystromformer",\n'
+    '           "NystromformerEmbeddings", ("nystromformer",), positions=FROM_TWO),\n'
 )
 NEW_RULE = textwrap.dedent("""
     import json, sys
-    import numpy as np, safetensors.numpy, bert_embedding_kernels as bek
-    rng = np.random.default_rng(0)
-    token, segment, position = (rng.standard_normal(s, np.float32) for s in
-                                ((30, 8), (2, 8), (12, 8)))
+    import numpy as np, safetensors.numpy, torch, transformers, bert_embedding_kernels as bek
+    from transformers.models.nystromformer import modeling_nystromformer
+    config = transformers.NystromformerConfig(vocab_size=30, hidden_size=8, num_attention_heads=2,
+                                              max_position_embeddings=10)
+    torch.manual_seed(0)
+    theirs = modeling_nystromformer.NystromformerEmbeddings(config).eval()
+    tables = bek.EmbeddingTables.from_torch(theirs)
+    assert (tables.family, tables.position_rule) == ("Nystromformer", "from_two")
+    ids = np.random.default_rng(0).integers(0, 30, (3, 5))
+    with torch.no_grad():
+        expected = theirs(input_ids=torch.from_numpy(ids)).numpy()
+    np.testing.assert_allclose(bek.embed(tables, ids), expected, rtol=1e-5, atol=1e-5)
+    # A checkpoint of the family (by model_type); past lengths; the backward.
     directory = sys.argv[1]
-    safetensors.numpy.save_file({"embeddings.word_embeddings.weight": token,
-                                 "embeddings.token_type_embeddings.weight": segment,
-                                 "embeddings.position_embeddings.weight": position,
-                                 "embeddings.LayerNorm.weight": np.ones(8, np.float32),
-                                 "embeddings.LayerNorm.bias": np.zeros(8, np.float32)},
-                                directory + "/model.safetensors")
+    state = {f"embeddings.{k}": v.numpy() for k, v in theirs.state_dict().items()
+             if k.endswith(("weight", "bias"))}
+    safetensors.numpy.save_file(state, directory + "/model.safetensors")
     with open(directory + "/config.json", "w") as f:
-        json.dump({"model_type": "fakenystrom"}, f)
+        json.dump({"model_type": "nystromformer"}, f)
     tables = bek.EmbeddingTables.from_safetensors(directory)
-    assert (tables.family, tables.position_rule) == ("FakeNystrom", "from_two")
-    ids = rng.integers(0, 30, (3, 5))
+    assert (tables.family, tables.position_rule) == ("Nystromformer", "from_two")
     for past in (0, 3):
         got = bek.embed(tables, ids, past_length=past)
         positions = np.arange(2 + past, 7 + past)
         assert np.array_equal(got, bek.embed(tables, ids, position_ids=positions))
-        grad = rng.standard_normal(got.shape, np.float32)
+        grad = np.random.default_rng(past).standard_normal(got.shape, np.float32)
         ours = bek.embed_backward(tables, grad, ids, past_length=past)
         given = bek.embed_backward(tables, grad, ids, position_ids=positions)
         assert all(np.array_equal(a, b) for a, b in zip(ours, given))
@@ -192,14 +197,15 @@ NEW_RULE = textwrap.dedent("""
     except IndexError as error:
         print("refused:", error)
     try:
-        bek.EmbeddingTables(token, position=position[:2], position_rule="from_two")
+        bek.EmbeddingTables(tables.token, position=tables.position[:2], position_rule="from_two")
     except ValueError as error:
         print("refused:", error)
 """)
 
 
 def test_a_family_with_a_new_position_rule_is_two_records(tree, tmp_path):
-    pytest.importorskip("safetensors")
+    for package in ("torch", "transformers", "safetensors"):
+        pytest.importorskip(package)
     package = tree / "bert_embedding_kernels"
     before = _digests(tree)
     _edit(package / "position_rules.py", "\nRULES = {", RULE_RECORD)

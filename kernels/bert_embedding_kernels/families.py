@@ -207,7 +207,7 @@ def check_buffers(module, family: Family) -> None:
         A buffer holds what transformers' forward would not compute with (named).
     """
     try:
-        _check_buffers(module)
+        _check_buffers(module, family)
     except _Refusal as refusal:
         name = type(module).__name__
         raise TypeError(f"{name} ({family.name}) is not supported here: {refusal}") from None
@@ -259,7 +259,7 @@ def _check_holdings(module, family: Family) -> Inspected:
         raise _Refusal(f"it holds parameters of its own: {own}")
     buffers_checked = not _on_meta(module)
     if buffers_checked:
-        _check_buffers(module)
+        _check_buffers(module, family)
     else:
         _check_buffer_names(module)
     position_type = getattr(module, "position_embedding_type", "absolute")
@@ -320,14 +320,17 @@ def _check_buffer_names(module) -> dict:
     return buffers
 
 
-def _check_buffers(module) -> None:
-    """Only transformers' id buffers, holding what its forward assumes."""
+def _check_buffers(module, family: Family) -> None:
+    """Only transformers' id buffers, holding what its forward assumes: the positions
+    buffer numbered from the family's rule's offset (0 but for a rule like
+    Nystromformer's, whose buffer starts at 2)."""
     buffers = _check_buffer_names(module)
     positions = buffers.get("position_ids")
+    first = 0 if family.positions is None else family.positions.offset
     if positions is not None:
         row = positions.reshape(-1)
-        if not bool((row == row.new_tensor(range(row.numel()))).all()):
-            raise _Refusal("its position_ids buffer is not 0, 1, 2, ...")
+        if not bool((row == row.new_tensor(range(first, first + row.numel()))).all()):
+            raise _Refusal(f"its position_ids buffer is not {first}, {first + 1}, {first + 2}, ...")
     types = buffers.get("token_type_ids")
     if types is not None and bool(types.any()):
         raise _Refusal("its token_type_ids buffer is not all zeros")
