@@ -175,6 +175,15 @@ NEW_RULE = textwrap.dedent("""
     with torch.no_grad():
         expected = theirs(input_ids=torch.from_numpy(ids)).numpy()
     np.testing.assert_allclose(bek.embed(tables, ids), expected, rtol=1e-5, atol=1e-5)
+    # The drop-in takes the family too: numbered by the core, or in torch from inputs_embeds.
+    from bert_embedding_kernels.nn import BertEmbeddings
+    ours = BertEmbeddings.from_hf(theirs).eval()
+    embeds = theirs.word_embeddings(torch.from_numpy(ids))
+    with torch.no_grad():
+        got = ours(input_ids=torch.from_numpy(ids)).numpy()
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(ours(inputs_embeds=embeds), theirs(inputs_embeds=embeds),
+                                   rtol=1e-5, atol=1e-5)
     # A checkpoint of the family (by model_type); past lengths; the backward.
     directory = sys.argv[1]
     state = {f"embeddings.{k}": v.numpy() for k, v in theirs.state_dict().items()

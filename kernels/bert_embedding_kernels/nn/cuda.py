@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .. import cuda as gpu
+from ..position_rules import rule_named
 
 _FLOAT_DTYPES = (torch.float32, torch.float64)
 _NUMPY_TO_TORCH = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
@@ -137,7 +138,7 @@ class FusedEmbeddings(torch.autograd.Function):
     def backward(ctx, grad_out):
         needs = ctx.needs_input_grad[5:10]  # word, segment, position, weight, bias
         grads = backward(ctx.tables, ctx.batch, ctx.sums, grad_out, ctx.padding_idx, ctx.eps)
-        if ctx.rules.get("position_rule") == "after_padding":  # as the CPU's core does
+        if rule_named(ctx.rules.get("position_rule", "absolute")).padding:  # as the CPU's core
             grads[2][ctx.rules["padding_idx"]] = 0
         weight_grads = [g if n else None for g, n in zip(grads, needs, strict=True)]
         return None, None, None, None, None, *weight_grads, None, None

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from ..families import FAMILIES, PAST_NAMES, check_buffers, inspect_module
+from ..position_rules import ABSOLUTE, PositionRule
 from . import ops
 from .binding import BERT_SIGNATURE, Binder, binder_of
 
@@ -56,6 +57,7 @@ class Layout(NamedTuple):
     layer_norm: bool  # a LayerNorm after the sum (or after the projection)
     embed_proj: bool  # DeBERTa-v2's projection between the sum and LayerNorm
     padding_positions: int | None  # RoBERTa's rule: the padding index positions count from
+    rule: PositionRule = ABSOLUTE  # how default positions are numbered (position_rules.py)
 
     @property
     def fused_norm(self) -> bool:
@@ -70,6 +72,7 @@ def _layout(found) -> Layout:
         found.layer_norm is not None,
         found.embed_proj is not None,
         found.padding_idx,
+        found.family.positions or ABSOLUTE,
     )
 
 
@@ -217,8 +220,7 @@ class BertEmbeddings(nn.Module):
         return self.dropout(hidden)
 
     def extra_repr(self) -> str:
-        rule = "after padding" if self._layout.padding_positions is not None else "absolute"
-        return f"family={self.family.name}, positions={rule}"
+        return f"family={self.family.name}, positions={self._layout.rule.name.replace('_', ' ')}"
 
     def _check_deferred_buffers(self) -> None:
         buffers = [b for _, b in self.named_buffers(recurse=False)]
@@ -228,8 +230,8 @@ class BertEmbeddings(nn.Module):
         self._buffers_checked = True
 
     def _rules(self) -> dict:
-        pad = self._layout.padding_positions
-        return {} if pad is None else {"position_rule": "after_padding", "padding_idx": pad}
+        rule, pad = self._layout.rule, self._layout.padding_positions
+        return {} if rule is ABSOLUTE else {"position_rule": rule.name, "padding_idx": pad}
 
     def _sum_ids(self, input_ids, token_type_ids, position_ids, past):
         layout = self._layout
@@ -240,16 +242,16 @@ class BertEmbeddings(nn.Module):
         if layout.position:
             if position_ids is not None:
                 position_ids = _broadcast_positions(position_ids, input_ids)
-            elif layout.padding_positions is not None:
+            elif layout.rule.padding:
                 # The core numbers them by the tables' rule (past 0, CPU); the GPU path and a
                 # past length take them as ids.
                 if input_ids.is_cuda or past:
                     pad = layout.padding_positions
                     position_ids = _positions_after_padding(input_ids, pad, past)
             else:
-                seq = input_ids.shape[1]
+                first, seq = past + layout.rule.offset, input_ids.shape[1]
                 position_ids = torch.arange(
-                    past, past + seq, dtype=input_ids.dtype, device=input_ids.device
+                    first, first + seq, dtype=input_ids.dtype, device=input_ids.device
                 )[None, :]
         if input_ids.is_cuda and not (layout.segment and layout.position and layout.fused_norm):
             raise NotImplementedError(
@@ -278,14 +280,13 @@ class BertEmbeddings(nn.Module):
                 norm.eps,
                 self._device_cache,
             )
-        rule = "absolute" if layout.padding_positions is None else "after_padding"
         hidden, _ = ops.embed(
             input_ids,
             token_type_ids,
             position_ids,
             *tables,
             0.0 if norm is None else float(norm.eps),
-            rule,
+            layout.rule.name,
             layout.padding_positions,
             self.word_embeddings.padding_idx,
             # the pre-norm sums only where a backward will need them
@@ -306,7 +307,7 @@ class BertEmbeddings(nn.Module):
             if position_ids is None:
                 # RoBERTa's rule has no ids to count: sequential from padding_idx + 1, no past
                 pad = layout.padding_positions
-                first = past if pad is None else pad + 1
+                first = pad + 1 if layout.rule.padding else past + layout.rule.offset
                 position_ids = torch.arange(first, first + shape[1], device=device)[None, :]
             parts["p"] = self.position_embeddings(position_ids)
         hidden = inputs_embeds

@@ -54,8 +54,6 @@ def _sums_dtype(word: torch.Tensor) -> torch.dtype:
 
 
 def _rules(position_rule: str, rule_padding_idx: int | None) -> dict:
-    if position_rule == "absolute" and rule_padding_idx is None:
-        return {}
     return {"position_rule": position_rule, "padding_idx": rule_padding_idx}
 
 
@@ -138,7 +136,7 @@ def embed(
     """``[LayerNorm](Wt[ids] + Ws[types] + Wp[positions])`` and the float pre-norm sums.
 
     ``types`` / ``positions`` None: token type 0 / positions by ``position_rule``
-    (``"absolute"`` or RoBERTa's ``"after_padding"`` with ``rule_padding_idx``).
+    (a rule of :data:`..position_rules.RULES` by name; ``rule_padding_idx`` for RoBERTa's).
     ``segment`` / ``position`` None: the family has no such table. ``weight`` and
     ``bias`` None: no LayerNorm. ``padding_idx`` is the word table's (its row gets no
     gradient); the forward does not use it. ``keep_sums``: return the sums (for the
@@ -200,7 +198,7 @@ def embed_backward(
     """Gradients of ``embed``'s output: (word, segment, position, LayerNorm weight, bias).
 
     ``sums`` is ``embed``'s second output (unused without LayerNorm, ``weight`` None).
-    The word table's ``padding_idx`` row and, under ``"after_padding"``, the position
+    The word table's ``padding_idx`` row and, under a rule with padding (RoBERTa's), the position
     table's padding row get zero. A table that is None gets an empty tensor, as do
     LayerNorm's weight and bias without LayerNorm. Gradients have the tables' dtype.
     """
