@@ -141,6 +141,12 @@ def _perf_parser(commands, defaults: dict) -> None:
         "--no-compile", action="store_true", help="leave torch.compile out (compiles for seconds)"
     )
     perf_parser.add_argument(
+        "--no-whole-model",
+        action="store_true",
+        help="leave out the whole models (MiniLM's encode, a BERT-base training step: about "
+        "5 s a round and 30 s to build and check)",
+    )
+    perf_parser.add_argument(
         "--write",
         metavar="PATH",
         type=markdown_path,

@@ -116,15 +116,19 @@ def perf(arguments) -> int:
     budget = PERF_BUDGET if arguments.budget is None else arguments.budget
     print(
         f"embench perf: at BERT-base, checking every contender, then {budget:g} s of forward "
-        f"rounds, {budget / 2:g} s each of backward and training-step rounds and "
-        f"{performance.SMALL_CALL_BUDGET:g} s of small calls (--budget; about "
-        f"{2 * budget + performance.SMALL_CALL_BUDGET:.0f} s "
+        f"rounds, {budget / 2:g} s each of backward, training-step and whole-model rounds "
+        f"and {performance.SMALL_CALL_BUDGET:g} s of small calls (--budget; about "
+        f"{2.5 * budget + performance.SMALL_CALL_BUDGET:.0f} s "
         "of timing, plus the checks, torch.compile's compile and a fresh process's first call)",
         file=sys.stderr,
     )
-    measured = performance.measure(budget, include_compile=not arguments.no_compile)
+    *measured, whole = performance.measure(
+        budget,
+        include_compile=not arguments.no_compile,
+        include_whole_model=not arguments.no_whole_model,
+    )
     command = "embench " + " ".join(arguments.argv)
-    run = performance.summary(*measured, command)
+    run = performance.summary(*measured, command, whole=whole)
     text = perf_markdown.render(run)
     if arguments.write:
         Path(arguments.write).write_text(text)

@@ -198,6 +198,8 @@ def interleave(
         untimed call (e.g. re-zero the buffers a call accumulates into); such a
         contender's sample is one call.
     """
+    if not calls:  # nothing installed to time: no rounds (figures read "not measured")
+        return Timings()
     setup = setup or {}
     started = time.perf_counter()
     for name, call in calls.items():

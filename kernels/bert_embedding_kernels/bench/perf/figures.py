@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 
@@ -22,20 +22,8 @@ from ..engine import contenders, machine, peers
 from ..engine.cases import BERT_BASE, SMALL_CALL, make_inputs, zipf_ids
 from ..engine.roofline import CopyReference, apart_from
 from ..engine.timing import Estimate, Timings, interleave
-from . import training_step
-
-
-@dataclass(frozen=True)
-class Figure:
-    """One ratio (numerator / denominator) with its target."""
-
-    name: str
-    numerator: str
-    denominator: str
-    target: str  # ">= 6" or "<= 1.15"; "" for none
-    note: str
-    invert: bool = False  # report denominator / numerator (a fraction of the roofline)
-
+from . import training_step, whole_model
+from .figure import Figure
 
 FORWARD_FIGURES = (
     Figure(
@@ -167,6 +155,9 @@ TRAINING_FIGURES = (
         "both under torch.compile",
     ),
 )
+
+
+WHOLE_MODEL_FIGURES = whole_model.FIGURES
 
 
 def _checked(name: str, call, expected: np.ndarray, atol: float = 0.0):
@@ -327,6 +318,7 @@ def summary(
     first,
     load,
     command: str,
+    whole: Timings | None = None,
 ) -> dict:
     """Every figure of a run as plain data: what ``--write`` stores beside the Markdown
     (``PERFORMANCE.json``), and what the Markdown and the README's figures are rendered from."""
@@ -340,11 +332,13 @@ def summary(
             "forward": [forward.rounds, forward.seconds],
             "backward": [backward.rounds, backward.seconds],
             "training": [training.rounds, training.seconds],
+            **({} if whole is None else {"whole model": [whole.rounds, whole.seconds]}),
         },
         "figures": [
             *_figure_rows(forward, FORWARD_FIGURES),
             *_figure_rows(backward, BACKWARD_FIGURES),
             *_figure_rows(training, TRAINING_FIGURES),
+            *([] if whole is None else _figure_rows(whole, WHOLE_MODEL_FIGURES)),
             {
                 "figure": SMALL_CALL_FIGURE,
                 "target": "<= 15",
@@ -361,16 +355,25 @@ def summary(
             *_medians(forward, "forward"),
             *_medians(backward, "backward"),
             *_medians(training, "training step"),
+            *([] if whole is None else _medians(whole, "whole model")),
         ],
     }
 
 
-def measure(rounds_budget: float, include_compile: bool = True, progress=None) -> tuple:
+def measure(
+    rounds_budget: float,
+    include_compile: bool = True,
+    progress=None,
+    include_whole_model: bool = True,
+) -> tuple:
     """Everything ``embench perf`` reports, for :func:`render`."""
     load = [os.getloadavg()[0]]
     forward = interleave(forward_calls(include_compile), budget=rounds_budget, progress=progress)
     backward = interleave(backward_calls(), budget=rounds_budget / 2)
     training = interleave(training_step.calls(include_compile), budget=rounds_budget / 2)
+    whole = None
+    if include_whole_model:
+        whole = interleave(whole_model.calls(), budget=rounds_budget / 2)
     small = small_call()
     load.append(os.getloadavg()[0])
-    return forward, backward, training, small, first_call_seconds(), load
+    return forward, backward, training, small, first_call_seconds(), load, whole

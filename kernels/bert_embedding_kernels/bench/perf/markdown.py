@@ -57,6 +57,7 @@ def render(run: dict) -> str:
     forward_rounds, forward_seconds = run["rounds"]["forward"]
     backward_rounds, backward_seconds = run["rounds"]["backward"]
     training_rounds, training_seconds = run["rounds"].get("training", (0, 0))
+    whole_rounds, whole_seconds = run["rounds"].get("whole model", (0, 0))
     load = run["load"]
     lines = [
         "# Performance: the fused kernels, their roofline and the peers",
@@ -74,7 +75,10 @@ def render(run: dict) -> str:
         f"95% intervals; {forward_rounds} forward rounds in {forward_seconds:.0f} s, "
         f"{backward_rounds} backward rounds in {backward_seconds:.0f} s, {training_rounds} "
         f"training-step rounds in {training_seconds:.0f} s (kernels/bert_embedding_kernels/"
-        "bench/perf/training_step.py says what a step is). Ratios are medians of "
+        f"bench/perf/training_step.py says what a step is), {whole_rounds} whole-model rounds "
+        f"in {whole_seconds:.0f} s (kernels/bert_embedding_kernels/bench/perf/whole_model.py: "
+        "the models and their inputs). "
+        "Ratios are medians of "
         "per-round ratios with their 95% intervals (~: wider than +-10%). How noisy: "
         f"1-minute load average {load[0]:.2f} before and {load[1]:.2f} after the run "
         f"({run['cores']} cores); the intervals below say the rest.",
