@@ -518,6 +518,14 @@ MUTANTS = [
         "tests": ["tests/test_torch_ops.py", "-k", "checked_once"],
         "why": "the operators' kept tables hold every parameter they saw, replaced ones too",
     },
+    {
+        "name": "norm-backward-projection-uncentred",
+        "file": "kernels/bert_embedding_kernels/methods/fused/norm_backward.py",
+        "old": "inverse_std * (sum_g_e - mean_e * sum_g) / hidden",
+        "new": "inverse_std * sum_g_e / hidden",
+        "tests": ["tests/test_layer_norm.py", "-k", "backward"],
+        "why": "LayerNorm's backward projects g on the deviations from x[0], not from the mean",
+    },
     # -- threading policy ------------------------------------------------------------------
     {
         "name": "threading-refuses-tbb",

@@ -177,3 +177,38 @@ GOOD = {"token": np.ones((5, 3)), "segment": np.ones((2, 3)), "position": np.one
 def test_bad_norm_parameters(norm, error, message):
     with pytest.raises(error, match=message):
         bek.EmbeddingTables(**GOOD, **norm)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "kind", ["ordinary", "mean far from zero", "outlier first", "constant rows", "one column"]
+)
+def test_the_backward_matches_the_float64_formulas(dtype, kind):
+    """LayerNorm's CPU backward (methods/fused/norm_backward.py: the statistics and both
+    projections in one pass of sums of deviations from the row's first element) against the
+    textbook formulas in float64, on the rows where cancellation would show: a mean far
+    from zero next to the spread, the first element (the shift) an outlier, zero variance."""
+    from bert_embedding_kernels.bench.engine.reference import naive_layer_norm_backward
+    from bert_embedding_kernels.methods.fused.norm_backward import layer_norm_backward
+
+    rng = np.random.default_rng(7)
+    rows, hidden = 40, 1 if kind == "one column" else 96
+    sums = rng.standard_normal((rows, hidden))
+    if kind == "mean far from zero":
+        sums = sums + 1e3
+    elif kind == "outlier first":
+        sums[:, 0] = 300.0  # ~300 standard deviations from the rest
+    elif kind == "constant rows":
+        sums[:] = sums[:, :1]
+    sums = sums.astype(dtype)
+    grad = rng.standard_normal((rows, hidden)).astype(dtype)
+    weight = rng.uniform(0.5, 1.5, hidden).astype(dtype)
+    got = layer_norm_backward(sums, grad, weight, 1e-12 if dtype == np.float64 else 1e-5)
+    want = naive_layer_norm_backward(sums, grad, weight, 1e-12 if dtype == np.float64 else 1e-5)
+    if kind == "constant rows":  # xhat is exactly 0; the reference's mean of n equal values
+        want = (want[0], np.zeros_like(want[1]), want[2])  # is not always exactly that value
+    tolerance = 4e-6 if dtype == np.float32 else 1e-10
+    for name, a, b in zip(("sums", "weight", "bias"), got, want, strict=True):
+        assert a.dtype == dtype, name
+        scale = max(float(np.abs(b).max()), 1.0)
+        np.testing.assert_allclose(a, b, rtol=0, atol=tolerance * scale, err_msg=name)

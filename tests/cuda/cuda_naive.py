@@ -68,18 +68,3 @@ def gradients(
                     continue
                 grads[table][r] = grads[table][r] + g
     return grads
-
-
-def layer_norm_backward(sums, grad, weight, eps):
-    """(d sums, d weight, d bias) of LayerNorm in float64, from the textbook formulas."""
-    hidden = sums.shape[-1]
-    x = np.asarray(sums, np.float64).reshape(-1, hidden)
-    dy = np.asarray(grad, np.float64).reshape(-1, hidden)
-    mean = x.mean(axis=1, keepdims=True)
-    inverse_std = 1.0 / np.sqrt(((x - mean) ** 2).mean(axis=1, keepdims=True) + eps)
-    xhat = (x - mean) * inverse_std
-    g = dy * np.asarray(weight, np.float64)
-    dx = inverse_std * (
-        g - g.mean(axis=1, keepdims=True) - xhat * (g * xhat).mean(axis=1, keepdims=True)
-    )
-    return dx.reshape(np.shape(sums)), (dy * xhat).sum(axis=0), dy.sum(axis=0)

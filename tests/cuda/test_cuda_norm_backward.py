@@ -2,8 +2,10 @@
 
 import numpy as np
 import pytest
-from cuda_naive import layer_norm_backward as naive_backward
 
+from bert_embedding_kernels.bench.engine.reference import (
+    naive_layer_norm_backward as naive_backward,
+)
 from bert_embedding_kernels.methods.fused.norm_backward import layer_norm_backward as cpu_backward
 
 kc = pytest.importorskip("bert_embedding_kernels.cuda")

@@ -127,6 +127,23 @@ def naive_layer_norm(sums, weight, bias, eps):
     return out
 
 
+def naive_layer_norm_backward(sums, grad, weight, eps):
+    """(d sums, d weight, d bias) of LayerNorm in float64, from the textbook formulas, with
+    exactly rounded statistics (math.fsum), as :func:`naive_layer_norm`."""
+    hidden = sums.shape[-1]
+    x = np.asarray(sums, np.float64).reshape(-1, hidden)
+    dy = np.asarray(grad, np.float64).reshape(-1, hidden)
+    mean = np.array([[math.fsum(row) / hidden] for row in x]).reshape(-1, 1)
+    variance = np.array([math.fsum(row) / hidden for row in (x - mean) ** 2]).reshape(-1, 1)
+    inverse_std = 1.0 / np.sqrt(variance + eps)
+    xhat = (x - mean) * inverse_std
+    g = dy * np.asarray(weight, np.float64)
+    dx = inverse_std * (
+        g - g.mean(axis=1, keepdims=True) - xhat * (g * xhat).mean(axis=1, keepdims=True)
+    )
+    return dx.reshape(np.shape(sums)), (dy * xhat).sum(axis=0), dy.sum(axis=0)
+
+
 def naive_embed_backward(
     tables,
     grad_output,

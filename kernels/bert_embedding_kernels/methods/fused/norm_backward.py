@@ -6,9 +6,13 @@ and ``y = xhat * w + b``. Given ``dy``, with ``g = dy * w``:
     dx = r * (g - mean(g) - xhat * mean(g * xhat))
     dw = sum over rows of dy * xhat,      db = sum over rows of dy
 
-The statistics are recomputed from the stored sum exactly as the forward kernel
-computes them (float64, one pass over deviations from the row's first element),
-and every reduction runs in float64.
+The statistics are recomputed from the stored sum as the forward kernel computes
+them (float64, sums of deviations from the row's first element ``x0``), in the
+same pass as the two projections the backward needs: with ``e = x - x0``,
+``sum(g * xhat) = r * (sum(g * e) - mean(e) * sum(g))``, so one reduction pass
+over the row gives all four sums (``mean(e)`` is at most about sqrt(n) standard
+deviations, which bounds the cancellation as for the variance). Every reduction
+runs in float64.
 ``dw`` and ``db`` are reductions over rows: each of a fixed number of row chunks
 adds into its own float64 row of a partial buffer, and the partial rows are
 summed in chunk order afterwards, so the result is the same whatever the number
@@ -22,7 +26,6 @@ from numba import prange
 
 from ..._jit import parallel_kernel, reduction_helper
 from ...pool import OUTPUTS
-from .forward import _mean_and_inverse_std
 
 # Row chunks for the weight and bias partial sums: enough for many threads, few
 # enough that summing the partial rows afterwards costs nothing.
@@ -30,19 +33,28 @@ ROW_CHUNKS = 64
 
 
 @reduction_helper
-def _projections(x, dy, weight, mean, inverse_std):
-    """``sum(g)`` and ``sum(g * xhat)`` of one row, ``g = dy * w``, in float64.
+def _row_sums(x, dy, weight):
+    """``x[0]`` and, over the row, ``sum(e)``, ``sum(e * e)``, ``sum(g)`` and ``sum(g * e)``
+    with ``e = x - x[0]`` and ``g = dy * w``, in float64, in one pass.
 
-    A reduction helper (LLVM may reassociate, so vectorise, these two sums only): in
-    one strict loop with the per-element updates below, the row cost 2.2x more.
+    A reduction helper (LLVM may reassociate, so vectorise, these sums only). One pass for
+    the statistics and the projections together: the row's backward took 1.2-1.45x less
+    than with the statistics in a pass of their own (BERT-base, scratch timings on this
+    2-core VM: 6.9-9.4 ms against 10.0-11.2 ms, the same output bits in that test).
     """
+    shift = np.float64(x[0])
+    total = 0.0
+    squares = 0.0
     sum_g = 0.0
-    sum_g_xhat = 0.0
+    sum_g_e = 0.0
     for h in range(x.size):
+        e = x[h] - shift
         g = dy[h] * np.float64(weight[h])
+        total += e
+        squares += e * e
         sum_g += g
-        sum_g_xhat += g * ((x[h] - mean) * inverse_std)
-    return sum_g, sum_g_xhat
+        sum_g_e += g * e
+    return shift, total, squares, sum_g, sum_g_e
 
 
 @parallel_kernel
@@ -54,10 +66,13 @@ def _norm_backward_rows(sums, grad, weight, eps, rows_per_chunk, grad_sums, weig
         for r in range(chunk * rows_per_chunk, min(rows, (chunk + 1) * rows_per_chunk)):
             x = sums[r]
             dy = grad[r]
-            mean, inverse_std = _mean_and_inverse_std(x, eps)
-            sum_g, sum_g_xhat = _projections(x, dy, weight, mean, inverse_std)
+            shift, total, squares, sum_g, sum_g_e = _row_sums(x, dy, weight)
+            mean_e = total / hidden
+            variance = max(squares / hidden - mean_e * mean_e, 0.0)  # as the forward's
+            inverse_std = 1.0 / np.sqrt(variance + eps)
+            mean = shift + mean_e
             mean_g = sum_g / hidden
-            mean_g_xhat = sum_g_xhat / hidden
+            mean_g_xhat = inverse_std * (sum_g_e - mean_e * sum_g) / hidden
             out = grad_sums[r]
             # Element by element, no reduction: vectorised in strict order.
             for h in range(hidden):
