@@ -191,10 +191,17 @@ def _scatter_add_columns(
 
 
 @parallel_kernel
-def _zero_rows(gradient):
-    """Zero a reused gradient, rows split between threads (a memset each)."""
-    for r in prange(gradient.shape[0]):
-        gradient[r, :] = 0
+def _zero(gradient):
+    """Zero a reused gradient: one contiguous part per thread, one memset each.
+
+    A part this large goes past the cache with streaming stores (glibc's memset), where
+    a memset per 3 KiB row reads each line before writing it: 94 MB in 1.3-1.9 ms against
+    3.1-3.6 ms row by row (scratch timings, this 2-core VM).
+    """
+    flat = gradient.reshape(-1)
+    parts = numba.get_num_threads()
+    for part in prange(parts):
+        flat[part * flat.size // parts : (part + 1) * flat.size // parts] = 0
 
 
 def _new_gradients(tables, dtype, num_tokens: int) -> tuple[EmbeddingGradients, bool]:
@@ -202,7 +209,7 @@ def _new_gradients(tables, dtype, num_tokens: int) -> tuple[EmbeddingGradients, 
     pages are new (lazily zeroed: fault them in by rows) or reused warm from the pool."""
     shape = tables.token.shape
     if num_tokens * ROWS_PER_TOKEN_TO_POOL >= shape[0]:
-        token, fresh = OUTPUTS.zeros(shape, dtype, fill=_zero_rows)
+        token, fresh = OUTPUTS.zeros(shape, dtype, fill=_zero)
     else:
         token, fresh = aligned_zeros(shape, dtype), True
     small = (aligned_zeros(t.shape, dtype) for t in (tables.segment, tables.position))
