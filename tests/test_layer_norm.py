@@ -212,3 +212,21 @@ def test_the_backward_matches_the_float64_formulas(dtype, kind):
         assert a.dtype == dtype, name
         scale = max(float(np.abs(b).max()), 1.0)
         np.testing.assert_allclose(a, b, rtol=0, atol=tolerance * scale, err_msg=name)
+
+
+def test_the_backward_streams_a_large_gradient_with_the_same_bits(monkeypatch):
+    """A LayerNorm input gradient too large for the cache is written with streaming stores
+    from a scratch row (norm_backward._streams): the same bits as plain stores."""
+    from bert_embedding_kernels.methods.fused import norm_backward
+
+    rng = np.random.default_rng(8)
+    rows, hidden = 1 << 14, 512  # 32 MiB of float32
+    sums = rng.standard_normal((rows, hidden), dtype=np.float32)
+    grad = rng.standard_normal((rows, hidden), dtype=np.float32)
+    weight = rng.uniform(0.5, 1.5, hidden).astype(np.float32)
+    streamed = norm_backward.layer_norm_backward(sums, grad, weight, 1e-12)
+    assert norm_backward._streams(streamed[0])
+    monkeypatch.setattr(norm_backward, "_streams", lambda grad_sums: False)
+    plain = norm_backward.layer_norm_backward(sums, grad, weight, 1e-12)
+    for a, b in zip(streamed, plain, strict=True):
+        np.testing.assert_array_equal(a, b)

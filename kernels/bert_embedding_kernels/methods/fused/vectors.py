@@ -87,6 +87,25 @@ sum3_store = _sum3_intrinsic(streaming=False)
 sum3_stream = _sum3_intrinsic(streaming=True)
 
 
+@intrinsic
+def copy_stream(typingctx, out, row, start):
+    """``out[start : start + lanes] = row[...]`` with a streaming store: ``out`` at ``start``
+    must be ``VECTOR_BYTES``-aligned; end the kernel's writes with :func:`store_fence`."""
+    if out.dtype != row.dtype:
+        return None
+
+    def codegen(context, builder, signature, args):
+        element = context.get_data_type(signature.args[0].dtype)
+        vector = ir.VectorType(element, VECTOR_BYTES // context.get_abi_sizeof(element))
+        source = _vector_pointer(context, builder, signature, args, 1, vector, args[2])
+        target = _vector_pointer(context, builder, signature, args, 0, vector, args[2])
+        store = builder.store(builder.load(source, align=1), target, align=VECTOR_BYTES)
+        store.set_metadata("nontemporal", builder.module.add_metadata([ir.IntType(32)(1)]))
+        return context.get_dummy_value()
+
+    return types.void(out, row, start), codegen
+
+
 # Elements per vector of the 16-bit kernels: they add in float32, so one 64-byte float32 vector.
 HALF_LANES = VECTOR_BYTES // 4
 
