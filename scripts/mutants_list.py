@@ -526,6 +526,22 @@ MUTANTS = [
         "tests": ["tests/test_layer_norm.py", "-k", "backward"],
         "why": "LayerNorm's backward projects g on the deviations from x[0], not from the mean",
     },
+    {
+        "name": "streamed-sums-first-vector-only",
+        "file": "kernels/bert_embedding_kernels/methods/fused/forward.py",
+        "old": "            copy_stream(sum_row, row, h)",
+        "new": "            copy_stream(sum_row, row, 0)",
+        "tests": ["tests/test_layer_norm.py", "-k", "streamed"],
+        "why": "the streamed kept sums repeat each row's first vector",
+    },
+    {
+        "name": "streamed-norm-gradient-first-vector-only",
+        "file": "kernels/bert_embedding_kernels/methods/fused/norm_backward.py",
+        "old": "                    copy_stream(row, scratch, h)",
+        "new": "                    copy_stream(row, scratch, 0)",
+        "tests": ["tests/test_layer_norm.py", "-k", "streams"],
+        "why": "LayerNorm's streamed input gradient repeats each row's first vector",
+    },
     # -- threading policy ------------------------------------------------------------------
     {
         "name": "threading-refuses-tbb",

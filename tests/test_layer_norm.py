@@ -230,3 +230,16 @@ def test_the_backward_streams_a_large_gradient_with_the_same_bits(monkeypatch):
     plain = norm_backward.layer_norm_backward(sums, grad, weight, 1e-12)
     for a, b in zip(streamed, plain, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_kept_sums_of_a_large_call_are_streamed_with_the_same_bits():
+    """``return_sum=True`` at 32 MiB or more writes the kept sums with streaming stores
+    (methods/fused/forward.py): the sums equal the plain sum's bits, the output the
+    normalised output's without them."""
+    tables = tables_with_norm(5000, 512, np.float32, max_positions=256)
+    rng = np.random.default_rng(9)
+    ids, types = rng.integers(0, 5000, (64, 256)), rng.integers(0, 2, (64, 256))
+    out, sums = bek.embed(tables, ids, types, layer_norm=True, return_sum=True)
+    assert sums.nbytes >= 32 << 20
+    np.testing.assert_array_equal(sums, bek.embed(tables, ids, types, layer_norm=False))
+    np.testing.assert_array_equal(out, bek.embed(tables, ids, types, layer_norm=True))

@@ -24,6 +24,7 @@ from ...tables import EmbeddingTables
 from ...validate.batch import Batch, kernel_ids
 from .vectors import (
     VECTOR_BYTES,
+    copy_stream,
     store_fence,
     sum3_store,
     sum3_stream,
@@ -216,8 +217,9 @@ def _mean_and_inverse_std(row, eps):
 
 
 @serial_kernel
-def _normalise(row, sum_row, keep_sum, weight, bias, eps):
-    """LayerNorm of ``row`` in place (its sum copied to ``sum_row`` first with ``keep_sum``).
+def _normalise(row, sum_row, keep_sum, stream_sum, weight, bias, eps):
+    """LayerNorm of ``row`` in place (its sum copied to ``sum_row`` first with ``keep_sum``,
+    with streaming stores with ``stream_sum``: see :func:`_sum_norm_rows`).
 
     Centred and scaled in the row's dtype, at its vector width: float64 here
     cost 1.55x -> 1.41x of the plain sum's time at BERT-base (docs/FORWARD.md).
@@ -228,7 +230,10 @@ def _normalise(row, sum_row, keep_sum, weight, bias, eps):
     within tests/rules.py's ``layer_norm_bound``.
     """
     hidden = row.shape[0]
-    if keep_sum:
+    if keep_sum and stream_sum:
+        for h in range(0, hidden, vector_lanes(row)):
+            copy_stream(sum_row, row, h)
+    elif keep_sum:
         for h in range(hidden):
             sum_row[h] = row[h]
     mean, inverse_std = _mean_and_inverse_std(row, eps)
@@ -251,9 +256,14 @@ def _sum_norm_rows(
     eps,
     sums,
     keep_sum,
+    stream_sum,
     out,
 ):
     """out[b, s] = LayerNorm of the three rows' sum; with ``keep_sum`` the sum goes to ``sums``.
+
+    ``stream_sum``: the sums (kept for a backward, read long after) are written with
+    streaming stores, which skip reading each line first (``sums`` large, every row
+    vector-aligned: :func:`_stream_from` is 0); each block then ends with a fence.
 
     The row is summed, reduced and normalised in place in ``out`` while it is
     in L1. In place on purpose: with separate ``sums`` and ``out`` views of one
@@ -271,12 +281,14 @@ def _sum_norm_rows(
             outs = (out[b, s], out[b + 1, s], out[b + 2, s], out[b + 3, s])
             sum_four_rows(outs, tables, ids, b, s, b + 1, s, b + 2, s, b + 3, s, -1)
             for r in range(4):
-                _normalise(outs[r], sums[b + r, s], keep_sum, weight, bias, eps)
+                _normalise(outs[r], sums[b + r, s], keep_sum, stream_sum, weight, bias, eps)
             b += 4
         while b < last:
             sum_row(out[b, s], tables, ids, b, s)
-            _normalise(out[b, s], sums[b, s], keep_sum, weight, bias, eps)
+            _normalise(out[b, s], sums[b, s], keep_sum, stream_sum, weight, bias, eps)
             b += 1
+        if stream_sum:
+            store_fence()
 
 
 _sum_norm_rows_parallel = parallel_kernel(_sum_norm_rows)
@@ -335,6 +347,7 @@ def fused_sum_norm(
             tables.norm_eps,
             sums,
             sums is not out,  # keep the sum only where the caller asked for it
+            sums is not out and _stream_from(sums) == 0,
             out,
         )
     return out

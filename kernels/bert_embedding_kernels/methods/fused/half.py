@@ -143,7 +143,7 @@ def _sum_norm_rows_half(
                 row = rows[r]
                 if keep_sum:
                     round_row(sums[b + r, s], row, kind)
-                _normalise(row, row, False, weight, bias, eps)
+                _normalise(row, row, False, False, weight, bias, eps)
                 round_row(out[b + r, s], row, kind)
             b += count
 
