@@ -116,3 +116,21 @@ def test_the_named_winner_s_ratio_is_never_below_1(paired):
     winner, runner, ratio = verdict.ranked(_Timings({("b", "a"): paired}).ratio, "a", "b")
     assert {winner, runner} == {"a", "b"} and ratio.median >= 1
     assert verdict.tie(ratio) == (ratio.low <= 1 <= ratio.high)
+
+
+def test_a_ratio_relative_to_another_is_divided_round_by_round():
+    """embench perf's "bfloat16's gain / the copy's gain": (a / b) / (c / d) per round, so the
+    rounds' shared noise cancels in each, then the median and its interval."""
+    from bert_embedding_kernels.bench.engine.timing import Timings
+
+    rounds = Timings(
+        samples={
+            "a": [2.0, 4.0, 3.0],
+            "b": [1.0, 1.0, 1.0],
+            "c": [2.0, 2.0, 3.0],
+            "d": [1.0, 2.0, 1.0],
+        }
+    )
+    assert rounds.ratio("a", "b").median == 3.0
+    # per round: 2 / 2, 4 / 1, 3 / 3
+    assert rounds.ratio("a", "b", relative_to=("c", "d")).median == 1.0

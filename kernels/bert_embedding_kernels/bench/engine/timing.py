@@ -98,10 +98,18 @@ class Timings:
     def estimate(self, name: str) -> Estimate:
         return median_interval(self.samples[name])
 
-    def ratio(self, numerator: str, denominator: str) -> Estimate:
-        """``numerator / denominator`` from paired rounds, with its 95% interval."""
+    def ratio(self, numerator: str, denominator: str, relative_to=None) -> Estimate:
+        """``numerator / denominator`` from paired rounds, with its 95% interval; divided,
+        round by round, by ``relative_to``'s ratio (a pair of names) where given."""
+        ratios = self._per_round(numerator, denominator)
+        if relative_to is not None:
+            reference = self._per_round(*relative_to)
+            ratios = [r / q for r, q in zip(ratios, reference, strict=False)]
+        return median_interval(ratios)
+
+    def _per_round(self, numerator: str, denominator: str) -> list[float]:
         pairs = zip(self.samples[numerator], self.samples[denominator], strict=False)
-        return median_interval([a / b for a, b in pairs])
+        return [a / b for a, b in pairs]
 
 
 def format_time(seconds: float | None) -> str:
