@@ -13,7 +13,9 @@ from .figures import SMALL_CALL_FIGURE
 
 
 def _digits(value: float) -> str:
-    """Enough digits to tell a figure at a glance (3 below 10, else 1)."""
+    """Enough digits to tell a figure at a glance (4 below 0.1, 3 below 10, else 1)."""
+    if abs(value) < 0.1:
+        return f"{value:.4f}"
     return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
 
 
@@ -45,7 +47,9 @@ def measured_cell(row: dict) -> str:
     low, high = row["ci95"]
     if row["figure"] == SMALL_CALL_FIGURE:
         return f"{row['value']:.1f} [{low:.1f}, {high:.1f}]"
-    return f"{_digits(row['value'])} [{low:.2f}, {high:.2f}]{' ~' if row['unstable'] else ''}"
+    places = 4 if abs(row["value"]) < 0.1 else 2  # a share of a whole model: 0.0123
+    unstable = " ~" if row["unstable"] else ""
+    return f"{_digits(row['value'])} [{low:.{places}f}, {high:.{places}f}]{unstable}"
 
 
 def verdict_cell(row: dict) -> str:
