@@ -152,8 +152,8 @@ MUTANTS = [
     {
         "name": "fused-norm-sum-not-kept",
         "file": "kernels/bert_embedding_kernels/methods/fused/forward.py",
-        "old": "    if keep_sum:\n",
-        "new": "    if not keep_sum:\n",
+        "old": "            sums is not out,  # keep the sum only where the caller asked for it\n",
+        "new": "            False,  # keep the sum only where the caller asked for it\n",
         "tests": ["tests/test_layer_norm.py"],
         "why": "return_sum=True returns a sum the fused kernel never wrote",
     },
@@ -485,7 +485,7 @@ MUTANTS = [
     {
         "name": "tensor-views-through-numpy",
         "file": "kernels/bert_embedding_kernels/_arrays.py",
-        "old": "    return np.asarray(_TensorMemory(tensor, dtype))\n",
+        "old": "    return np.asarray(_TensorMemory(tensor, dtype, hold))\n",
         "new": "    return tensor.numpy()\n",
         "tests": ["tests/test_distributed.py::test_the_kernels_leave_parameter_storage_resizable"],
         "why": "Tensor.numpy() marks the parameters' storage unresizable: FSDP2 cannot free it",
