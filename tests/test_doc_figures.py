@@ -8,12 +8,12 @@ drifting copy of a figure that lives in docs/ (hand-written pages there keep the
 experiments' figures, each with its command).
 """
 
-import importlib.util
 import json
 import re
 from pathlib import Path
 
 import pytest
+import scripts_loader
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -23,10 +23,7 @@ FIGURE = re.compile(r"\b\d+(?:\.\d+)?x\b|\[\d+\.\d+, \d+\.\d+\]|\b\d+(?:\.\d+)? 
 
 @pytest.fixture(scope="module")
 def doc_figures():
-    spec = importlib.util.spec_from_file_location("doc_figures", ROOT / "scripts/doc_figures.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return scripts_loader.load("scripts/doc_figures.py", "doc_figures")
 
 
 def test_the_readme_figures_are_rendered_from_their_sources(doc_figures):

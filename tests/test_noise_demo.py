@@ -3,11 +3,11 @@ copy of it with planted changes: no timing is taken, so the outcome cannot depen
 busy the machine is. The script's two real runs are made on a quiet machine."""
 
 import copy
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+import scripts_loader
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDED = ROOT / "docs" / "report" / "results.json"
@@ -15,10 +15,7 @@ RECORDED = ROOT / "docs" / "report" / "results.json"
 
 @pytest.fixture(scope="module")
 def demo():
-    spec = importlib.util.spec_from_file_location("noise_demo", ROOT / "scripts/noise_demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return scripts_loader.load("scripts/noise_demo.py", "noise_demo")
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,9 @@ declarations, ``Agreement.ok`` and ``Reference``'s bound in
 cases computed by hand, and pin the naive references themselves.
 """
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
+import scripts_loader
 from rules import (
     BITWISE,
     BOUNDED,
@@ -149,9 +147,6 @@ def test_the_tests_gradient_bound_on_a_hand_computed_case():
 
 
 def test_the_asv_suite_pins_the_same_bitwise_methods():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "common.py"
-    spec = importlib.util.spec_from_file_location("asv_benchmarks_common", path)
-    common = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(common)
+    common = scripts_loader.load("benchmarks/common.py", "asv_benchmarks_common")
     pinned = {m for m, rule in EXPECTED_AGREEMENT.items() if rule == BITWISE}
     assert set(common.BITWISE_METHODS) == pinned

@@ -121,6 +121,10 @@ class OutputPool:
             raw = _new_buffer(nbytes)
         else:
             self.reused += 1
+        return self._held(raw, shape, dtype)
+
+    def _held(self, raw: np.ndarray, shape, dtype: np.dtype) -> np.ndarray:
+        """``raw`` as an array of ``shape``, back in the pool once it and its views are gone."""
         holder = _Holder(raw)
         weakref.finalize(holder, self._give_back, raw)
         return np.asarray(holder).view(dtype).reshape(shape)
@@ -146,9 +150,7 @@ class OutputPool:
         else:
             raw = _new_buffer(nbytes)
             fresh = hugepages.maps_fresh(nbytes + ALIGNMENT)  # else np.empty's old bytes
-        holder = _Holder(raw)
-        weakref.finalize(holder, self._give_back, raw)
-        array = np.asarray(holder).view(dtype).reshape(shape)
+        array = self._held(raw, shape, dtype)
         if not fresh:
             fill(array)
         return array, fresh

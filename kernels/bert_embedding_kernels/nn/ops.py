@@ -53,10 +53,6 @@ def _sums_dtype(word: torch.Tensor) -> torch.dtype:
     return torch.float32 if word.dtype in _HALF else word.dtype
 
 
-def _rules(position_rule: str, rule_padding_idx: int | None) -> dict:
-    return {"position_rule": position_rule, "padding_idx": rule_padding_idx}
-
-
 # The checked tables of the tensors the operators saw last, so that a training loop's calls
 # check their ids and options, not the same weights again on every call (issue 38).
 _TABLES: OrderedDict = OrderedDict()
@@ -101,9 +97,8 @@ def _tables(word, segment, position, weight, bias, eps, position_rule, rule_padd
 
 def _new_tables(word, segment, position, weight, bias, eps, position_rule, rule_padding_idx):
     norm = {} if weight is None else {"norm_weight": weight, "norm_bias": bias, "norm_eps": eps}
-    return EmbeddingTables(
-        word, segment, position, **norm, **_rules(position_rule, rule_padding_idx)
-    )
+    rules = {"position_rule": position_rule, "padding_idx": rule_padding_idx}
+    return EmbeddingTables(word, segment, position, **norm, **rules)
 
 
 def _tensor(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
