@@ -56,3 +56,12 @@ def test_a_result_that_depends_on_the_thread_count_is_not_timed():
     calls = {"fused (out=) @2": lambda: np.arange(6, dtype=np.float32) + 1}
     with pytest.raises(AssertionError, match="at 2 threads differs"):
         scaling._check(2, calls, expected, into=None)
+
+
+def test_a_median_of_three_digits_prints_without_a_bare_point():
+    """Found by CI: a median of 100 us printed as "100." (a cell that depends on the
+    measured value): every value prints as a number."""
+    from bert_embedding_kernels.bench.engine.timing import Timings
+
+    timings = Timings(samples={scaling._name("fused", 1): [100e-6] * 5})
+    assert scaling._cell(timings, "fused", 1, 1e6, 1) == "100"

@@ -151,7 +151,8 @@ def measure(
 
 def _cell(timings: Timings, contender: str, threads: int, scale: float, one: int) -> str:
     estimate = timings.estimate(_name(contender, threads))
-    text = f"{estimate.median * scale:#.3g}"
+    # three significant digits, trailing zeros kept ("1.50"), no bare point ("100." -> "100")
+    text = f"{estimate.median * scale:#.3g}".rstrip(".")
     if threads != one:
         speedup = timings.ratio(_name(contender, one), _name(contender, threads))
         text += f" ({speedup.median:.2f}x [{speedup.low:.2f}, {speedup.high:.2f}])"
