@@ -29,6 +29,30 @@ def test_numpy_shim_restores_row_stack_only_where_missing():
     assert current.row_stack is own
 
 
+def test_a_warning_in_a_kernel_module_leaves_its_globals_the_same_size():
+    # The simulator lists a module's globals on every device-function call, from
+    # a thread per CUDA thread; a first warning from that module used to add its
+    # registry meanwhile ("dictionary changed size during iteration", CI). A
+    # fresh process: this one's modules may have warned already.
+    code = (
+        "import sys, bert_embedding_kernels.cuda as kc\n"
+        "package = 'bert_embedding_kernels.cuda.'\n"
+        "modules = [m for n, m in sys.modules.items() if n.startswith(package)]\n"
+        "grown = []\n"
+        "for module in modules:\n"
+        "    before = set(vars(module))\n"
+        "    exec('__import__(\"numpy\").float16(1e6)', vars(module))\n"  # overflow: a warning
+        "    grown += [module.__name__] if set(vars(module)) != before else []\n"
+        "print(len(modules), grown)\n"
+    )
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
+    assert "overflow encountered" in result.stderr  # the warning was raised
+    count, grown = result.stdout.split(" ", 1)
+    assert int(count) >= 10
+    assert grown.strip() == "[]"
+
+
 def test_import_kernels_does_not_load_cuda():
     code = (
         "import sys, bert_embedding_kernels; "

@@ -55,6 +55,30 @@ from .norm_backward import layer_norm_backward  # noqa: E402
 from .tables import DeviceTables  # noqa: E402
 from .validate import DeviceBatch, prepare  # noqa: E402
 
+
+def _fix_warning_registries(modules) -> None:
+    """Give each module its warnings registry now.
+
+    The simulator runs a Python thread per CUDA thread, and every call of a
+    device function lists its module's globals (to swap ``cuda`` for its fake
+    one). A numpy warning raised in a kernel (an overflow while narrowing to
+    float16) adds ``__warningregistry__`` to the globals of the module that
+    raised it, the first time: if another thread was listing them then, it
+    failed with "dictionary changed size during iteration" (seen once in CI
+    in test_cuda_half.py). With the entry there from the start the globals
+    never change size.
+    """
+    for module in modules:
+        vars(module).setdefault("__warningregistry__", {})
+
+
+if SIMULATOR:
+    import sys as _sys
+
+    _fix_warning_registries(
+        module for name, module in list(_sys.modules.items()) if name.startswith(__name__ + ".")
+    )
+
 __all__ = [
     "HAS_SHUFFLE",
     "HAS_STREAMING_STORE",
