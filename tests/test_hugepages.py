@@ -100,3 +100,38 @@ def test_large_pooled_outputs_come_from_huge_pages_and_stay_intact():
     for seed, result in results:
         np.testing.assert_array_equal(result, naive_embed(tables, ids(seed)))
     assert len({r.ctypes.data for _, r in results}) == len(results)
+
+
+@pytest.mark.parametrize("shape", [(3, 5), 7, LARGE, (1 << 22) + 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint8])
+def test_sparse_zeros_is_like_np_zeros_and_starts_a_line(shape, dtype):
+    array = hugepages.sparse_zeros(shape, dtype)
+    expected = np.zeros(shape, dtype)
+    assert array.shape == expected.shape and array.dtype == expected.dtype
+    assert array.flags.c_contiguous and array.flags.writeable
+    assert array.ctypes.data % 64 == 0
+    np.testing.assert_array_equal(array, expected)
+    array[...] = 1
+    assert (array == 1).all()
+
+
+@needs_huge_pages
+def test_rows_written_into_sparse_zeros_fault_small_pages_only():
+    rows = (30522, 768)  # BERT's word table: a gradient that a short batch adds into
+    touched = np.random.default_rng(0).choice(rows[0], 100, replace=False)
+    sparse = hugepages.sparse_zeros(rows, np.float32)
+    sparse[touched] = 1
+    assert hugepages.huge_bytes(sparse) == 0
+    assert sparse.sum() == 100 * rows[1]
+
+
+@needs_huge_pages
+def test_a_short_batchs_word_gradient_faults_no_huge_pages():
+    tables = bek.EmbeddingTables.random(30522, 768, max_positions=128, seed=1)
+    ids = np.random.default_rng(1).integers(0, 30522, (1, 128))
+    grad = np.random.default_rng(2).standard_normal((1, 128, 768)).astype(np.float32)
+    gradients = bek.embed_backward(tables, grad, ids)
+    assert hugepages.huge_bytes(gradients.token) == 0
+    expected = np.zeros_like(tables.token)
+    np.add.at(expected, ids[0], grad[0])
+    np.testing.assert_allclose(gradients.token, expected, rtol=1e-6, atol=1e-6)

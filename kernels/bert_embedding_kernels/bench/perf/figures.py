@@ -155,6 +155,16 @@ TRAINING_FIGURES = (
         "",
         "Megatron-BERT's embeddings: the sum and the scatter-add",
     ),
+    *(
+        Figure(
+            training_step.short_name("transformers eager step / drop-in step", batch, seq),
+            training_step.short_name("transformers eager step", batch, seq),
+            training_step.short_name("drop-in step", batch, seq),
+            ">= 5",
+            "a short batch: the step's fixed costs (the word-table gradient's pages) show",
+        )
+        for batch, seq in training_step.SHORT_BATCHES
+    ),
     Figure(
         "transformers compiled step / drop-in compiled step",
         "transformers eager step, compiled",

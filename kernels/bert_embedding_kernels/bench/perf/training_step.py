@@ -10,7 +10,9 @@ mask is the same cost for every contender and would hide nothing). Contenders:
   the variants issue 39 names;
 - ``transformers eager step``, and under ``torch.compile`` both (``--no-compile`` leaves
   them out: each compiles for a while);
-- ``copy``: a parallel copy of the output's bytes, the unit of the bound.
+- ``copy``: a parallel copy of the output's bytes, the unit of the bound;
+- the drop-in and transformers eager at the short batches of :data:`SHORT_BATCHES`
+  (``drop-in step, 1 x 128``), where the fixed costs of a step show.
 
 **The bound** (docs/BACKWARD.md derives it): a step must read the gathered rows and
 write the output (one copy of the output's bytes), read the incoming gradient and what
@@ -22,6 +24,7 @@ output. Every contender's gradients are checked against transformers' before tim
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import numpy as np
 
@@ -31,6 +34,13 @@ from ..engine.roofline import CopyReference
 # The step's bytes in copies of the output (docs/BACKWARD.md has the count).
 BOUND_COPIES = 4.3
 STEP_FIGURES_TARGETS = {"bound": f"<= {2 * BOUND_COPIES:.1f}", "eager": ">= 5"}
+# (batch, seq): the short batches issue 39 names beside BERT-base's 32 x 512.
+SHORT_BATCHES = ((1, 128), (8, 128))
+
+
+def short_name(contender: str, batch: int, seq: int) -> str:
+    """A short batch's contender: ``drop-in step, 1 x 128``."""
+    return f"{contender}, {batch} x {seq}"
 
 
 def _inputs(torch, shape):
@@ -96,28 +106,43 @@ def calls(include_compile: bool = True, shape=BERT_BASE) -> dict:
         return {"copy": copy_of_output}
 
     torch.manual_seed(0)
-    ids, types, grad = _inputs(torch, shape)
+    inputs = _inputs(torch, shape)
     bert = _reference(transformers, shape)
     no_norm = _reference(transformers, shape, "megatron-bert")
     frozen = BertEmbeddings.from_hf(copy.deepcopy(bert))
     frozen.word_embeddings.weight.requires_grad_(False)
-    pairs = {  # name: (module, the transformers module whose gradients it must give)
-        "transformers eager step": (bert, bert),
-        "drop-in step": (BertEmbeddings.from_hf(copy.deepcopy(bert)), bert),
-        "drop-in step (word table frozen)": (frozen, bert),
-        "drop-in step (no LayerNorm)": (BertEmbeddings.from_hf(copy.deepcopy(no_norm)), no_norm),
+    pairs = {  # name: (module, the transformers module whose gradients it must give, inputs)
+        "transformers eager step": (bert, bert, inputs),
+        "drop-in step": (BertEmbeddings.from_hf(copy.deepcopy(bert)), bert, inputs),
+        "drop-in step (word table frozen)": (frozen, bert, inputs),
+        "drop-in step (no LayerNorm)": (
+            BertEmbeddings.from_hf(copy.deepcopy(no_norm)),
+            no_norm,
+            inputs,
+        ),
     }
+    for batch, seq in SHORT_BATCHES:
+        short = replace(shape, batch=batch, seq=seq)
+        reference, short_inputs = _reference(transformers, short), _inputs(torch, short)
+        drop_in = BertEmbeddings.from_hf(copy.deepcopy(reference))
+        pairs[short_name("transformers eager step", batch, seq)] = (
+            reference,
+            reference,
+            short_inputs,
+        )
+        pairs[short_name("drop-in step", batch, seq)] = (drop_in, reference, short_inputs)
     if include_compile:
-        pairs["transformers eager step, compiled"] = (torch.compile(copy.deepcopy(bert)), bert)
+        compiled = torch.compile(copy.deepcopy(bert))
+        pairs["transformers eager step, compiled"] = (compiled, bert, inputs)
         drop_in = torch.compile(BertEmbeddings.from_hf(copy.deepcopy(bert)))
-        pairs["drop-in step, compiled"] = (drop_in, bert)
+        pairs["drop-in step, compiled"] = (drop_in, bert, inputs)
     expected = {}
     steps = {}
-    for name, (module, reference) in pairs.items():
+    for name, (module, reference, given) in pairs.items():
         if id(reference) not in expected:
-            gradients = _stepper(reference, ids, types, grad)()
+            gradients = _stepper(reference, *given)()
             expected[id(reference)] = {k: v.clone() for k, v in gradients.items()}
-        steps[name] = _stepper(module, ids, types, grad)
+        steps[name] = _stepper(module, *given)
         _check(name, steps[name], expected[id(reference)])  # the warm-up (and compile) too
     steps["copy"] = copy_of_output
     return steps

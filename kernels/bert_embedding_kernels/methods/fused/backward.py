@@ -42,6 +42,7 @@ from numba import prange
 
 from ..._jit import parallel_kernel, row_helper, serial_kernel
 from ...gradients import CACHE_LINE_BYTES, EmbeddingGradients
+from ...hugepages import sparse_zeros
 from ...pool import OUTPUTS, aligned_zeros
 from ...validate.batch import kernel_ids
 
@@ -215,7 +216,7 @@ def _new_gradients(tables, dtype, num_tokens: int) -> tuple[EmbeddingGradients, 
     if num_tokens * ROWS_PER_TOKEN_TO_POOL >= shape[0]:
         token, fresh = OUTPUTS.zeros(shape, dtype, fill=_zero)
     else:
-        token, fresh = aligned_zeros(shape, dtype), True
+        token, fresh = sparse_zeros(shape, dtype), True  # few rows written: 4 KiB pages
     small = (aligned_zeros(t.shape, dtype) for t in (tables.segment, tables.position))
     return EmbeddingGradients(token, *small), fresh
 
