@@ -35,11 +35,15 @@ needs_the_hint = pytest.mark.skipif(
 
 @pytest.mark.parametrize("shape", [(3, 5), 7, LARGE, (1 << 22) + 3])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint8])
-def test_empty_is_like_np_empty(shape, dtype):
-    array = hugepages.empty(shape, dtype)
+@pytest.mark.parametrize("make", [hugepages.empty, hugepages.sparse_zeros])
+def test_empty_and_sparse_zeros_are_like_numpys(shape, dtype, make):
+    array = make(shape, dtype)
     expected = np.empty(shape, dtype)
     assert array.shape == expected.shape and array.dtype == expected.dtype
     assert array.flags.c_contiguous and array.flags.writeable
+    if make is hugepages.sparse_zeros:
+        assert array.ctypes.data % 64 == 0  # starts a cache line
+        assert not array.any()
     array[...] = 1
     assert (array == 1).all()
 
@@ -100,19 +104,6 @@ def test_large_pooled_outputs_come_from_huge_pages_and_stay_intact():
     for seed, result in results:
         np.testing.assert_array_equal(result, naive_embed(tables, ids(seed)))
     assert len({r.ctypes.data for _, r in results}) == len(results)
-
-
-@pytest.mark.parametrize("shape", [(3, 5), 7, LARGE, (1 << 22) + 3])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint8])
-def test_sparse_zeros_is_like_np_zeros_and_starts_a_line(shape, dtype):
-    array = hugepages.sparse_zeros(shape, dtype)
-    expected = np.zeros(shape, dtype)
-    assert array.shape == expected.shape and array.dtype == expected.dtype
-    assert array.flags.c_contiguous and array.flags.writeable
-    assert array.ctypes.data % 64 == 0
-    np.testing.assert_array_equal(array, expected)
-    array[...] = 1
-    assert (array == 1).all()
 
 
 @needs_huge_pages
