@@ -542,6 +542,22 @@ MUTANTS = [
         "tests": ["tests/test_layer_norm.py", "-k", "streams"],
         "why": "LayerNorm's streamed input gradient repeats each row's first vector",
     },
+    {
+        "name": "short-batch-gradient-in-huge-pages",
+        "file": "kernels/bert_embedding_kernels/methods/fused/backward.py",
+        "old": "token, fresh = sparse_zeros(shape, dtype), True",
+        "new": "token, fresh = aligned_zeros(shape, dtype), True",
+        "tests": ["tests/test_hugepages.py", "-k", "short_batch"],
+        "why": "a short batch's word gradient in numpy's huge pages: each row written zeroes 2 MiB",
+    },
+    {
+        "name": "simulator-globals-grow-on-a-warning",
+        "file": "kernels/bert_embedding_kernels/cuda/__init__.py",
+        "old": '        vars(module).setdefault("__warningregistry__", {})\n',
+        "new": "        pass\n",
+        "tests": ["tests/cuda/test_cuda_runtime.py", "-k", "warning"],
+        "why": "a kernel thread's first warning grows its module's globals while others list them",
+    },
     # -- threading policy ------------------------------------------------------------------
     {
         "name": "threading-refuses-tbb",
