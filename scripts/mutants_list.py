@@ -543,6 +543,14 @@ MUTANTS = [
         "why": "LayerNorm's streamed input gradient repeats each row's first vector",
     },
     {
+        "name": "norm-backward-chunks-follow-threads",
+        "file": "kernels/bert_embedding_kernels/methods/fused/norm_backward.py",
+        "old": "chunks = max(1, min(ROW_CHUNKS, rows))",
+        "new": 'chunks = max(1, min(__import__("numba").get_num_threads(), rows))',
+        "tests": ["tests/test_backward_determinism.py", "-k", "thread_counts"],
+        "why": "LayerNorm's weight and bias sums split by thread count: other bits on other machines",
+    },
+    {
         "name": "short-batch-gradient-in-huge-pages",
         "file": "kernels/bert_embedding_kernels/methods/fused/backward.py",
         "old": "token, fresh = sparse_zeros(shape, dtype), True",
