@@ -548,7 +548,7 @@ MUTANTS = [
         "old": "chunks = max(1, min(ROW_CHUNKS, rows))",
         "new": 'chunks = max(1, min(__import__("numba").get_num_threads(), rows))',
         "tests": ["tests/test_backward_determinism.py", "-k", "thread_counts"],
-        "why": "LayerNorm's weight and bias sums split by thread count: other bits on other machines",
+        "why": "LayerNorm's weight and bias sums split by thread count: other bits elsewhere",
     },
     {
         "name": "short-batch-gradient-in-huge-pages",
