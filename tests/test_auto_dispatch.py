@@ -67,8 +67,9 @@ def synthetic_calibration(tmp_path, monkeypatch):
     auto.choose.cache_clear()
 
 
-def test_the_synthetic_points_have_four_different_winners():
-    assert set(EXPECTED_CHOICE.values()) == {"onehot", "concat", "gather", "fused"}
+def test_the_synthetic_points_have_every_method_as_a_winner():
+    assert set(EXPECTED_CHOICE.values()) == set(bek.METHODS)
+    assert set(SYNTHETIC) - {"retired"} == set(bek.METHODS)
 
 
 @pytest.mark.parametrize(("point", "expected"), EXPECTED_CHOICE.items(), ids=str)
