@@ -371,7 +371,7 @@ MUTANTS = [
     {
         "name": "huge-page-array-misaligned",
         "file": "kernels/bert_embedding_kernels/hugepages.py",
-        "old": "start = -raw.ctypes.data % HUGE_PAGE",
+        "old": "start = -raw.ctypes.data % boundary",
         "new": "start = 64",
         "tests": ["tests/test_hugepages.py"],
         "why": "huge-page arrays start off a 2 MiB boundary, so their first and last pages "

@@ -42,20 +42,33 @@ def empty(shape, dtype=np.float32) -> np.ndarray:
     not exist, are ``np.empty(shape, dtype)``. The memory is returned to the
     operating system when the array and every view of it are gone.
     """
-    dtype = np.dtype(dtype)
-    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
-    nbytes = int(np.prod(shape)) * dtype.itemsize
+    shape, dtype, nbytes = _described(shape, dtype)
     if not maps_fresh(nbytes):
         return np.empty(shape, dtype)
-    # One huge page more than needed, so that the array can start on a boundary;
-    # the pages before it are never touched and never backed.
-    mapping = mmap.mmap(-1, nbytes + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    # A kernel built without transparent huge pages refuses the hint: ordinary pages then.
+    return _advised(nbytes, mmap.MADV_HUGEPAGE, HUGE_PAGE).view(dtype).reshape(shape)
+
+
+def _described(shape, dtype) -> tuple[tuple, np.dtype, int]:
+    """``shape`` as a tuple, ``dtype`` as a numpy dtype, and the array's bytes."""
+    dtype = np.dtype(dtype)
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    return shape, dtype, int(np.prod(shape)) * dtype.itemsize
+
+
+def _advised(nbytes: int, advice: int, boundary: int) -> np.ndarray:
+    """``nbytes`` of a fresh anonymous mapping given ``advice``, starting on ``boundary``.
+
+    A boundary above a page maps that much more, so the bytes can start on it; the pages
+    before them are never touched and never backed. A kernel that refuses the hint (one
+    built without transparent huge pages) leaves ordinary pages.
+    """
+    extra = boundary if boundary > mmap.PAGESIZE else 0
+    mapping = mmap.mmap(-1, nbytes + extra, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     with contextlib.suppress(OSError):
-        mapping.madvise(mmap.MADV_HUGEPAGE)
+        mapping.madvise(advice)
     raw = np.frombuffer(mapping, np.uint8)  # keeps the mapping alive as its base
-    start = -raw.ctypes.data % HUGE_PAGE
-    return raw[start : start + nbytes].view(dtype).reshape(shape)
+    start = -raw.ctypes.data % boundary
+    return raw[start : start + nbytes]
 
 
 def sparse_zeros(shape, dtype=np.float32) -> np.ndarray:
@@ -69,17 +82,12 @@ def sparse_zeros(shape, dtype=np.float32) -> np.ndarray:
     array starts on a page boundary (so on a cache line). Where the hint does not
     exist, or below :data:`MIN_BYTES`, it is an ordinary ``np.zeros`` with that start.
     """
-    dtype = np.dtype(dtype)
-    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
-    nbytes = int(np.prod(shape)) * dtype.itemsize
+    shape, dtype, nbytes = _described(shape, dtype)
     if not maps_fresh(nbytes) or not hasattr(mmap, "MADV_NOHUGEPAGE"):
         raw = np.zeros(nbytes + mmap.PAGESIZE, np.uint8)
         start = -raw.ctypes.data % mmap.PAGESIZE
         return raw[start : start + nbytes].view(dtype).reshape(shape)
-    mapping = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    with contextlib.suppress(OSError):
-        mapping.madvise(mmap.MADV_NOHUGEPAGE)
-    return np.frombuffer(mapping, dtype, count=nbytes // dtype.itemsize).reshape(shape)
+    return _advised(nbytes, mmap.MADV_NOHUGEPAGE, mmap.PAGESIZE).view(dtype).reshape(shape)
 
 
 def maps_fresh(nbytes: int) -> bool:
@@ -113,4 +121,3 @@ def huge_bytes(array: np.ndarray) -> int | None:
     except (OSError, ValueError):
         return None
     return total
-    return None

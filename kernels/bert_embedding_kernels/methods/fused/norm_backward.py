@@ -84,9 +84,9 @@ def _norm_backward_rows(
         lanes = vector_lanes(scratch)
         recent_weight = np.zeros(hidden, sums.dtype)  # the last few rows' terms of dw, db
         recent_bias = np.zeros(hidden, sums.dtype)
-        held = 0
-        last = min(rows, (chunk + 1) * rows_per_chunk)
-        for r in range(chunk * rows_per_chunk, last):
+        first = chunk * rows_per_chunk
+        last = min(rows, first + rows_per_chunk)
+        for r in range(first, last):
             x = sums[r]
             dy = grad[r]
             shift, total, squares, sum_g, sum_g_e = _row_sums(x, dy, weight)
@@ -108,14 +108,12 @@ def _norm_backward_rows(
                 recent_weight[h] += d * xhat
                 recent_bias[h] += d
                 out[h] = scale * (d * weight[h] - mean_g - xhat * mean_g_xhat)
-            held += 1
-            if held == FLUSH_ROWS or r == last - 1:
+            if (r - first + 1) % FLUSH_ROWS == 0 or r == last - 1:
                 for h in range(hidden):
                     weight_sums[h] += np.float64(recent_weight[h])
                     bias_sums[h] += np.float64(recent_bias[h])
                     recent_weight[h] = 0
                     recent_bias[h] = 0
-                held = 0
             if stream:
                 row = grad_sums[r]
                 for h in range(0, hidden, lanes):
