@@ -84,6 +84,33 @@ def test_settling_skips_what_its_timed_call_shows_will_not_fit(clock):
     assert "bad" not in clock.calls and set(budget.planned) == {"copy", "fused"}
 
 
+def test_settling_times_a_short_slow_call_again_and_keeps_the_faster(clock):
+    """One call that waited for a thread on a busy machine does not drop its contender; a
+    call slow every time is skipped after its second call, and a long one is not run twice."""
+    now = clock.now
+
+    def first_slow(seconds_each):
+        def run():
+            now[0] += seconds_each.pop(0) if len(seconds_each) > 1 else seconds_each[0]
+
+        return run
+
+    blip = [0.03, 2.0**-14]  # the first call waited 30 ms, then calls take 61 us
+    built = {
+        "copy": Contender("copy", "roofline", "roofline", False, clock.call("copy", 2.0**-16)),
+        "fused": Contender("fused", "sum", "kernels", False, first_slow(blip)),
+        "slow": Contender("slow", "sum", "kernels", False, clock.call("slow", 0.03)),
+        "long": Contender("long", "sum", "kernels", False, clock.call("long", 1.0)),
+    }
+    budget = plan.Budget(0.05, lambda name: None)
+    budget.settle(built)
+    assert built["fused"].status == "measured"
+    assert budget.planned["fused"] == 2.0**-14
+    assert built["slow"].status == "skipped" and clock.calls["slow"] == 2
+    assert built["slow"].reason.startswith("timed 30.00 ms per call")
+    assert built["long"].status == "skipped" and clock.calls["long"] == 1
+
+
 def test_check_says_up_front_how_long_it_will_take_and_shows_what_it_took(capsys):
     argv = ["check", "--batch-size", "2", "--seq-len", "8", "--vocab-size", "50"]
     assert cli.main([*argv, "--hidden-size", "16", "--budget", "0.2"]) == 0

@@ -26,14 +26,23 @@ def test_mine_times_ours_and_says_what_to_use(capsys):
     for name, row in rows.items():
         assert re.search(r"\+-\d+\.\d%", row) or "SKIPPED" in row, (name, row)
     assert "how busy: 1-minute load" in captured.out
+    # A group whose every member the budget skipped (a busy machine) has no verdict; every
+    # group with a timed member has one, in this order, and the use: line names each winner.
     groups = [line for line in captured.out.splitlines() if line.startswith("fastest (")]
-    assert [g.split("): ")[0] for g in groups] == [
+    named = {}  # group -> its winner, the longest row name its verdict starts with
+    for group, phrase in (g.split("): ", 1) for g in groups):
+        named[group] = max((r for r in rows if phrase.startswith(r)), key=len)
+    order = [
         "fastest (our methods into out=",
         "fastest (allocating the output",
         "fastest (LayerNorm(sum), allocating",
     ]
+    assert list(named) == [g for g in order if g in named]
+    if any("SKIPPED" not in rows[m] for m in bek.METHODS):
+        assert order[0] in named
+    assert all("SKIPPED" not in rows[winner] for winner in named.values())
     use = [line for line in captured.out.splitlines() if line.startswith("use: ")]
-    assert len(use) == 1 and len(use[0].split("; ")) == 3
+    assert len(use) == 1 and len(use[0].split("; ")) == len(groups)
     err = captured.err.splitlines()
     assert "in all" in err[0] and err[-1].startswith("embench mine: took ")
 

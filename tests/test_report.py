@@ -265,17 +265,25 @@ def test_check_prints_every_method_with_an_interval(capsys):
     out = capsys.readouterr().out
     for method in bek.METHODS:
         assert f"\n{method} " in out
-    assert "copy" in out and "95% CI" in out and "KiB" in out
-    # each median's interval as the report writes it (+-2.0%), never a signed change (+2.0%)
-    rows = [
-        line
-        for line in out.splitlines()
-        if line.split(" ")[0] in bek.METHODS and "SKIPPED" not in line
-    ]
-    assert rows and all(re.search(r" \+-\d+\.\d%", row) for row in rows), rows
+    assert "95% CI" in out and "KiB" in out
+    # Each median's interval as the report writes it (+-2.0%), never a signed change (+2.0%);
+    # a method the budget could not time says so and why (on a busy machine one timed call
+    # can be slow twice: a skip is the command's answer there, not a failure of this test).
+    # The copy is always timed.
+    rows = {}  # the first row of each name ("fused", not "fused (allocating)")
+    for line in out.splitlines():
+        rows.setdefault(line.split(" ")[0], line)
+    timed = [n for n in bek.METHODS if "SKIPPED" not in rows[n]]
+    for name in ["copy", *timed]:
+        assert re.search(r" \+-\d+\.\d%", rows[name]), rows[name]
+    for name in set(bek.METHODS) - set(timed):
+        assert "raise --budget to time it" in rows[name], rows[name]
     # the verdict by the one rule (bench/engine/verdict.py): a winner, and a ratio of at least 1
+    # when two of our methods were timed
     fastest = [line for line in out.splitlines() if line.startswith("fastest (our methods")]
-    assert len(fastest) == 1 and re.search(r"(\d+\.\d\d)x slower|tie \(", fastest[0])
+    assert len(fastest) == bool(timed)
+    ratio = r"(\d+\.\d\d)x slower|tie \(" if len(timed) > 1 else "nothing else measured"
+    assert all(re.search(ratio, line) for line in fastest), fastest
 
 
 def test_choose_prints_a_method_and_why(capsys, monkeypatch):
