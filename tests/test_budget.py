@@ -96,8 +96,9 @@ def test_settling_times_a_short_slow_call_again_and_keeps_the_faster(clock):
         return run
 
     blip = [0.03, 2.0**-14]  # the first call waited 30 ms, then calls take 61 us
+    copy_blip = [0.03, 2.0**-16]  # the copy's too: timed alone it would leave no room
     built = {
-        "copy": Contender("copy", "roofline", "roofline", False, clock.call("copy", 2.0**-16)),
+        "copy": Contender("copy", "roofline", "roofline", False, first_slow(copy_blip)),
         "fused": Contender("fused", "sum", "kernels", False, first_slow(blip)),
         "slow": Contender("slow", "sum", "kernels", False, clock.call("slow", 0.03)),
         "long": Contender("long", "sum", "kernels", False, clock.call("long", 1.0)),
@@ -105,7 +106,7 @@ def test_settling_times_a_short_slow_call_again_and_keeps_the_faster(clock):
     budget = plan.Budget(0.05, lambda name: None)
     budget.settle(built)
     assert built["fused"].status == "measured"
-    assert budget.planned["fused"] == 2.0**-14
+    assert budget.planned == {"copy": 2.0**-16, "fused": 2.0**-14}
     assert built["slow"].status == "skipped" and clock.calls["slow"] == 2
     assert built["slow"].reason.startswith("timed 30.00 ms per call")
     assert built["long"].status == "skipped" and clock.calls["long"] == 1

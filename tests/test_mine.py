@@ -8,7 +8,7 @@ import pytest
 
 import bert_embedding_kernels as bek
 from bert_embedding_kernels.bench import cli
-from bert_embedding_kernels.bench.engine import peers
+from bert_embedding_kernels.bench.engine import peers, plan
 
 TINY = ["--batch-size", "2", "--seq-len", "8", "--vocab-size", "60", "--hidden-size", "8"]
 
@@ -18,31 +18,30 @@ def _rows(out: str) -> dict[str, str]:
     return {line[:28].strip(): line[28:] for line in table.splitlines() if line.strip()}
 
 
-def test_mine_times_ours_and_says_what_to_use(capsys):
+def fast_settling(monkeypatch):
+    """Every contender's settling call as fast as the machine allows (10 us): what the
+    budget skips is then what the cost model predicts, not how busy the machine is (one
+    slow timed call skipped every method in a CI run; tests/test_budget.py has the rule)."""
+    monkeypatch.setattr(plan, "_seconds", lambda call: 1e-5)
+
+
+def test_mine_times_ours_and_says_what_to_use(capsys, monkeypatch):
+    fast_settling(monkeypatch)
     assert cli.main(["mine", *TINY, "--peers", "--budget", "0.2"]) == 0
     captured = capsys.readouterr()
     rows = _rows(captured.out)
     assert {"copy", *bek.METHODS, "fused (allocating)", "fused+LN"} <= set(rows)
     for name, row in rows.items():
-        assert re.search(r"\+-\d+\.\d%", row) or "SKIPPED" in row, (name, row)
+        assert re.search(r"\+-\d+\.\d%", row) or "SKIPPED: predicted" in row, (name, row)
     assert "how busy: 1-minute load" in captured.out
-    # A group whose every member the budget skipped (a busy machine) has no verdict; every
-    # group with a timed member has one, in this order, and the use: line names each winner.
     groups = [line for line in captured.out.splitlines() if line.startswith("fastest (")]
-    named = {}  # group -> its winner, the longest row name its verdict starts with
-    for group, phrase in (g.split("): ", 1) for g in groups):
-        named[group] = max((r for r in rows if phrase.startswith(r)), key=len)
-    order = [
+    assert [g.split("): ")[0] for g in groups] == [
         "fastest (our methods into out=",
         "fastest (allocating the output",
         "fastest (LayerNorm(sum), allocating",
     ]
-    assert list(named) == [g for g in order if g in named]
-    if any("SKIPPED" not in rows[m] for m in bek.METHODS):
-        assert order[0] in named
-    assert all("SKIPPED" not in rows[winner] for winner in named.values())
     use = [line for line in captured.out.splitlines() if line.startswith("use: ")]
-    assert len(use) == 1 and len(use[0].split("; ")) == len(groups)
+    assert len(use) == 1 and len(use[0].split("; ")) == 3
     err = captured.err.splitlines()
     assert "in all" in err[0] and err[-1].startswith("embench mine: took ")
 

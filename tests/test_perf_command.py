@@ -61,7 +61,7 @@ def test_every_figure_of_ours_is_measured_with_an_interval(written, written_json
     rows = {row["figure"]: row for row in written_json["figures"]}
     for figure in ours:
         _, measured, judged, _ = _row(written, figure.name)
-        assert re.fullmatch(r"(\d+\.\d+) \[\d+\.\d\d, \d+\.\d\d\]( ~)?", measured), measured
+        assert re.fullmatch(r"(\d+\.\d+) \[\d+\.\d+, \d+\.\d+\]( ~)?", measured), measured
         if figure.target:
             # judged on the interval by the one rule (bench/engine/verdict.py), never on the median
             op, bound = figure.target.split()

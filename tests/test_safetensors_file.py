@@ -128,7 +128,9 @@ headers = st.dictionaries(st.sampled_from(["a", "b", "c", "__metadata__"]), entr
 
 
 @settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(header=headers, data_bytes=st.integers(0, 64))
 def test_every_generated_header_is_read_or_refused_by_the_rules(tmp_path, header, data_bytes):

@@ -74,17 +74,20 @@ def test_direct_mode_calls_the_dispatcher_without_the_lock(mode):
 def test_locked_mode_waits_for_the_lock(mode):
     mode(_threading.LOCKED)
     out = np.zeros(3)
-    done = threading.Event()
+    FILL(out, 0.0)  # compiled here, not in the thread below while the test holds the lock
+    started, done = threading.Event(), threading.Event()
 
     def call():
+        started.set()
         FILL(out, 5.0)
         done.set()
 
     with _threading._launch_lock:
         thread = threading.Thread(target=call)
         thread.start()
+        started.wait()  # the thread is at its launch: only the lock can hold it now
         assert not done.wait(0.3), "a locked launch ran while another held the lock"
-    thread.join(30)
+    thread.join()
     assert done.is_set()
     np.testing.assert_array_equal(out, [5, 6, 7])
 

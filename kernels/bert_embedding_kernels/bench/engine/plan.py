@@ -48,11 +48,16 @@ class Budget:
         copy = 0.0 if "copy" in self.planned else self.reserve
         return copy + sum(planned_seconds(t) for t in self.planned.values())
 
+    @property
+    def left(self) -> float:
+        """Seconds of the budget not yet planned."""
+        return self.budget - self.seconds
+
     def admit(self, name: str, per_call: float, *, always: bool = False) -> str:
         """Plan ``name`` at ``per_call`` seconds a call; '' if it fits, else why it does not."""
         self.planned.pop(name, None)
         needed = planned_seconds(per_call)
-        left = self.budget - self.seconds
+        left = self.left
         if always or needed <= left:
             self.planned[name] = per_call
             return ""
@@ -77,8 +82,9 @@ class Budget:
         all again on those times, in order (the copy first, always); skip what no longer fits.
 
         A short call that does not fit is timed once more and planned on the faster of the
-        two: on a busy machine one call of a parallel kernel can wait a scheduler slice for a
-        thread, and that one wait must not drop a contender whose calls fit (a CI run on a busy
+        two, and so is the copy's, whose time is taken from every other contender's room: on
+        a busy machine one call of a parallel kernel can wait a scheduler slice for a thread,
+        and that one wait must not drop a contender whose calls fit (a CI run on a busy
         machine skipped every method at ``--budget 0.05``); a call slow every time, or longer
         than any such wait (``RETIME_BELOW``), is skipped."""
         self.planned.clear()
@@ -87,9 +93,10 @@ class Budget:
             if contender is None or contender.status != "measured":
                 continue
             per_call = _seconds(contender.call)
+            short = per_call < RETIME_BELOW
+            if short and (name == copy or planned_seconds(per_call) > self.left):
+                per_call = min(per_call, _seconds(contender.call))
             reason = self.admit(name, per_call, always=name == copy)
-            if reason and per_call < RETIME_BELOW:
-                reason = self.admit(name, min(per_call, _seconds(contender.call)))
             if reason:
                 contender.status, contender.reason = "skipped", f"timed {reason}"
 
