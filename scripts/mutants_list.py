@@ -419,6 +419,15 @@ MUTANTS = [
         "tests": ["tests/test_rules.py"],
         "why": "Agreement.ok accepts errors half again beyond the bound",
     },
+    # -- budgets on a busy machine (issue 37) -----------------------------------------------
+    {
+        "name": "settling-trusts-one-slow-call",
+        "file": "kernels/bert_embedding_kernels/bench/engine/plan.py",
+        "old": "if short and (name == copy or planned_seconds(per_call) > self.left):",
+        "new": "if False:",
+        "tests": ["tests/test_budget.py", "-k", "settling"],
+        "why": "one call that waited for a thread on a busy machine skips its contender",
+    },
     # -- the BERT family (issue 29) ---------------------------------------------------------
     {
         "name": "roberta-padding-counted",
