@@ -6,7 +6,8 @@ in the calls the engine really makes (:func:`.timing.planned_calls`:
 a warm-up, the calibration's calls, an untimed call before every sample). :class:`Budget`
 admits contenders in order until the budget is spent and says why it skips the rest: first
 on the cost model's prediction of our methods (a call of a minute is never run to learn
-that it takes a minute), then on one timed call of every contender after its check.
+that it takes a minute), then on one timed call of every contender after its check (two
+where a short call came out too slow: :meth:`Budget.settle`).
 """
 
 from __future__ import annotations
