@@ -176,10 +176,10 @@ MUTANTS = [
     {
         "name": "fused-norm-mean-rounded",
         "file": "kernels/bert_embedding_kernels/methods/fused/forward.py",
-        "old": "low = row.dtype.type(mean - high)",
-        "new": "low = row.dtype.type(0.0)",
+        "old": "return high, row.dtype.type(mean - high), row.dtype.type(inverse_std)",
+        "new": "return high, row.dtype.type(0.0), row.dtype.type(inverse_std)",
         "tests": ["tests/test_layer_norm.py"],
-        "why": "the fused LayerNorm centres on the mean rounded to the dtype",
+        "why": "LayerNorm (forward and backward) centres on the mean rounded to the dtype",
     },
     {
         "name": "numpy-layer-norm-no-eps",

@@ -216,6 +216,14 @@ def _mean_and_inverse_std(row, eps):
     return shift + mean_deviation, 1.0 / np.sqrt(variance + eps)
 
 
+@row_helper
+def centring(row, mean, inverse_std):
+    """``(high, low, scale)`` in ``row``'s dtype: the float64 mean split so that
+    ``(x - high) - low`` loses nothing to its rounding, and the inverse deviation."""
+    high = row.dtype.type(mean)
+    return high, row.dtype.type(mean - high), row.dtype.type(inverse_std)
+
+
 @serial_kernel
 def _normalise(row, sum_row, keep_sum, stream_sum, weight, bias, eps):
     """LayerNorm of ``row`` in place (its sum copied to ``sum_row`` first with ``keep_sum``,
@@ -237,9 +245,7 @@ def _normalise(row, sum_row, keep_sum, stream_sum, weight, bias, eps):
         for h in range(hidden):
             sum_row[h] = row[h]
     mean, inverse_std = _mean_and_inverse_std(row, eps)
-    high = row.dtype.type(mean)
-    low = row.dtype.type(mean - high)
-    scale = row.dtype.type(inverse_std)
+    high, low, scale = centring(row, mean, inverse_std)
     for h in range(hidden):
         row[h] = ((row[h] - high) - low) * scale * weight[h] + bias[h]
 

@@ -35,7 +35,7 @@ from numba import prange
 
 from ..._jit import parallel_kernel, reduction_helper
 from ...pool import OUTPUTS
-from .forward import STREAM_MIN_BYTES
+from .forward import STREAM_MIN_BYTES, centring
 from .vectors import VECTOR_BYTES, copy_stream, store_fence, vector_lanes
 
 # Row chunks for the weight and bias partial sums: enough for many threads, few
@@ -93,11 +93,8 @@ def _norm_backward_rows(
             mean_e = total / hidden
             variance = max(squares / hidden - mean_e * mean_e, 0.0)  # as the forward's
             inverse_std = 1.0 / np.sqrt(variance + eps)
-            mean = shift + mean_e
+            high, low, scale = centring(x, shift + mean_e, inverse_std)  # the forward's
             row_type = x.dtype.type
-            high = row_type(mean)
-            low = row_type(mean - high)
-            scale = row_type(inverse_std)
             mean_g = row_type(sum_g / hidden)
             mean_g_xhat = row_type(inverse_std * (sum_g_e - mean_e * sum_g) / hidden)
             out = scratch if stream else grad_sums[r]
