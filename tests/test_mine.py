@@ -8,7 +8,7 @@ import pytest
 
 import bert_embedding_kernels as bek
 from bert_embedding_kernels.bench import cli
-from bert_embedding_kernels.bench.engine import peers, plan
+from bert_embedding_kernels.bench.engine import peers
 
 TINY = ["--batch-size", "2", "--seq-len", "8", "--vocab-size", "60", "--hidden-size", "8"]
 
@@ -18,15 +18,7 @@ def _rows(out: str) -> dict[str, str]:
     return {line[:28].strip(): line[28:] for line in table.splitlines() if line.strip()}
 
 
-def fast_settling(monkeypatch):
-    """Every contender's settling call as fast as the machine allows (10 us): what the
-    budget skips is then what the cost model predicts, not how busy the machine is (one
-    slow timed call skipped every method in a CI run; tests/test_budget.py has the rule)."""
-    monkeypatch.setattr(plan, "_seconds", lambda call: 1e-5)
-
-
-def test_mine_times_ours_and_says_what_to_use(capsys, monkeypatch):
-    fast_settling(monkeypatch)
+def test_mine_times_ours_and_says_what_to_use(capsys, fast_settling):
     assert cli.main(["mine", *TINY, "--peers", "--budget", "0.2"]) == 0
     captured = capsys.readouterr()
     rows = _rows(captured.out)

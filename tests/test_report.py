@@ -12,7 +12,7 @@ import pytest
 import bert_embedding_kernels as bek
 from bert_embedding_kernels import registry
 from bert_embedding_kernels.bench import cli
-from bert_embedding_kernels.bench.engine import plan, timing
+from bert_embedding_kernels.bench.engine import timing
 from bert_embedding_kernels.bench.engine.cases import Shape
 from bert_embedding_kernels.bench.report import compare
 from bert_embedding_kernels.bench.report import measure as report
@@ -259,11 +259,7 @@ def test_samples_time_each_contender_in_its_own_steady_state(monkeypatch):
         assert timings.estimate(name).median == pytest.approx(2e-4)
 
 
-def test_check_prints_every_method_with_an_interval(capsys, monkeypatch):
-    # Every settling call as fast as the machine allows: the budget then skips what the cost
-    # model predicts too slow, not what one slow call on a busy machine suggests (a CI run
-    # skipped every method that way; tests/test_budget.py tests that rule on a fake clock).
-    monkeypatch.setattr(plan, "_seconds", lambda call: 1e-5)
+def test_check_prints_every_method_with_an_interval(capsys, fast_settling):
     argv = ["check", "--batch-size", "2", "--seq-len", "8", "--vocab-size", "300"]
     assert cli.main([*argv, "--hidden-size", "16", "--budget", "0.05"]) == 0
     out = capsys.readouterr().out
