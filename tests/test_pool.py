@@ -84,6 +84,39 @@ def test_cap_and_switch():
         pool.configure(max_bytes=-1)
 
 
+SIZES_IN_MIB = {"spare": 1, "small": 1, "large": 2, "newest": 1}
+
+
+def test_the_buffer_given_back_longest_ago_is_dropped_whatever_its_size():
+    # A training loop's spare word-table gradient sits in the pool unused; over the cap, it
+    # must go before the buffers the next step takes (dropping by size dropped those).
+    mib = 1 << 18  # float32 elements
+    pool = OutputPool(max_bytes=4 << 20)
+    arrays = {name: pool.empty((n * mib,), np.float32) for name, n in SIZES_IN_MIB.items()}
+    spare_address = arrays["spare"].ctypes.data
+    for name in ("spare", "large", "small", "newest"):  # given back in this order
+        del arrays[name]
+        gc.collect()
+    assert pool.retained_bytes == 4 << 20  # 5 MiB given back: one 1 MiB buffer dropped
+    reused = pool.reused
+    taken = [pool.empty((n * mib,), np.float32) for n in (2, 1, 1)]
+    assert pool.reused - reused == 3  # the large one and two small ones were kept
+    assert spare_address not in {array.ctypes.data for array in taken}  # the spare went
+    assert pool.retained_bytes == 0
+    del taken
+
+
+def test_a_call_takes_the_buffer_given_back_last():
+    pool = OutputPool()
+    first, second = pool.empty((1 << 18,), np.float32), pool.empty((1 << 18,), np.float32)
+    last_address = second.ctypes.data
+    del first
+    gc.collect()
+    del second
+    gc.collect()
+    assert pool.empty((1 << 18,), np.float32).ctypes.data == last_address  # its pages are warm
+
+
 def test_small_outputs_are_not_pooled():
     pool = OutputPool()
     small = pool.empty((8, 8), np.float32)

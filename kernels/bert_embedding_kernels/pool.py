@@ -11,8 +11,14 @@ How it stays safe: a pooled result is a numpy array whose base is a small
 holder object; the buffer goes back to the pool only when that holder is
 garbage, that is when the result and every view of it are gone. So a result
 never shares memory with a live earlier result, whatever the threads do.
-Buffers are kept per size (a loop asks for the same shape again), and at most
-``max_bytes`` are retained in all (the oldest free buffers are dropped first).
+A call takes the free buffer of its size returned last (its pages are the
+warmest), and at most ``max_bytes`` are retained in all: past that, the buffer
+returned longest ago is dropped, whatever its size. Why by buffer, not by size:
+a training loop that holds two word-table gradients at a moment (the last
+step's until ``zero_grad``) leaves one spare in the pool; dropping by size
+dropped the step's 48 MiB buffers instead of that spare, and every step of an
+interleaved BERT-base benchmark faulted in two of them afresh (23 against 17.6
+ms a step, docs/BACKWARD.md).
 Buffers of ``hugepages.MIN_BYTES`` (4 MiB) or more are in transparent huge pages
 (:mod:`bert_embedding_kernels.hugepages`), which spares the fused kernel a page walk per
 output row.
@@ -36,7 +42,9 @@ from . import hugepages
 # Outputs smaller than this are allocated as usual: the allocator reuses them
 # itself (below its mmap threshold) and a holder costs ~2 us a small call lacks.
 MIN_BYTES = 1 << 20
-DEFAULT_MAX_BYTES = 256 << 20  # retained free buffers, all sizes together
+# Retained free buffers, all sizes together: a BERT-large training step at 32 x 512 (hidden
+# 1024) cycles three 64 MiB buffers and a 125 MB word-table gradient through the pool.
+DEFAULT_MAX_BYTES = 1 << 30
 ALIGNMENT = 64  # bytes: every pooled buffer starts a cache line
 
 
@@ -89,7 +97,8 @@ class OutputPool:
 
     def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES, enabled: bool = True):
         self._lock = threading.Lock()
-        self._free: OrderedDict[int, list[np.ndarray]] = OrderedDict()
+        self._free: OrderedDict[int, np.ndarray] = OrderedDict()  # in the order given back
+        self._returns = 0  # numbers the buffers given back, the keys of _free
         self._retained = 0
         self.max_bytes = max_bytes
         self.enabled = enabled
@@ -157,32 +166,26 @@ class OutputPool:
 
     def _take(self, nbytes: int) -> np.ndarray | None:
         with self._lock:
-            buffers = self._free.get(nbytes)
-            if not buffers:
-                return None
-            raw = buffers.pop()
-            if not buffers:
-                del self._free[nbytes]
-            self._retained -= nbytes
-            return raw
+            for key in reversed(self._free):  # the warmest first; a few dozen buffers at most
+                if self._free[key].nbytes == nbytes:
+                    self._retained -= nbytes
+                    return self._free.pop(key)
+            return None
 
     def _give_back(self, raw: np.ndarray) -> None:
         with self._lock:
             if not self.enabled or raw.nbytes > self.max_bytes:
                 return
-            self._free.setdefault(raw.nbytes, []).append(raw)
-            self._free.move_to_end(raw.nbytes)
+            self._returns += 1
+            self._free[self._returns] = raw
             self._retained += raw.nbytes
             self._trim(self.max_bytes)
 
     def _trim(self, limit: int) -> None:
-        # The least recently returned sizes go first.
+        # The buffer given back longest ago goes first.
         while self._retained > limit and self._free:
-            nbytes, buffers = next(iter(self._free.items()))
-            buffers.pop(0)
-            self._retained -= nbytes
-            if not buffers:
-                del self._free[nbytes]
+            _, raw = self._free.popitem(last=False)
+            self._retained -= raw.nbytes
 
     def _after_fork_in_child(self) -> None:
         # A thread of the parent may have held the lock at the fork; it does not
