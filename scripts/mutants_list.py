@@ -247,6 +247,23 @@ MUTANTS = [
         "why": "the fused backward's four-token path adds the segment gradient out of token order",
     },
     {
+        "name": "fused-bwd-own-rows-from-zero",
+        "file": "kernels/bert_embedding_kernels/methods/fused/backward.py",
+        "old": "    own[:, :] = gradient[:, c0:c1]\n",
+        "new": "    own[:, :] = 0\n",
+        "tests": ["tests/test_backward_accumulate.py", "tests/test_code_paths_backward.py"],
+        "why": "a block's own segment and position rows start from zero, not from the "
+        "gradient they add into (accumulate_into loses what was there)",
+    },
+    {
+        "name": "fused-bwd-own-positions-not-copied-back",
+        "file": "kernels/bert_embedding_kernels/methods/fused/backward.py",
+        "old": "            position[:, c0:c1] = own_position\n",
+        "new": "            position[:, c0:c0] = own_position[:, :0]\n",
+        "tests": ["tests/test_code_paths_backward.py", "tests/test_backward.py"],
+        "why": "the parallel fused backward never copies its blocks' position rows back",
+    },
+    {
         "name": "onehot-bwd-padding-ignored",
         "file": "kernels/bert_embedding_kernels/methods/onehot.py",
         "within": "def onehot_backward(",

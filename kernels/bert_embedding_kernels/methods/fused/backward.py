@@ -79,7 +79,7 @@ def _ids_of(ids, t, seq):
 
 
 @row_helper
-def _add_token(grad, t, i, j, k, padding_idx, c0, c1, rows):
+def _add_token(grad, t, i, j, k, padding_idx, c0, c1, rows, s0):
     """Columns ``[c0, c1)`` of ``grad[t]`` into rows ``i``, ``j``, ``k`` (no token row for padding).
 
     The rows are slices indexed from 0: with ``range(c0, c1)`` on the full rows
@@ -87,12 +87,13 @@ def _add_token(grad, t, i, j, k, padding_idx, c0, c1, rows):
     the loop stays scalar (checked in the assembly: no ``vaddps`` at all).
     One loop adds each gradient element into the three rows, so it is loaded
     once; three loops, one per table, measured the same (docs/BACKWARD.md).
-    ``rows`` is the (token, segment, position) gradients.
+    ``rows`` is the (token, segment, position) gradients; ``s0`` the block's first column
+    in the segment and position ones (see :func:`_scatter_add_columns`).
     """
     token, segment, position = rows
     g = grad[t, c0:c1]
-    segment_row = segment[j, c0:c1]
-    position_row = position[k, c0:c1]
+    segment_row = segment[j, s0 : s0 + c1 - c0]
+    position_row = position[k, s0 : s0 + c1 - c0]
     if i != padding_idx:
         token_row = token[i, c0:c1]
         for h in range(c1 - c0):
@@ -126,15 +127,16 @@ def _four_apart(i0, i1, i2, i3, j0, j1, j2, j3, k0, k1, k2, k3, padding_idx):
 
 
 @row_helper
-def _add_four_tokens(grad, t, i0, i1, i2, i3, j, k0, k1, k2, k3, c0, c1, rows):
+def _add_four_tokens(grad, t, i0, i1, i2, i3, j, k0, k1, k2, k3, c0, c1, rows, s0):
     """Tokens ``t .. t + 3`` at once (see :func:`_four_apart` for when): four token rows in
     flight instead of one. Each element still receives its adds in token order."""
     token, segment, position = rows
     g0, g1, g2, g3 = grad[t, c0:c1], grad[t + 1, c0:c1], grad[t + 2, c0:c1], grad[t + 3, c0:c1]
     r0, r1, r2, r3 = token[i0, c0:c1], token[i1, c0:c1], token[i2, c0:c1], token[i3, c0:c1]
-    p0, p1 = position[k0, c0:c1], position[k1, c0:c1]
-    p2, p3 = position[k2, c0:c1], position[k3, c0:c1]
-    segment_row = segment[j, c0:c1]
+    s1 = s0 + c1 - c0
+    p0, p1 = position[k0, s0:s1], position[k1, s0:s1]
+    p2, p3 = position[k2, s0:s1], position[k3, s0:s1]
+    segment_row = segment[j, s0:s1]
     for h in range(c1 - c0):
         v0, v1, v2, v3 = g0[h], g1[h], g2[h], g3[h]
         r0[h] += v0
@@ -148,6 +150,27 @@ def _add_four_tokens(grad, t, i0, i1, i2, i3, j, k0, k1, k2, k3, c0, c1, rows):
         segment_row[h] = (((segment_row[h] + v0) + v1) + v2) + v3
 
 
+@row_helper
+def _own_columns(gradient, c0, c1, private):
+    """``gradient`` itself, or where ``private``, a new array of its columns ``[c0, c1)``
+    (indexed from 0) for one column block to add into alone and copy back.
+
+    Why: every token adds into a segment row and a position row, so the blocks of those few
+    rows that two threads write sit side by side in memory and are written all the time. On
+    this project's VM the two vCPUs are, in some stretches of time, placed where moving a
+    cache line between them is slow (a parallel copy runs faster then, 1.8 against 2.9 ms):
+    the scatter at BERT-base took 15.4 ms there and 10.1 ms with these rows of its own, and
+    4.64 against 4.81 ms in the other stretches (scripts/scatter_phase_probe.py,
+    docs/BACKWARD.md). Each element is still summed in token order from the value it had:
+    the same bits.
+    """
+    if not private:
+        return gradient
+    own = np.empty((gradient.shape[0], c1 - c0), gradient.dtype)
+    own[:, :] = gradient[:, c0:c1]
+    return own
+
+
 def _scatter_add_columns(
     grad, input_ids, token_type_ids, position_ids, padding_idx, block, token, segment, position
 ):
@@ -159,6 +182,10 @@ def _scatter_add_columns(
     is summed in token order. Tokens whose id is ``padding_idx`` (-1 for none)
     add nothing to the token gradient.
 
+    With more than one block, each adds into segment and position rows of its own
+    (:func:`_own_columns`) and copies them back at its end; ``s0`` is the block's first
+    column there (0), or in the shared gradients (``c0``) with one block.
+
     Four tokens at a time where they touch four different token and position
     rows and one segment row (most groups in a batch of sentences), one at a
     time otherwise: four random token rows in flight made the scatter 1.56x
@@ -168,11 +195,14 @@ def _scatter_add_columns(
     tokens, hidden = grad.shape
     seq = input_ids.shape[1]
     ids = (input_ids, token_type_ids, position_ids)
-    rows = (token, segment, position)
     blocks = (hidden + block - 1) // block
     for c in prange(blocks):
         c0 = c * block
         c1 = min(hidden, c0 + block)
+        own_segment = _own_columns(segment, c0, c1, blocks > 1)
+        own_position = _own_columns(position, c0, c1, blocks > 1)
+        rows = (token, own_segment, own_position)
+        s0 = 0 if blocks > 1 else c0
         t = 0
         while t + 3 < tokens:
             i0, j0, k0 = _ids_of(ids, t, seq)
@@ -180,15 +210,18 @@ def _scatter_add_columns(
             i2, j2, k2 = _ids_of(ids, t + 2, seq)
             i3, j3, k3 = _ids_of(ids, t + 3, seq)
             if _four_apart(i0, i1, i2, i3, j0, j1, j2, j3, k0, k1, k2, k3, padding_idx):
-                _add_four_tokens(grad, t, i0, i1, i2, i3, j0, k0, k1, k2, k3, c0, c1, rows)
+                _add_four_tokens(grad, t, i0, i1, i2, i3, j0, k0, k1, k2, k3, c0, c1, rows, s0)
                 t += 4
             else:
-                _add_token(grad, t, i0, j0, k0, padding_idx, c0, c1, rows)
+                _add_token(grad, t, i0, j0, k0, padding_idx, c0, c1, rows, s0)
                 t += 1
         while t < tokens:
             i, j, k = _ids_of(ids, t, seq)
-            _add_token(grad, t, i, j, k, padding_idx, c0, c1, rows)
+            _add_token(grad, t, i, j, k, padding_idx, c0, c1, rows, s0)
             t += 1
+        if blocks > 1:
+            segment[:, c0:c1] = own_segment
+            position[:, c0:c1] = own_position
 
 
 @parallel_kernel
