@@ -11,7 +11,9 @@ copy under ``SLOW_COPY_MS`` marks the slow stretches):
 2. the same kernel with one thread (one block: nothing shared);
 3. two threads, each adding into token, segment and position gradients of its own (no
    memory written by both; not a product: the two halves would have to be merged);
-4. the parallel copy of the output's bytes.
+4. the parallel copy of the output's bytes;
+5. the whole training step of the drop-in (``embench perf``'s ``drop-in step``: zero_grad,
+   forward, backward), where torch and transformers are installed.
 
 If (1) is slow only where (3) is not, what the two threads share (the token rows they
 write side by side) costs the time, not the machine's memory. Run it on a quiet machine:
@@ -33,6 +35,7 @@ from bert_embedding_kernels import hugepages
 from bert_embedding_kernels._jit import parallel_kernel
 from bert_embedding_kernels.bench.engine.cases import BERT_BASE, zipf_ids
 from bert_embedding_kernels.bench.engine.roofline import CopyReference
+from bert_embedding_kernels.bench.perf import training_step
 from bert_embedding_kernels.methods.fused.backward import (
     _add_four_tokens,
     _add_token,
@@ -121,6 +124,9 @@ def main() -> None:
         ),
         "copy": lambda: timed(copy),
     }
+    step = training_step.calls(include_compile=False).get("drop-in step")
+    if step is not None:
+        calls["drop-in step"] = lambda: timed(step)
     for call in calls.values():
         call()
     reference = shared[0].copy()
@@ -143,6 +149,9 @@ def main() -> None:
             f"{name} {statistics.median(times[name][i] for i in picked):.2f}" for name in calls
         )
         print(f"  {label} ({len(picked)} rounds): {cells}")
+        if step is not None:
+            ratio = statistics.median(times["drop-in step"][i] / times["copy"][i] for i in picked)
+            print(f"    drop-in step / copy, median of per-round ratios: {ratio:.2f}")
 
 
 if __name__ == "__main__":
