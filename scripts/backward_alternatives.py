@@ -19,7 +19,7 @@ from bert_embedding_kernels.bench.engine.cases import BERT_BASE
 from bert_embedding_kernels.gradients import aligned_zeros as _aligned_zeros
 from bert_embedding_kernels.methods.fused.backward import (
     _scatter_add_columns_parallel,
-    column_block,
+    scatter_block,
 )
 
 BATCH, SEQ, HIDDEN, VOCAB = BERT_BASE.batch, BERT_BASE.seq, BERT_BASE.hidden, BERT_BASE.vocab
@@ -96,7 +96,7 @@ def columns_into_empty(tables, grad, input_ids, token_type_ids):
         _aligned_zeros(tables.segment.shape, tables.dtype),
         _aligned_zeros(tables.position.shape, tables.dtype),
     )
-    block = column_block(HIDDEN, tables.dtype.itemsize, numba.get_num_threads())
+    block = scatter_block(HIDDEN, tables.dtype.itemsize, numba.get_num_threads())
     flat = grad.reshape(-1, HIDDEN)
     _columns_into_empty(flat, ids, token_type_ids.reshape(-1), first, untouched, block, *gradients)
     return gradients
@@ -212,7 +212,7 @@ def rows_by_range(tables, grad, input_ids, token_type_ids):
 def without_fault_in(tables, grad, input_ids, token_type_ids):
     """The fused kernel straight into ``np.zeros``: pages faulted by the column owners."""
     gradients = aligned_zeros_like(tables)
-    block = column_block(HIDDEN, tables.dtype.itemsize, numba.get_num_threads())
+    block = scatter_block(HIDDEN, tables.dtype.itemsize, numba.get_num_threads())
     positions = np.arange(SEQ)[None, :]
     flat = grad.reshape(-1, HIDDEN)
     _scatter_add_columns_parallel(flat, input_ids, token_type_ids, positions, -1, block, *gradients)
@@ -256,7 +256,7 @@ class WarmBuffers:
             token_type_ids,
             np.arange(SEQ)[None, :],
             -1,
-            block or column_block(HIDDEN, tables.dtype.itemsize, numba.get_num_threads()),
+            block or scatter_block(HIDDEN, tables.dtype.itemsize, numba.get_num_threads()),
         )
         self.buffers = aligned_zeros_like(tables)
 

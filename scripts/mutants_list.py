@@ -251,7 +251,7 @@ MUTANTS = [
         "file": "kernels/bert_embedding_kernels/methods/fused/backward.py",
         "old": "    own[:, :] = gradient[:, c0:c1]\n",
         "new": "    own[:, :] = 0\n",
-        "tests": ["tests/test_backward_accumulate.py", "tests/test_code_paths_backward.py"],
+        "tests": ["tests/test_backward_determinism.py"],
         "why": "a block's own segment and position rows start from zero, not from the "
         "gradient they add into (accumulate_into loses what was there)",
     },
@@ -260,8 +260,9 @@ MUTANTS = [
         "file": "kernels/bert_embedding_kernels/methods/fused/backward.py",
         "old": "            position[:, c0:c1] = own_position\n",
         "new": "            position[:, c0:c0] = own_position[:, :0]\n",
-        "tests": ["tests/test_code_paths_backward.py", "tests/test_backward.py"],
-        "why": "the parallel fused backward never copies its blocks' position rows back",
+        "tests": ["tests/test_backward_determinism.py"],
+        "why": "with several column blocks, the fused backward never copies their position rows "
+        "back",
     },
     {
         "name": "onehot-bwd-padding-ignored",

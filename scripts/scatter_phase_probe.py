@@ -1,22 +1,22 @@
 """Issue 39: the scatter-add's two speeds on this project's VM, and what its threads share.
 
 In some stretches of time (seconds to minutes) the fused backward's scatter-add at
-BERT-base runs about three times slower than in the others, with identical code and
-data, while a parallel copy of the output runs faster. This probe times, in alternating
-calls for ``SECONDS`` seconds, and sorts every call by the copy's time of its round (a
-copy under ``SLOW_COPY_MS`` marks the slow stretches):
+BERT-base ran about three times slower than in the others, with identical code and
+data, while a parallel copy of the output ran faster. This probe times, in alternating
+calls for ``SECONDS`` seconds, and sorts every round by the copy's time (a copy under
+``SLOW_COPY_MS`` marks the slow stretches):
 
-1. the shipped scatter with two threads (each owns a column block of every row; since
-   this probe's commit each also adds into segment and position rows of its own);
-2. the same kernel with one thread (one block: nothing shared);
-3. two threads, each adding into token, segment and position gradients of its own (no
-   memory written by both; not a product: the two halves would have to be merged);
+1. the shipped scatter with two threads: one adds into the token rows, the other into the
+   segment and position rows (``scatter_block``);
+2. the same kernel with one thread (both parts in turn);
+3. the layout before (commit 550610f): each thread owns a column block of all three
+   tables and adds every token into its three rows, so the two threads write side by side
+   in the same segment, position and token rows all the time;
 4. the parallel copy of the output's bytes;
 5. the whole training step of the drop-in (``embench perf``'s ``drop-in step``: zero_grad,
    forward, backward), where torch and transformers are installed.
 
-If (1) is slow only where (3) is not, what the two threads share (the token rows they
-write side by side) costs the time, not the machine's memory. Run it on a quiet machine:
+All three scatters give the same bits (checked). Run it on a quiet machine:
 
     PYTHONPATH=kernels .venv/bin/python scripts/scatter_phase_probe.py [SECONDS]
 """
@@ -32,17 +32,15 @@ import numpy as np
 from numba import prange
 
 from bert_embedding_kernels import hugepages
-from bert_embedding_kernels._jit import parallel_kernel
+from bert_embedding_kernels._jit import parallel_kernel, row_helper
 from bert_embedding_kernels.bench.engine.cases import BERT_BASE, zipf_ids
 from bert_embedding_kernels.bench.engine.roofline import CopyReference
 from bert_embedding_kernels.bench.perf import training_step
 from bert_embedding_kernels.methods.fused.backward import (
-    _add_four_tokens,
-    _add_token,
-    _four_apart,
     _ids_of,
     _scatter_add_columns_parallel,
     column_block,
+    scatter_block,
 )
 from bert_embedding_kernels.pool import aligned_zeros
 
@@ -50,40 +48,79 @@ SLOW_COPY_MS = 2.3
 SECONDS = float(sys.argv[1]) if len(sys.argv) > 1 else 60.0
 
 
+@row_helper
+def _add_to_three(grad, t, i, j, k, c0, c1, token, segment, position):
+    """The layout before: one token's columns into its three rows in one loop."""
+    g = grad[t, c0:c1]
+    token_row, segment_row, position_row = token[i, c0:c1], segment[j, c0:c1], position[k, c0:c1]
+    for h in range(c1 - c0):
+        value = g[h]
+        token_row[h] += value
+        segment_row[h] += value
+        position_row[h] += value
+
+
+@row_helper
+def _add_four_to_three(grad, t, i0, i1, i2, i3, j, k0, k1, k2, k3, c0, c1, tables):
+    """The layout before: four tokens (four token rows, four position rows, one segment)."""
+    token, segment, position = tables
+    g0, g1, g2, g3 = grad[t, c0:c1], grad[t + 1, c0:c1], grad[t + 2, c0:c1], grad[t + 3, c0:c1]
+    r0, r1, r2, r3 = token[i0, c0:c1], token[i1, c0:c1], token[i2, c0:c1], token[i3, c0:c1]
+    p0, p1 = position[k0, c0:c1], position[k1, c0:c1]
+    p2, p3 = position[k2, c0:c1], position[k3, c0:c1]
+    segment_row = segment[j, c0:c1]
+    for h in range(c1 - c0):
+        v0, v1, v2, v3 = g0[h], g1[h], g2[h], g3[h]
+        r0[h] += v0
+        r1[h] += v1
+        r2[h] += v2
+        r3[h] += v3
+        p0[h] += v0
+        p1[h] += v1
+        p2[h] += v2
+        p3[h] += v3
+        segment_row[h] = (((segment_row[h] + v0) + v1) + v2) + v3
+
+
 @parallel_kernel
-def _scatter_apart(grad, input_ids, token_type_ids, position_ids, block, apart):
-    """The shipped loop, block ``c`` adding into gradients ``apart[k][c]`` of its own."""
+def _scatter_before(grad, input_ids, token_type_ids, position_ids, block, token, segment, position):
+    """The layout before (no padding token here): a column block of all three tables each."""
     tokens, hidden = grad.shape
     seq = input_ids.shape[1]
     ids = (input_ids, token_type_ids, position_ids)
-    token, segment, position = apart
-    for c in prange(token.shape[0]):
+    tables = (token, segment, position)
+    for c in prange(-(-hidden // block)):
         c0, c1 = c * block, min(hidden, (c + 1) * block)
-        rows = (token[c], segment[c], position[c])
         t = 0
         while t + 3 < tokens:
             i0, j0, k0 = _ids_of(ids, t, seq)
             i1, j1, k1 = _ids_of(ids, t + 1, seq)
             i2, j2, k2 = _ids_of(ids, t + 2, seq)
             i3, j3, k3 = _ids_of(ids, t + 3, seq)
-            if _four_apart(i0, i1, i2, i3, j0, j1, j2, j3, k0, k1, k2, k3, -1):
-                _add_four_tokens(grad, t, i0, i1, i2, i3, j0, k0, k1, k2, k3, c0, c1, rows, c0)
+            rows_apart = _four_different(i0, i1, i2, i3) and _four_different(k0, k1, k2, k3)
+            if rows_apart and j0 == j1 and j0 == j2 and j0 == j3:
+                _add_four_to_three(grad, t, i0, i1, i2, i3, j0, k0, k1, k2, k3, c0, c1, tables)
                 t += 4
             else:
-                _add_token(grad, t, i0, j0, k0, -1, c0, c1, rows, c0)
+                _add_to_three(grad, t, i0, j0, k0, c0, c1, token, segment, position)
                 t += 1
         while t < tokens:
             i, j, k = _ids_of(ids, t, seq)
-            _add_token(grad, t, i, j, k, -1, c0, c1, rows, c0)
+            _add_to_three(grad, t, i, j, k, c0, c1, token, segment, position)
             t += 1
 
 
-def _gradients(shape, *copies):
-    """Token, segment and position gradients (``copies`` of each, stacked, where given)."""
-    token = hugepages.empty((*copies, shape.vocab, shape.hidden), np.float32)
+def _gradients(shape):
+    """Token, segment and position gradients, as the shipped backward allocates them."""
+    token = hugepages.empty((shape.vocab, shape.hidden), np.float32)
     token[...] = 0
     rows = (2, shape.max_positions)
-    return (token, *(aligned_zeros((*copies, n, shape.hidden), np.float32) for n in rows))
+    return (token, *(aligned_zeros((n, shape.hidden), np.float32) for n in rows))
+
+
+@row_helper
+def _four_different(a, b, c, d):
+    return a != b and a != c and a != d and b != c and b != d and c != d
 
 
 def main() -> None:
@@ -96,8 +133,9 @@ def main() -> None:
     grad = hugepages.empty((shape.batch * shape.seq, shape.hidden), np.float32)
     grad[...] = rng.standard_normal(grad.shape, dtype=np.float32)
     threads = numba.get_num_threads()
-    block = column_block(shape.hidden, 4, threads)
-    shared, apart = _gradients(shape), _gradients(shape, threads)
+    block = scatter_block(shape.hidden, 4, threads)
+    before_block = column_block(shape.hidden, 4, threads)
+    shared, before = _gradients(shape), _gradients(shape)
     copy = CopyReference((shape.batch, shape.seq, shape.hidden), np.float32)
 
     def timed(call, *arrays, threads_now=threads):
@@ -119,8 +157,8 @@ def main() -> None:
             *shared,
             threads_now=1,
         ),
-        "two threads, nothing shared": lambda: timed(
-            lambda: _scatter_apart(*args, block, apart), *apart
+        "the layout before, two threads": lambda: timed(
+            lambda: _scatter_before(*args, before_block, *before), *before
         ),
         "copy": lambda: timed(copy),
     }
@@ -129,9 +167,10 @@ def main() -> None:
         calls["drop-in step"] = lambda: timed(step)
     for call in calls.values():
         call()
-    reference = shared[0].copy()
+    reference = [array.copy() for array in shared]
     calls["shipped, one thread"]()
-    assert np.array_equal(shared[0], reference), "one thread gave other bits"
+    for got in (shared, before):
+        assert all(map(np.array_equal, got, reference)), "a scatter gave other bits"
     times = {name: [] for name in calls}
     end = time.time() + SECONDS
     while time.time() < end:

@@ -36,6 +36,7 @@ from bert_embedding_kernels.methods.fused import norm_backward
 from bert_embedding_kernels.methods.fused.backward import (
     _scatter_add_columns_parallel,
     column_block,
+    scatter_block,
 )
 
 EVICT = np.zeros(256 * 2**20, np.uint8)
@@ -182,7 +183,8 @@ def main() -> None:
     print(f"| forward + LayerNorm's backward, sums recomputed ({note}) | {a:.2f} | {b:.2f} "
           f"| {ratio:.3f} |")  # fmt: skip
 
-    block = column_block(shape.hidden, 4, numba.get_num_threads())
+    threads = numba.get_num_threads()
+    block = column_block(shape.hidden, 4, threads)  # the layout measured: a block per thread
     blocks = -(-shape.hidden // block)
     blocked = np.zeros((blocks, tokens, block), np.float32)
     for c in range(blocks):
@@ -207,7 +209,9 @@ def main() -> None:
     print(f"| a scatter-add, by column block ({note}) | {a:.2f} | {b:.2f} | {ratio:.3f} |")
     positions = np.arange(shape.seq)[None, :]
     a, b, ratio = paired(
-        lambda: _scatter_add_columns_parallel(grad, ids, types, positions, -1, block, *into[0]),
+        lambda: _scatter_add_columns_parallel(
+            grad, ids, types, positions, -1, scatter_block(shape.hidden, 4, threads), *into[0]
+        ),
         lambda: _scatter_blocked(blocked, ids, types, block, *into[1]),
     )
     print(f"| the shipped scatter-add against the blocked one | {a:.2f} | {b:.2f} | {ratio:.3f} |")

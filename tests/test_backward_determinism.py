@@ -50,6 +50,29 @@ def test_fused_does_not_depend_on_the_column_block():
             np.testing.assert_array_equal(got, want)
 
 
+def test_fused_adds_after_what_is_there_for_every_column_block():
+    # With more than one block, the segment and position parts add into rows of their own;
+    # those must start from the gradients' values (accumulate_into) and be copied back.
+    rng = np.random.default_rng(9)
+    tables = bek.EmbeddingTables.random(500, 100, max_positions=64)
+    grad, ids, types = random_case(rng, tables, (8, 64), zipf=True)
+    flat = grad.reshape(-1, 100)
+    positions = np.arange(64)[None, :]
+    shapes = (tables.token, tables.segment, tables.position)
+    start = [rng.standard_normal(t.shape).astype(t.dtype) for t in shapes]
+    expected = [s.copy() for s in start]
+    all_ids = (ids.reshape(-1), types.reshape(-1), np.tile(np.arange(64), 8))
+    for want, table_ids in zip(expected, all_ids, strict=True):
+        np.add.at(want, table_ids, flat)  # numpy's unbuffered add, in token order
+    from bert_embedding_kernels.methods.fused.backward import _scatter_add_columns_parallel
+
+    for block in (1, 16, 48, 99, 100):
+        grads = [s.copy() for s in start]
+        _scatter_add_columns_parallel(flat, ids, types, positions, -1, block, *grads)
+        for got, want in zip(grads, expected, strict=True):
+            np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("method", BACKWARD_METHODS)
 def test_gradients_start_on_a_cache_line(method):
     # Column blocks are whole 64-byte lines counted from the row start; with the

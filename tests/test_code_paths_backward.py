@@ -142,6 +142,6 @@ def test_parallel_cases_end_in_a_partial_column_block():
     for case in CASES:
         if case.path == "parallel":
             itemsize = np.dtype(case.dtype).itemsize
-            block = fused_backward.column_block(case.hidden, itemsize, threads)
+            block = fused_backward.scatter_block(case.hidden, itemsize, threads)
             partial.append(case.hidden % block != 0)
     assert partial and all(partial), partial

@@ -1,25 +1,34 @@
-"""The fused backward: one parallel numba pass over ``grad`` adding into all three tables.
+"""The fused backward: a parallel numba scatter-add of ``grad`` into the three tables.
 
 The gradient of each table is a scatter-add of the output gradient ``g``: row
 ``r`` of ``Wt`` receives the sum of ``g[b, s]`` over every token whose id is
 ``r``.
 
 A parallel scatter-add races when two threads add into the same row, and
-atomics would make the sum depend on thread timing. Here every thread owns a
-block of *columns* (hidden units) of all three tables: a thread walks every
-token in token order and adds that token's slice ``g[t, c0:c1]`` into the
-slices ``[c0:c1]`` of its three rows. No two threads ever write the same
-element, so there is no race and no atomic, and each element is summed in
-token order starting from zero, whatever the number of threads or the block
-width: the result is bitwise identical for every thread count (and identical
-to numpy's ``np.add.at`` and to torch's CPU kernel, which also add in token
-order). One pass over ``g`` serves all three tables, and the work per thread is
-equal whatever the skew of the ids (a counting sort by id with one owner per
-row would leave one thread with the most frequent rows). Blocks are whole
-64-byte cache lines and the gradients start on a line, so no two threads write
-to one line either (when a row is a whole number of lines, as at BERT's widths).
+atomics would make the sum depend on thread timing. Here the work is split into
+parts that share no element: a *column block* (hidden units ``[c0, c1)``) of the
+token gradient, or the same block of the segment and position gradients. Each
+part walks every token in token order and adds that token's slice
+``g[t, c0:c1]`` into the slice ``[c0:c1]`` of its rows. No two threads ever
+write the same element, so there is no race and no atomic, and each element is
+summed in token order starting from zero, whatever the number of threads or the
+block width: the result is bitwise identical for every thread count (and
+identical to numpy's ``np.add.at`` and to torch's CPU kernel, which also add in
+token order). The work per part is equal whatever the skew of the ids (a
+counting sort by id with one owner per row would leave one thread with the most
+frequent rows). Blocks are whole 64-byte cache lines and the gradients start on
+a line, so no two threads write to one line either (when a row is a whole number
+of lines, as at BERT's widths).
 
-Parallelism is bounded by ``hidden / 16`` blocks for float32 (48 at hidden
+Why the tables are parts of their own (issue 39): every token adds into a segment
+and a position row, so with column blocks of all three tables the threads wrote
+side by side in those few rows all the time; where a cache line moves slowly
+between two cores that tripled the scatter's time (docs/BACKWARD.md, "Two
+speeds"). Each part reads its columns of ``g``: ``g`` is read twice in all, once
+for the token parts and once for the others (one thread: 8.4 ms at BERT-base
+against 6.1 for one walk into all three tables).
+
+Parallelism is bounded by ``2 x hidden / 16`` parts for float32 (96 at hidden
 768), which is plenty on the machines this project targets.
 
 Zeroing: a new gradient's pages are mapped and zeroed by the operating system
@@ -79,70 +88,55 @@ def _ids_of(ids, t, seq):
 
 
 @row_helper
-def _add_token(grad, t, i, j, k, padding_idx, c0, c1, rows, s0):
-    """Columns ``[c0, c1)`` of ``grad[t]`` into rows ``i``, ``j``, ``k`` (no token row for padding).
+def _add_token_row(grad, t, i, c0, c1, token):
+    """Columns ``[c0, c1)`` of ``grad[t]`` into row ``i`` of the token gradient.
 
     The rows are slices indexed from 0: with ``range(c0, c1)`` on the full rows
     numba cannot prove the index non-negative, keeps its wraparound branch, and
     the loop stays scalar (checked in the assembly: no ``vaddps`` at all).
-    One loop adds each gradient element into the three rows, so it is loaded
-    once; three loops, one per table, measured the same (docs/BACKWARD.md).
-    ``rows`` is the (token, segment, position) gradients; ``s0`` the block's first column
-    in the segment and position ones (see :func:`_scatter_add_columns`).
     """
-    token, segment, position = rows
+    g = grad[t, c0:c1]
+    row = token[i, c0:c1]
+    for h in range(c1 - c0):
+        row[h] += g[h]
+
+
+@row_helper
+def _add_four_token_rows(grad, t, i0, i1, i2, i3, c0, c1, token):
+    """Tokens ``t .. t + 3`` into four different token rows at once: four random rows in flight
+    instead of one (1.56x faster at BERT-base with Zipf ids, docs/BACKWARD.md)."""
+    g0, g1, g2, g3 = grad[t, c0:c1], grad[t + 1, c0:c1], grad[t + 2, c0:c1], grad[t + 3, c0:c1]
+    r0, r1, r2, r3 = token[i0, c0:c1], token[i1, c0:c1], token[i2, c0:c1], token[i3, c0:c1]
+    for h in range(c1 - c0):
+        r0[h] += g0[h]
+        r1[h] += g1[h]
+        r2[h] += g2[h]
+        r3[h] += g3[h]
+
+
+@row_helper
+def _add_segment_position(grad, t, j, k, c0, c1, s0, segment, position):
+    """Columns ``[c0, c1)`` of ``grad[t]`` into segment row ``j`` and position row ``k``, whose
+    columns start at ``s0`` (see :func:`_scatter_add_columns`)."""
     g = grad[t, c0:c1]
     segment_row = segment[j, s0 : s0 + c1 - c0]
     position_row = position[k, s0 : s0 + c1 - c0]
-    if i != padding_idx:
-        token_row = token[i, c0:c1]
-        for h in range(c1 - c0):
-            value = g[h]
-            token_row[h] += value
-            segment_row[h] += value
-            position_row[h] += value
-    else:
-        for h in range(c1 - c0):
-            value = g[h]
-            segment_row[h] += value
-            position_row[h] += value
+    for h in range(c1 - c0):
+        value = g[h]
+        segment_row[h] += value
+        position_row[h] += value
 
 
 @row_helper
-def _four_apart(i0, i1, i2, i3, j0, j1, j2, j3, k0, k1, k2, k3, padding_idx):
-    """Whether four consecutive tokens go through :func:`_add_four_tokens`.
-
-    Needed for the result: no padding token (its token row gets nothing) and one
-    segment row (added in one expression). For speed only: four different token
-    rows and four different position rows. The loop runs its statements in order,
-    so rows that coincide still get their adds in token order, but LLVM guards its
-    vector code with run-time overlap checks and falls back to scalar code when
-    two rows are one (without these two tests: 2-6% slower at BERT-base, Zipf ids).
-    """
-    tokens_apart = i0 != i1 and i0 != i2 and i0 != i3 and i1 != i2 and i1 != i3 and i2 != i3
-    no_padding = i0 != padding_idx and i1 != padding_idx and i2 != padding_idx and i3 != padding_idx
-    positions_apart = k0 != k1 and k0 != k2 and k0 != k3 and k1 != k2 and k1 != k3 and k2 != k3
-    one_segment = j0 == j1 and j0 == j2 and j0 == j3
-    return tokens_apart and no_padding and positions_apart and one_segment
-
-
-@row_helper
-def _add_four_tokens(grad, t, i0, i1, i2, i3, j, k0, k1, k2, k3, c0, c1, rows, s0):
-    """Tokens ``t .. t + 3`` at once (see :func:`_four_apart` for when): four token rows in
-    flight instead of one. Each element still receives its adds in token order."""
-    token, segment, position = rows
+def _add_four_segment_positions(grad, t, j, k0, k1, k2, k3, c0, c1, s0, segment, position):
+    """Tokens ``t .. t + 3`` of one segment into four different position rows at once."""
     g0, g1, g2, g3 = grad[t, c0:c1], grad[t + 1, c0:c1], grad[t + 2, c0:c1], grad[t + 3, c0:c1]
-    r0, r1, r2, r3 = token[i0, c0:c1], token[i1, c0:c1], token[i2, c0:c1], token[i3, c0:c1]
     s1 = s0 + c1 - c0
     p0, p1 = position[k0, s0:s1], position[k1, s0:s1]
     p2, p3 = position[k2, s0:s1], position[k3, s0:s1]
     segment_row = segment[j, s0:s1]
     for h in range(c1 - c0):
         v0, v1, v2, v3 = g0[h], g1[h], g2[h], g3[h]
-        r0[h] += v0
-        r1[h] += v1
-        r2[h] += v2
-        r3[h] += v3
         p0[h] += v0
         p1[h] += v1
         p2[h] += v2
@@ -151,18 +145,37 @@ def _add_four_tokens(grad, t, i0, i1, i2, i3, j, k0, k1, k2, k3, c0, c1, rows, s
 
 
 @row_helper
+def _four_token_rows_apart(i0, i1, i2, i3, padding_idx):
+    """Whether four consecutive tokens go through :func:`_add_four_token_rows`: needed for the
+    result, no padding token (its row gets nothing); for speed, four different rows (LLVM
+    guards its vector code with run-time overlap checks and runs scalar code when two rows
+    are one; without this test 2-6% slower at BERT-base, Zipf ids). The loop runs its
+    statements in order, so rows that coincide would still get their adds in token order."""
+    tokens_apart = i0 != i1 and i0 != i2 and i0 != i3 and i1 != i2 and i1 != i3 and i2 != i3
+    no_padding = i0 != padding_idx and i1 != padding_idx and i2 != padding_idx and i3 != padding_idx
+    return tokens_apart and no_padding
+
+
+@row_helper
+def _four_positions_apart(j0, j1, j2, j3, k0, k1, k2, k3):
+    """Whether four consecutive tokens go through :func:`_add_four_segment_positions`: one
+    segment row (added in one expression, needed for the result) and, for speed, four
+    different position rows."""
+    one_segment = j0 == j1 and j0 == j2 and j0 == j3
+    positions_apart = k0 != k1 and k0 != k2 and k0 != k3 and k1 != k2 and k1 != k3 and k2 != k3
+    return one_segment and positions_apart
+
+
+@row_helper
 def _own_columns(gradient, c0, c1, private):
     """``gradient`` itself, or where ``private``, a new array of its columns ``[c0, c1)``
     (indexed from 0) for one column block to add into alone and copy back.
 
     Why: every token adds into a segment row and a position row, so the blocks of those few
-    rows that two threads write sit side by side in memory and are written all the time. On
-    this project's VM the two vCPUs are, in some stretches of time, placed where moving a
-    cache line between them is slow (a parallel copy runs faster then, 1.8 against 2.9 ms):
-    the scatter at BERT-base took 15.4 ms there and 10.1 ms with these rows of its own, and
-    4.64 against 4.81 ms in the other stretches (scripts/scatter_phase_probe.py,
-    docs/BACKWARD.md). Each element is still summed in token order from the value it had:
-    the same bits.
+    rows that two threads write sit side by side in memory and are written all the time; on
+    a machine where moving a cache line between two cores is slow, that costs more than the
+    adds (docs/BACKWARD.md, "Two speeds"). Each element is still summed in token order from
+    the value it had: the same bits.
     """
     if not private:
         return gradient
@@ -171,54 +184,87 @@ def _own_columns(gradient, c0, c1, private):
     return own
 
 
+@row_helper
+def _token_rows_pass(grad, ids, seq, padding_idx, c0, c1, token):
+    """Every token in order into columns ``[c0, c1)`` of its token row (none for padding)."""
+    tokens = grad.shape[0]
+    t = 0
+    while t + 3 < tokens:
+        i0 = _ids_of(ids, t, seq)[0]
+        i1 = _ids_of(ids, t + 1, seq)[0]
+        i2 = _ids_of(ids, t + 2, seq)[0]
+        i3 = _ids_of(ids, t + 3, seq)[0]
+        if _four_token_rows_apart(i0, i1, i2, i3, padding_idx):
+            _add_four_token_rows(grad, t, i0, i1, i2, i3, c0, c1, token)
+            t += 4
+        else:
+            if i0 != padding_idx:
+                _add_token_row(grad, t, i0, c0, c1, token)
+            t += 1
+    while t < tokens:
+        i = _ids_of(ids, t, seq)[0]
+        if i != padding_idx:
+            _add_token_row(grad, t, i, c0, c1, token)
+        t += 1
+
+
+@row_helper
+def _segment_position_pass(grad, ids, seq, c0, c1, s0, segment, position):
+    """Every token in order into columns ``[c0, c1)`` of its segment and position rows."""
+    tokens = grad.shape[0]
+    t = 0
+    while t + 3 < tokens:
+        _, j0, k0 = _ids_of(ids, t, seq)
+        _, j1, k1 = _ids_of(ids, t + 1, seq)
+        _, j2, k2 = _ids_of(ids, t + 2, seq)
+        _, j3, k3 = _ids_of(ids, t + 3, seq)
+        if _four_positions_apart(j0, j1, j2, j3, k0, k1, k2, k3):
+            _add_four_segment_positions(grad, t, j0, k0, k1, k2, k3, c0, c1, s0, segment, position)
+            t += 4
+        else:
+            _add_segment_position(grad, t, j0, k0, c0, c1, s0, segment, position)
+            t += 1
+    while t < tokens:
+        _, j, k = _ids_of(ids, t, seq)
+        _add_segment_position(grad, t, j, k, c0, c1, s0, segment, position)
+        t += 1
+
+
 def _scatter_add_columns(
     grad, input_ids, token_type_ids, position_ids, padding_idx, block, token, segment, position
 ):
-    """Add ``grad[t]`` into row ``i``, ``j``, ``k`` of the three zeroed gradients.
+    """Add ``grad[t]`` into row ``i``, ``j``, ``k`` of the three gradients.
 
-    ``prange`` runs over column blocks of width ``block``; each iteration owns
-    columns ``[c0, c1)`` of every row of all three gradients and walks the
-    tokens in order, so no element is written by two threads and every element
-    is summed in token order. Tokens whose id is ``padding_idx`` (-1 for none)
-    add nothing to the token gradient.
+    ``prange`` runs over ``2 x blocks`` parts: a column block ``[c0, c1)`` of width
+    ``block`` of the token gradient, or the same block of the segment and position
+    gradients. Each part walks every token in order, so no element is written by two
+    threads and every element is summed in token order. Tokens whose id is
+    ``padding_idx`` (-1 for none) add nothing to the token gradient.
 
-    With more than one block, each adds into segment and position rows of its own
-    (:func:`_own_columns`) and copies them back at its end; ``s0`` is the block's first
-    column there (0), or in the shared gradients (``c0``) with one block.
-
-    Four tokens at a time where they touch four different token and position
-    rows and one segment row (most groups in a batch of sentences), one at a
-    time otherwise: four random token rows in flight made the scatter 1.56x
-    faster into existing gradients at BERT-base with Zipf ids (docs/BACKWARD.md),
-    with the same bits.
+    Why two kinds of part (issue 39): the token rows are random and many, the segment and
+    position rows few and written by every token; split apart, no thread writes next to
+    another's hot rows. At BERT-base on this project's 2-core VM (one block of each kind):
+    4.17 against 4.74 ms for column blocks of all three tables, and 5.18 against 10.73 ms
+    in the stretches where a cache line moves slowly between its vCPUs (docs/BACKWARD.md).
+    With more than one block, the segment and position parts add into rows of their own
+    (:func:`_own_columns`) and copy them back; ``s0`` is their first column there (0), or
+    in the shared gradients (``c0``) with one block.
     """
-    tokens, hidden = grad.shape
+    hidden = grad.shape[1]
     seq = input_ids.shape[1]
     ids = (input_ids, token_type_ids, position_ids)
     blocks = (hidden + block - 1) // block
-    for c in prange(blocks):
+    for part in prange(2 * blocks):
+        c = part % blocks
         c0 = c * block
         c1 = min(hidden, c0 + block)
+        if part < blocks:
+            _token_rows_pass(grad, ids, seq, padding_idx, c0, c1, token)
+            continue
         own_segment = _own_columns(segment, c0, c1, blocks > 1)
         own_position = _own_columns(position, c0, c1, blocks > 1)
-        rows = (token, own_segment, own_position)
         s0 = 0 if blocks > 1 else c0
-        t = 0
-        while t + 3 < tokens:
-            i0, j0, k0 = _ids_of(ids, t, seq)
-            i1, j1, k1 = _ids_of(ids, t + 1, seq)
-            i2, j2, k2 = _ids_of(ids, t + 2, seq)
-            i3, j3, k3 = _ids_of(ids, t + 3, seq)
-            if _four_apart(i0, i1, i2, i3, j0, j1, j2, j3, k0, k1, k2, k3, padding_idx):
-                _add_four_tokens(grad, t, i0, i1, i2, i3, j0, k0, k1, k2, k3, c0, c1, rows, s0)
-                t += 4
-            else:
-                _add_token(grad, t, i0, j0, k0, padding_idx, c0, c1, rows, s0)
-                t += 1
-        while t < tokens:
-            i, j, k = _ids_of(ids, t, seq)
-            _add_token(grad, t, i, j, k, padding_idx, c0, c1, rows, s0)
-            t += 1
+        _segment_position_pass(grad, ids, seq, c0, c1, s0, own_segment, own_position)
         if blocks > 1:
             segment[:, c0:c1] = own_segment
             position[:, c0:c1] = own_position
@@ -290,8 +336,14 @@ def column_block(hidden: int, itemsize: int, threads: int) -> int:
     return line * -(-lines // max(1, threads))
 
 
+def scatter_block(hidden: int, itemsize: int, threads: int) -> int:
+    """The scatter's column block for ``threads`` threads: half of them take blocks of the token
+    gradient, the other half the same blocks of the segment and position gradients."""
+    return column_block(hidden, itemsize, -(-threads // 2))
+
+
 def fused_backward(tables, batch, grad, padding_idx, into=None):
-    """One parallel numba pass over ``g`` adding into all three tables; see the module doc.
+    """The parallel scatter-add of ``g`` into the three tables; see the module doc.
 
     ``into``: gradients (validated) to add into, as torch adds into ``.grad``;
     a training loop then faults in no fresh pages. By default, zeroed new ones
@@ -310,7 +362,7 @@ def fused_backward(tables, batch, grad, padding_idx, into=None):
     else:
         threads = numba.get_num_threads()
         kernel = _scatter_add_columns_parallel
-        block = column_block(tables.hidden_size, grad.dtype.itemsize, threads)
+        block = scatter_block(tables.hidden_size, grad.dtype.itemsize, threads)
     if fresh and kernel is _scatter_add_columns_parallel:  # new, lazily zeroed pages
         _fault_in_rows(
             input_ids,
