@@ -33,7 +33,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from collections import OrderedDict
+from collections import OrderedDict, deque
 
 import numpy as np
 
@@ -98,6 +98,7 @@ class OutputPool:
     def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES, enabled: bool = True):
         self._lock = threading.Lock()
         self._free: OrderedDict[int, np.ndarray] = OrderedDict()  # in the order given back
+        self._by_size: dict[int, deque[int]] = {}  # nbytes: keys of _free, oldest first
         self._returns = 0  # numbers the buffers given back, the keys of _free
         self._retained = 0
         self.max_bytes = max_bytes
@@ -166,11 +167,11 @@ class OutputPool:
 
     def _take(self, nbytes: int) -> np.ndarray | None:
         with self._lock:
-            for key in reversed(self._free):  # the warmest first; a few dozen buffers at most
-                if self._free[key].nbytes == nbytes:
-                    self._retained -= nbytes
-                    return self._free.pop(key)
-            return None
+            keys = self._by_size.get(nbytes)
+            if not keys:
+                return None
+            self._retained -= nbytes
+            return self._free.pop(keys.pop())  # the warmest
 
     def _give_back(self, raw: np.ndarray) -> None:
         with self._lock:
@@ -178,6 +179,7 @@ class OutputPool:
                 return
             self._returns += 1
             self._free[self._returns] = raw
+            self._by_size.setdefault(raw.nbytes, deque()).append(self._returns)
             self._retained += raw.nbytes
             self._trim(self.max_bytes)
 
@@ -185,6 +187,7 @@ class OutputPool:
         # The buffer given back longest ago goes first.
         while self._retained > limit and self._free:
             _, raw = self._free.popitem(last=False)
+            self._by_size[raw.nbytes].popleft()
             self._retained -= raw.nbytes
 
     def _after_fork_in_child(self) -> None:
